@@ -1,0 +1,66 @@
+# cronwork: `make run` runs the whole system, `make test` the whole suite. `make help` lists the rest.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.DEFAULT_GOAL := help
+.PHONY: help install system-deps run migrate api worker beat test test-fast lint format bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip==25.3
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	rm -f $(VENV)/.installed-*; touch $@
+
+install: $(STAMP) ## Create .venv and install cronwork with its pinned dependencies
+
+system-deps: ## Install the Debian packages the tests drive (chromium, docker-compose) when missing
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+run: $(STAMP) ## Run API, worker and beat (embedded SQLite + in-memory broker when DATABASE_URL/BROKER_URL are unset)
+	$(BIN)/cronwork run
+
+migrate: $(STAMP) ## Bring the database at DATABASE_URL to the newest schema
+	$(BIN)/cronwork migrate
+
+api: $(STAMP) ## Run the API (gunicorn) on PORT (default 8000)
+	$(BIN)/cronwork api
+
+worker: $(STAMP) ## Run the Dramatiq workers
+	$(BIN)/cronwork worker
+
+beat: $(STAMP) ## Run the periodiq beat (system crons)
+	$(BIN)/cronwork beat
+
+test: $(STAMP) system-deps ## The whole suite against the real PostgreSQL and RabbitMQ, browser and chart checks included
+	source deploy/tools.sh && $(BIN)/pytest
+
+test-fast: $(STAMP) ## Unit and API tests only (no worker processes, browser or chart)
+	$(BIN)/pytest tests/shared tests/api
+
+lint: $(STAMP) ## ruff (lint and format check) and mypy on shared/
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy shared
+
+format: $(STAMP) ## Apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(STAMP) ## Measure slot lateness and claim throughput against the real PostgreSQL and RabbitMQ
+	$(BIN)/python -m tests.bench
+
+clean: ## Remove the venv, the embedded database and test output
+	rm -rf $(VENV) var test-output

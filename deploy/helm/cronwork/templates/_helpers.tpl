@@ -1,0 +1,229 @@
+{{/*
+Names, labels and the pieces every pod template shares. One template per object lives beside this file.
+*/}}
+
+{{/* The chart name, or nameOverride. */}}
+{{- define "cronwork.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The full name prefix of every object: fullnameOverride, or "<release>-<name>" unless the release name already
+contains the chart name. Truncated to 63 characters (the DNS label limit) minus room for role suffixes.
+*/}}
+{{- define "cronwork.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 52 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* "<chart>-<version>" for the helm.sh/chart label. */}}
+{{- define "cronwork.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Selector labels of one role. Usage: include "cronwork.selectorLabels" (dict "ctx" $ "component" "api");
+objects shared by every role leave out "component".
+*/}}
+{{- define "cronwork.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "cronwork.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+{{- with .component }}
+app.kubernetes.io/component: {{ . }}
+{{- end }}
+{{- end }}
+
+{{/* Standard labels of an object. Usage: as cronwork.selectorLabels. */}}
+{{- define "cronwork.labels" -}}
+helm.sh/chart: {{ include "cronwork.chart" .ctx }}
+{{ include "cronwork.selectorLabels" . }}
+app.kubernetes.io/version: {{ (default .ctx.Chart.AppVersion .ctx.Values.image.tag) | trunc 63 | quote }}
+app.kubernetes.io/part-of: {{ include "cronwork.name" .ctx }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+{{- end }}
+
+{{/* The image reference: repository@digest when a digest is set, else repository:tag (tag defaults to appVersion). */}}
+{{- define "cronwork.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The ServiceAccount of the api, worker and beat pods. */}}
+{{- define "cronwork.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "cronwork.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The ServiceAccount of the migration Job. A pre-install hook runs before the chart's own objects exist, so it
+can only use a ServiceAccount that was there before the release.
+*/}}
+{{- define "cronwork.migrate.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- "default" }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Secret holding the database and broker URLs: the user's existingSecret, or the one this chart creates. The
+credentials are checked here, once, for every template that reads them.
+*/}}
+{{- define "cronwork.secretName" -}}
+{{- if .Values.secrets.existingSecret }}
+{{- if or .Values.secrets.databaseUrl .Values.secrets.brokerUrl }}
+{{- fail "secrets.databaseUrl and secrets.brokerUrl must be empty when secrets.existingSecret is set: the URLs are read from that Secret" }}
+{{- end }}
+{{- .Values.secrets.existingSecret }}
+{{- else }}
+{{- if not (and .Values.secrets.databaseUrl .Values.secrets.brokerUrl) }}
+{{- fail "set secrets.databaseUrl and secrets.brokerUrl, or name a Secret holding them with secrets.existingSecret" }}
+{{- end }}
+{{- include "cronwork.fullname" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The non-secret settings as environment variables (name: value), shared by the ConfigMap and the migration Job.
+Nothing secret may ever be added here: the URLs come from the Secret (cronwork.secretEnv).
+*/}}
+{{- define "cronwork.settings" -}}
+PORT: {{ .Values.api.containerPort | quote }}
+AUTH_MODE: {{ .Values.config.authMode | quote }}
+AUTH_HEADER: {{ .Values.config.authHeader | quote }}
+{{- if eq .Values.config.authMode "dev" }}
+MOCK_USER_EMAIL: {{ .Values.config.mockUserEmail | quote }}
+{{- end }}
+TICK_HORIZON_S: {{ .Values.config.tickHorizonS | quote }}
+PUMP_GRACE_S: {{ .Values.config.pumpGraceS | quote }}
+SIMULATED_WORK_MS: {{ .Values.config.simulatedWorkMs | quote }}
+HISTORY_RETENTION_DAYS: {{ .Values.config.historyRetentionDays | quote }}
+TASK_TIME_LIMIT_S: {{ .Values.config.taskTimeLimitS | quote }}
+LOG_LEVEL: {{ .Values.config.logLevel | quote }}
+GUNICORN_WORKERS: {{ .Values.api.gunicornWorkers | quote }}
+WORKER_PROCESSES: {{ .Values.worker.processes | quote }}
+WORKER_THREADS: {{ .Values.worker.threads | quote }}
+TICK_THREADS: {{ .Values.worker.tickThreads | quote }}
+HEARTBEAT_DIR: "/tmp"
+{{- end }}
+
+{{/* The two secret environment variables, read from the Secret by key. Usage: include with (dict "ctx" $ "secretName" NAME) */}}
+{{- define "cronwork.secretEnv" -}}
+- name: DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secretName }}
+      key: {{ .ctx.Values.secrets.databaseUrlKey }}
+- name: BROKER_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secretName }}
+      key: {{ .ctx.Values.secrets.brokerUrlKey }}
+{{- end }}
+
+{{/*
+The environment of the api, worker and beat containers: the ConfigMap, then the two URLs from the Secret.
+*/}}
+{{- define "cronwork.env" -}}
+envFrom:
+  - configMapRef:
+      name: {{ include "cronwork.fullname" . }}
+env:
+  {{- include "cronwork.secretEnv" (dict "ctx" . "secretName" (include "cronwork.secretName" .)) | nindent 2 }}
+{{- end }}
+
+{{/*
+Annotations that roll the pods when their configuration changes (Kubernetes does not restart pods when a
+ConfigMap or Secret they read changes). An existingSecret is outside the chart: restart the pods yourself.
+*/}}
+{{- define "cronwork.checksumAnnotations" -}}
+checksum/config: {{ include "cronwork.settings" . | sha256sum }}
+{{- if not .Values.secrets.existingSecret }}
+checksum/secret: {{ printf "%s\n%s" .Values.secrets.databaseUrl .Values.secrets.brokerUrl | sha256sum }}
+{{- end }}
+{{- end }}
+
+{{/* The /tmp emptyDir every pod mounts: the only place the processes write, so the root filesystem is read-only. */}}
+{{- define "cronwork.tmpVolume" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ .Values.tmpVolume.sizeLimit }}
+{{- end }}
+
+{{- define "cronwork.tmpVolumeMount" -}}
+- name: tmp
+  mountPath: /tmp
+{{- end }}
+
+{{/*
+Pod-level fields shared by the Deployments. Usage: include "cronwork.podSpecCommon" (dict "ctx" $ "role" .Values.worker)
+*/}}
+{{- define "cronwork.podSpecCommon" -}}
+serviceAccountName: {{ include "cronwork.serviceAccountName" .ctx }}
+automountServiceAccountToken: {{ .ctx.Values.serviceAccount.automountServiceAccountToken }}
+{{- with .ctx.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml .ctx.Values.podSecurityContext | nindent 2 }}
+{{- with .role.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .role.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .role.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .role.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+volumes:
+  {{- include "cronwork.tmpVolume" .ctx | nindent 2 }}
+{{- end }}
+
+{{/*
+Probe timings from values plus the handler chosen by the chart. Usage:
+include "cronwork.probe" (dict "timings" .Values.api.livenessProbe "handler" (dict "httpGet" (dict "path" "/healthz" "port" "http")))
+*/}}
+{{- define "cronwork.probe" -}}
+{{- toYaml (merge (deepCopy .handler) .timings) }}
+{{- end }}
+
+{{/* Refuse two autoscalers on the workers: KEDA manages its own HPA, and two HPAs on one Deployment fight. */}}
+{{- define "cronwork.worker.checkAutoscalers" -}}
+{{- if and .Values.worker.autoscaling.enabled .Values.worker.keda.enabled }}
+{{- fail "worker.autoscaling.enabled and worker.keda.enabled are mutually exclusive: KEDA creates its own HorizontalPodAutoscaler. Enable one of them." }}
+{{- end }}
+{{- end }}
+
+{{/* The PodDisruptionBudget's budget: minAvailable when set, else maxUnavailable. */}}
+{{- define "cronwork.pdbBudget" -}}
+{{- if ne (toString .minAvailable) "" -}}
+minAvailable: {{ .minAvailable }}
+{{- else if ne (toString .maxUnavailable) "" -}}
+maxUnavailable: {{ .maxUnavailable }}
+{{- else -}}
+{{- fail "a PodDisruptionBudget needs pdb.minAvailable or pdb.maxUnavailable" -}}
+{{- end -}}
+{{- end }}

@@ -1,0 +1,140 @@
+"""``cronwork ROLE`` (or ``python -m services ROLE``): the one entry point of every deployable.
+
+Roles: ``api`` (gunicorn), ``worker`` (two Dramatiq CLI groups), ``beat`` (periodiq), ``migrate``,
+``run`` (everything: separate processes against PostgreSQL and RabbitMQ, or one embedded process when
+``DATABASE_URL``/``BROKER_URL`` are unset) and ``probe worker|beat`` (the container liveness check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from shared.heartbeat import heartbeat_path, is_fresh
+from shared.messaging import RUN_QUEUE, SYSTEM_QUEUE, TICK_QUEUE
+from shared.settings import Settings
+
+WORKER_MODULE = "services.worker.actors"
+SHUTDOWN_MARGIN_S = 5
+
+
+def api_command(settings: Settings) -> list[str]:
+    return [
+        sys.executable, "-m", "gunicorn", "services.api.wsgi:app",
+        "--bind", f"0.0.0.0:{settings.port}",
+        "--workers", str(settings.gunicorn_workers),
+        "--access-logfile", "-",
+        "--graceful-timeout", "30",
+    ]
+
+
+def worker_commands(settings: Settings) -> list[list[str]]:
+    """Two Dramatiq groups, so a long handler never delays a tick: ticks and system crons in one (small, fast
+    transactions), task handlers in the other. Both drain in-flight work on SIGTERM for up to the time limit."""
+    dramatiq = [sys.executable, "-m", "dramatiq", WORKER_MODULE, "--skip-logging",
+                "--worker-shutdown-timeout", str((settings.task_time_limit_s + SHUTDOWN_MARGIN_S) * 1000)]
+    return [
+        [*dramatiq, "--queues", TICK_QUEUE, SYSTEM_QUEUE, "--processes", "1",
+         "--threads", str(settings.tick_threads)],
+        [*dramatiq, "--queues", RUN_QUEUE, "--processes", str(settings.worker_processes),
+         "--threads", str(settings.worker_threads)],
+    ]
+
+
+def beat_command() -> list[str]:
+    # periodiq ships a console script only (no ``python -m periodiq``); it sits beside this interpreter.
+    return [str(Path(sys.executable).parent / "periodiq"), "services.beat.main"]
+
+
+def child_environment(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    # Due delayed messages are found on this poll; Dramatiq's 1 s default makes ticks up to 1 s late.
+    env["dramatiq_worker_timeout"] = str(settings.worker_timeout_ms)
+    env["TZ"] = "UTC"  # periodiq reads cron specs in the local zone; system crons are UTC
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def supervise(commands: Sequence[list[str]], env: dict[str, str]) -> int:
+    """Run ``commands`` side by side; forward SIGTERM/SIGINT; when one exits, stop the rest (so the
+    container restarts whole) and return the first exit code."""
+    children = [subprocess.Popen(command, env=env) for command in commands]
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    while True:
+        for child in children:
+            code = child.poll()
+            if code is not None:
+                forward(signal.SIGTERM, None)
+                for other in children:
+                    other.wait()
+                return code
+        time.sleep(0.2)
+
+
+def migrate(settings: Settings) -> int:
+    from shared.db import upgrade_to_head
+
+    upgrade_to_head(settings.sqlalchemy_url)
+    return 0
+
+
+def run_all(settings: Settings) -> int:
+    """The whole system: embedded in one process, or api + worker + beat against the configured servers."""
+    migrate(settings)
+    if settings.is_embedded:
+        from services.embedded import run_embedded
+
+        return run_embedded(settings)
+    return supervise([api_command(settings), *worker_commands(settings), beat_command()],
+                     child_environment(settings))
+
+
+def probe(settings: Settings, role: str) -> int:
+    path = heartbeat_path(settings.heartbeat_dir, role)
+    if is_fresh(path):
+        return 0
+    print(f"{role} heartbeat {path} is missing or stale", file=sys.stderr)
+    return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cronwork", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("role", choices=["api", "worker", "beat", "migrate", "run", "probe"])
+    parser.add_argument("probe_role", nargs="?", choices=["worker", "beat"],
+                        help="with 'probe': whose heartbeat to check")
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    env = child_environment(settings)
+    if args.role == "api":
+        os.execvpe(sys.executable, api_command(settings), env)
+    if args.role == "worker":
+        return supervise(worker_commands(settings), env)
+    if args.role == "beat":
+        os.execvpe(sys.executable, beat_command(), env)
+    if args.role == "migrate":
+        return migrate(settings)
+    if args.role == "probe":
+        if not args.probe_role:
+            parser.error("probe needs a role: worker or beat")
+        return probe(settings, args.probe_role)
+    return run_all(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""The API service: the Flask app factory, health and metrics endpoints, and the operator's page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Flask, Response, send_from_directory
+from flask_smorest import Api
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from sqlalchemy import text
+
+from services.api.metrics import SchedulerCollector
+from services.api.routes import blp
+from shared.messaging import broker_is_reachable
+from shared.runtime import Runtime, build_runtime
+from shared.settings import Settings
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Flask:
+    """Build the API. ``runtime`` lets the embedded mode share one database and broker with its worker."""
+    settings = settings or (runtime.settings if runtime else Settings.from_env())
+    runtime = runtime or build_runtime(settings)
+    app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
+    app.config.update(
+        API_TITLE="cronwork",
+        API_VERSION="1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5.17.14/",
+        JSON_SORT_KEYS=False,
+    )
+    app.extensions["cronwork"] = runtime
+    api = Api(app, spec_kwargs={"info": {"description": "Schedules that run exactly once per slot."}})
+    api.register_blueprint(blp)
+
+    metrics = CollectorRegistry()
+    metrics.register(SchedulerCollector(runtime))
+
+    @app.get("/")
+    def operator_page() -> Response:
+        return send_from_directory(STATIC_DIR, "index.html")
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        """The process is alive (no dependency is checked: a database outage must not restart the API)."""
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz() -> tuple[dict[str, object], int]:
+        """Ready to serve: the database answers and the broker accepts connections."""
+        checks = {"database": _database_answers(runtime), "broker": broker_is_reachable(settings)}
+        return {"ready": all(checks.values()), "checks": checks}, 200 if all(checks.values()) else 503
+
+    @app.get("/metrics")
+    def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics), mimetype=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _database_answers(runtime: Runtime) -> bool:
+    try:
+        with runtime.sessions() as session:
+            session.execute(text("SELECT 1"))
+    except Exception:
+        return False
+    return True

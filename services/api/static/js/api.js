@@ -1,0 +1,83 @@
+// The page's only door to the server: the REST API under /api/scheduler.
+
+/** A non-2xx answer (or no answer). `fieldErrors` maps a field name to its reasons, for 422s. */
+export class ApiError extends Error {
+  constructor(status, body) {
+    super(describeFailure(status, body));
+    this.name = "ApiError";
+    this.status = status;
+    this.body = body;
+    this.fieldErrors = body?.errors?.json ?? body?.errors?.query ?? {};
+  }
+}
+
+function describeFailure(status, body) {
+  if (status === 0) return "The scheduler API cannot be reached. Check your connection and try again.";
+  if (status === 401) return "You are not signed in (the API answered 401). Sign in again and reload the page.";
+  if (status === 403) return "You are not allowed to do this.";
+  if (status === 404) return body?.message || "It no longer exists: someone may have deleted it.";
+  if (status === 422) return body?.message || "Some fields are not valid.";
+  if (status >= 500) return `The server failed (${status}). Try again in a moment.`;
+  return body?.message || `The request failed (${status}).`;
+}
+
+/** The `X-Pagination` header as {total, totalPages, page}; falls back to the body's length without it. */
+function parsePagination(header, items) {
+  if (header) {
+    try {
+      const raw = JSON.parse(header);
+      return { total: raw.total ?? 0, totalPages: raw.total_pages ?? 0, page: raw.page ?? 1 };
+    } catch {
+      /* a malformed header reads as "no header" */
+    }
+  }
+  const total = Array.isArray(items) ? items.length : 0;
+  return { total, totalPages: total ? 1 : 0, page: 1 };
+}
+
+async function request(method, path, { query, body } = {}) {
+  const url = new URL(path, window.location.origin);
+  for (const [key, value] of Object.entries(query ?? {})) {
+    if (value !== undefined && value !== null && value !== "") url.searchParams.set(key, String(value));
+  }
+  const init = { method, headers: { Accept: "application/json" }, credentials: "same-origin" };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(url, init);
+  } catch {
+    throw new ApiError(0, null);
+  }
+  const text = response.status === 204 ? "" : await response.text();
+  let data = null;
+  if (text) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = { message: text.slice(0, 200) };
+    }
+  }
+  if (!response.ok) throw new ApiError(response.status, data);
+  return { data, pagination: parsePagination(response.headers.get("X-Pagination"), data) };
+}
+
+const BASE = "/api/scheduler";
+
+export const api = {
+  listTasks: ({ page, pageSize, enabled, taskType, q }) =>
+    request("GET", `${BASE}/tasks`, { query: { page, page_size: pageSize, enabled, taskType, q } }),
+  createTask: (task) => request("POST", `${BASE}/tasks`, { body: task }).then((r) => r.data),
+  updateTask: (id, changes) => request("PUT", `${BASE}/tasks/${id}`, { body: changes }).then((r) => r.data),
+  deleteTask: (id) => request("DELETE", `${BASE}/tasks/${id}`),
+  runTask: (id) => request("POST", `${BASE}/tasks/${id}/run`).then((r) => r.data),
+  listHistory: ({ scheduleId, systemTask, page, pageSize }) =>
+    request("GET", `${BASE}/history`, { query: { scheduleId, systemTask, page, page_size: pageSize } }),
+  listSystemTasks: () => request("GET", `${BASE}/system-tasks`).then((r) => r.data),
+  listTaskTypes: () => request("GET", `${BASE}/task-types`).then((r) => r.data),
+  listTimezones: () => request("GET", `${BASE}/timezones`).then((r) => r.data),
+  previewCron: ({ expression, timezone, count = 5 }) =>
+    request("GET", `${BASE}/cron/preview`, { query: { expression, timezone, count } }).then((r) => r.data),
+};

@@ -1,0 +1,167 @@
+// The cron expression input: seven presets and a live preview answered by the server
+// (/api/scheduler/cron/preview), shown in the schedule's zone and in the viewer's own.
+
+import { api } from "./api.js";
+import { debounce, h } from "./dom.js";
+import { formatExact, formatInZone, viewerTimeZone } from "./format.js";
+
+export const CRON_PRESETS = [
+  { label: "Every minute", expression: "* * * * *" },
+  { label: "Every 5 minutes", expression: "*/5 * * * *" },
+  { label: "Every hour", expression: "0 * * * *" },
+  { label: "Daily at 09:00", expression: "0 9 * * *" },
+  { label: "Every Monday at 09:00", expression: "0 9 * * 1" },
+  { label: "Weekdays at 09:00", expression: "0 9 * * 1-5" },
+  { label: "Monthly on the 1st", expression: "0 9 1 * *" },
+];
+
+const PREVIEW_DELAY_MS = 250;
+
+function sentence(text) {
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
+/**
+ * Owns the cron input, its presets and its preview.
+ *
+ * Parameters:
+ *   input, timezoneInput, presetsEl, previewEl: the elements it drives.
+ *   onChange(state): called whenever `state` changes ("empty", "checking", "valid", "invalid").
+ *   onTimezoneError(message | null): the server rejected (or accepted again) the time zone.
+ */
+export class CronField {
+  constructor({ input, timezoneInput, presetsEl, previewEl, onChange, onTimezoneError }) {
+    this.input = input;
+    this.timezoneInput = timezoneInput;
+    this.previewEl = previewEl;
+    this.onChange = onChange;
+    this.onTimezoneError = onTimezoneError;
+    this.state = "empty";
+    this.requestSeq = 0;
+    this.presetButtons = CRON_PRESETS.map((preset) =>
+      h(
+        "button",
+        {
+          type: "button",
+          class: "preset",
+          "aria-pressed": "false",
+          "data-testid": "cron-preset",
+          title: preset.expression,
+          onclick: () => this.setExpression(preset.expression),
+        },
+        preset.label,
+      ),
+    );
+    presetsEl.replaceChildren(...this.presetButtons);
+    this.schedulePreview = debounce(() => this.preview(), PREVIEW_DELAY_MS);
+    input.addEventListener("input", () => this.changed());
+    timezoneInput.addEventListener("input", () => this.changed());
+  }
+
+  get isValid() {
+    return this.state === "valid";
+  }
+
+  setExpression(expression) {
+    this.input.value = expression;
+    this.changed();
+    this.preview();
+  }
+
+  /** Re-check now (the dialog opening, the schedule type switching back to Cron). */
+  reset() {
+    this.requestSeq += 1;
+    this.changed();
+    this.preview();
+  }
+
+  changed() {
+    const expression = this.input.value.trim();
+    for (const [index, button] of this.presetButtons.entries()) {
+      button.setAttribute("aria-pressed", String(CRON_PRESETS[index].expression === expression));
+    }
+    this.setState(expression ? "checking" : "empty");
+    this.previewEl.classList.add("is-stale");
+    this.schedulePreview();
+  }
+
+  setState(state) {
+    this.state = state;
+    this.input.setAttribute("aria-invalid", String(state === "invalid"));
+    this.previewEl.dataset.state = state;
+    this.onChange?.(state);
+  }
+
+  async preview() {
+    const expression = this.input.value.trim();
+    const timezone = this.timezoneInput.value.trim() || "UTC";
+    const seq = ++this.requestSeq;
+    if (!expression) {
+      this.previewEl.classList.remove("is-stale");
+      this.previewEl.replaceChildren(
+        h("p", { class: "muted" }, "Pick a preset or type five fields, e.g. ", h("code", {}, "30 6 * * 1-5"), " for 06:30 on weekdays."),
+      );
+      this.setState("empty");
+      return;
+    }
+    let result;
+    try {
+      result = await api.previewCron({ expression, timezone });
+    } catch (error) {
+      if (seq !== this.requestSeq) return;
+      this.showFailure(error);
+      return;
+    }
+    if (seq !== this.requestSeq) return; // a newer keystroke has already asked again
+    this.onTimezoneError?.(null);
+    this.previewEl.classList.remove("is-stale");
+    if (!result.valid) {
+      this.previewEl.replaceChildren(
+        h("p", { class: "preview-invalid", "data-testid": "cron-preview-error" }, `✕ ${sentence(result.error ?? "Not a valid cron expression: check each of the five fields.")}`),
+      );
+      this.setState("invalid");
+      return;
+    }
+    this.previewEl.replaceChildren(...this.renderRuns(result, timezone));
+    this.setState("valid");
+  }
+
+  showFailure(error) {
+    this.previewEl.classList.remove("is-stale");
+    const timezoneReasons = error.fieldErrors?.timezone;
+    if (error.status === 422 && timezoneReasons) {
+      const message = `Unknown time zone: ${timezoneReasons.join(" ")}`;
+      this.onTimezoneError?.(message);
+      this.previewEl.replaceChildren(h("p", { class: "preview-invalid" }, "✕ ", message));
+      this.setState("invalid");
+      return;
+    }
+    const reasons = Object.values(error.fieldErrors ?? {}).flat();
+    this.previewEl.replaceChildren(
+      h("p", { class: "preview-invalid", "data-testid": "cron-preview-error" }, "✕ ", reasons.length ? reasons.join(" ") : error.message),
+    );
+    this.setState("invalid");
+  }
+
+  renderRuns(result, timezone) {
+    const sameZone = timezone === viewerTimeZone;
+    const head = sameZone
+      ? [h("th", { scope: "col" }, `Next ${result.nextRuns.length} runs (${timezone}, your time zone)`)]
+      : [
+          h("th", { scope: "col" }, `Next ${result.nextRuns.length} runs in ${timezone}`),
+          h("th", { scope: "col" }, `Your time (${viewerTimeZone})`),
+        ];
+    const rows = result.nextRuns.map((iso) =>
+      h(
+        "tr",
+        { "data-testid": "cron-next-run", title: formatExact(iso) },
+        h("td", {}, formatInZone(iso, timezone)),
+        sameZone ? null : h("td", {}, formatInZone(iso, viewerTimeZone)),
+      ),
+    );
+    return [
+      h("p", { class: "preview-valid", "data-testid": "cron-description" }, "✓ Runs: ", h("strong", {}, result.description)),
+      h("table", { class: "preview-runs" }, h("thead", {}, h("tr", {}, head)), h("tbody", {}, rows)),
+    ];
+  }
+}

@@ -1,0 +1,193 @@
+// The run history of one task (or one system task), paginated by the server.
+
+import { isRunInProgress, runStatusBadge, triggerBadge } from "./badges.js";
+import { openDialog, setUpDialog } from "./dialog.js";
+import { h } from "./dom.js";
+import { formatDuration, formatExact, formatSeconds } from "./format.js";
+import { icon } from "./icons.js";
+
+const COLUMN_COUNT = 6;
+const IN_PROGRESS_POLL_MS = 1500;
+
+function timeOrDash(iso, emptyText) {
+  if (!iso) return h("span", { class: "muted" }, emptyText);
+  return h("time", { datetime: iso, title: formatExact(iso) }, formatSeconds(iso));
+}
+
+function durationText(run) {
+  if (run.durationMs !== null && run.durationMs !== undefined) return formatDuration(run.durationMs);
+  if (run.status === "running" && run.startedAt) return `${formatDuration(Date.now() - new Date(run.startedAt).getTime())} so far`;
+  return "—";
+}
+
+/**
+ * Parameters:
+ *   api: the REST client (listHistory).
+ *   onError(error): a page failed to load.
+ */
+export class HistoryDialog {
+  constructor({ api, onError }) {
+    this.api = api;
+    this.onError = onError;
+    this.target = null;
+    this.page = 1;
+    this.pageSize = 10;
+    this.expanded = new Set();
+    this.pollTimer = null;
+    this.loadSeq = 0;
+
+    this.dialog = document.getElementById("history-dialog");
+    this.titleEl = document.getElementById("history-title");
+    this.rowsEl = document.getElementById("history-rows");
+    this.rangeEl = document.getElementById("history-range");
+    this.pageLabel = document.getElementById("history-page-label");
+    this.prevButton = document.getElementById("history-prev");
+    this.nextButton = document.getElementById("history-next");
+    this.pageSizeSelect = document.getElementById("history-page-size");
+
+    setUpDialog(this.dialog, {
+      closeOnBackdrop: true,
+      onClose: () => {
+        clearTimeout(this.pollTimer);
+        this.target = null;
+      },
+    });
+    this.prevButton.addEventListener("click", () => this.goTo(this.page - 1));
+    this.nextButton.addEventListener("click", () => this.goTo(this.page + 1));
+    this.pageSizeSelect.addEventListener("change", () => {
+      this.pageSize = Number(this.pageSizeSelect.value);
+      this.goTo(1);
+    });
+  }
+
+  get isOpen() {
+    return this.dialog.open;
+  }
+
+  /** Open for a user task (`{scheduleId}`) or a system task (`{systemTask}`), titled with its name. */
+  open({ name, scheduleId, systemTask }) {
+    this.target = { scheduleId, systemTask };
+    this.page = 1;
+    this.expanded.clear();
+    this.titleEl.textContent = `Run history: ${name}`;
+    this.rowsEl.replaceChildren(h("tr", {}, h("td", { colspan: COLUMN_COUNT, class: "muted" }, "Loading runs…")));
+    this.rangeEl.textContent = "";
+    openDialog(this.dialog);
+    this.load();
+  }
+
+  goTo(page) {
+    this.page = Math.max(1, page);
+    this.load();
+  }
+
+  /** Reload the current page (the page's auto-refresh calls this too). */
+  async load() {
+    if (!this.target) return;
+    clearTimeout(this.pollTimer);
+    const seq = ++this.loadSeq;
+    let result;
+    try {
+      result = await this.api.listHistory({ ...this.target, page: this.page, pageSize: this.pageSize });
+    } catch (error) {
+      if (seq === this.loadSeq && this.isOpen) this.onError(error);
+      return;
+    }
+    if (seq !== this.loadSeq || !this.isOpen) return;
+    const { data: runs, pagination } = result;
+    if (!runs.length && this.page > 1 && pagination.total > 0) {
+      this.goTo(pagination.totalPages || 1); // the page emptied under us (retention); show the last one
+      return;
+    }
+    this.render(runs, pagination);
+    // While something is queued or running, watch it closely so the operator sees it finish.
+    if (runs.some((run) => isRunInProgress(run.status))) {
+      this.pollTimer = setTimeout(() => this.load(), IN_PROGRESS_POLL_MS);
+    }
+  }
+
+  render(runs, { total, totalPages }) {
+    const first = total === 0 ? 0 : (this.page - 1) * this.pageSize + 1;
+    const last = Math.min(total, (this.page - 1) * this.pageSize + runs.length);
+    this.rangeEl.textContent = `${first}–${last} of ${total}`;
+    this.pageLabel.textContent = `Page ${total === 0 ? 0 : this.page} of ${totalPages}`;
+    this.prevButton.disabled = this.page <= 1;
+    this.nextButton.disabled = this.page >= totalPages;
+    if (!runs.length) {
+      this.rowsEl.replaceChildren(
+        h(
+          "tr",
+          { class: "empty-row" },
+          h("td", { colspan: COLUMN_COUNT, "data-testid": "history-empty" }, "No runs yet. Each run appears here as soon as it is queued, whether its schedule or Run now started it."),
+        ),
+      );
+      return;
+    }
+    this.rowsEl.replaceChildren(...runs.flatMap((run) => this.renderRun(run)));
+  }
+
+  renderRun(run) {
+    const hasDetail = Boolean(run.errorMessage);
+    const detailId = `run-detail-${run.id}`;
+    const isExpanded = this.expanded.has(run.id);
+    const toggle = hasDetail
+      ? h(
+          "button",
+          {
+            type: "button",
+            class: "btn btn-ghost btn-icon expand-toggle",
+            "aria-expanded": String(isExpanded),
+            "aria-controls": detailId,
+            "aria-label": isExpanded ? "Hide the error" : "Show the error",
+            "data-testid": "history-expand",
+          },
+          icon("chevron"),
+        )
+      : null;
+    const scheduled = [timeOrDash(run.scheduledFor, run.triggeredBy === "manual" ? "On demand" : "—")];
+    if (run.missedSlots > 0) {
+      scheduled.push(
+        h("div", { class: "small warn-text", title: "Slots that passed while the scheduler could not run them; they were not run one by one." }, `+${run.missedSlots} missed slot${run.missedSlots === 1 ? "" : "s"}`),
+      );
+    }
+    const row = h(
+      "tr",
+      {
+        "data-testid": "history-row",
+        "data-run-id": run.id,
+        "data-status": run.status,
+        class: hasDetail ? "has-detail" : "",
+      },
+      h("td", { "data-label": "Status" }, h("div", { class: "status-cell" }, toggle, runStatusBadge(run.status))),
+      h("td", { "data-label": "Trigger" }, triggerBadge(run.triggeredBy)),
+      h("td", { "data-label": "Scheduled for" }, scheduled),
+      h("td", { "data-label": "Started", "data-testid": "history-started" }, timeOrDash(run.startedAt, run.status === "queued" ? "Waiting…" : "—")),
+      h("td", { "data-label": "Duration", "data-testid": "history-duration" }, durationText(run)),
+      h("td", { "data-label": "Attempt" }, String(run.attempt ?? 1)),
+    );
+    if (!hasDetail) return [row];
+    const detail = h(
+      "tr",
+      { class: "detail-row", id: detailId, hidden: !isExpanded, "data-testid": "history-error" },
+      h(
+        "td",
+        { colspan: COLUMN_COUNT },
+        h("div", { class: "error-box" }, h("strong", {}, run.status === "failed" ? "Error" : "Details"), h("pre", {}, run.errorMessage)),
+      ),
+    );
+    const flip = () => {
+      const open = detail.hidden;
+      detail.hidden = !open;
+      toggle.setAttribute("aria-expanded", String(open));
+      toggle.setAttribute("aria-label", open ? "Hide the error" : "Show the error");
+      if (open) this.expanded.add(run.id);
+      else this.expanded.delete(run.id);
+    };
+    row.addEventListener("click", (event) => {
+      if (window.getSelection()?.toString()) return; // selecting text is not a click
+      if (event.target.closest("button") && event.target.closest("button") !== toggle) return;
+      flip();
+    });
+    return [row, detail];
+  }
+}

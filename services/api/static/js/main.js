@@ -1,0 +1,442 @@
+// The operator's page: wires the task tables, filters, dialogs and the refresh loop to the REST API.
+
+import { api } from "./api.js";
+import { isRunInProgress } from "./badges.js";
+import { confirmAction, setUpDialog } from "./dialog.js";
+import { debounce, h } from "./dom.js";
+import { formatClock, formatDuration, viewerTimeZone } from "./format.js";
+import { HistoryDialog } from "./history-dialog.js";
+import { icon } from "./icons.js";
+import { renderSystemRows, renderTaskRows } from "./task-table.js";
+import { TaskForm } from "./task-form.js";
+import { toast } from "./toast.js";
+
+const AUTO_REFRESH_MS = 20_000; // the seed page's cadence
+const BUSY_REFRESH_MS = 5_000; // while a run shown in the table is queued or running
+const RUN_WATCH_MS = 1_500;
+const PAGE_SIZES = [25, 50, 100];
+const STORAGE = { theme: "cronwork.theme", autoRefresh: "cronwork.autoRefresh" };
+
+const state = {
+  taskTypes: [],
+  taskTypesById: new Map(),
+  filters: { q: "", enabled: "", taskType: "" },
+  page: 1,
+  pageSize: 25,
+  tasks: [],
+  pagination: { total: 0, totalPages: 0, page: 1 },
+  systemTasks: [],
+  autoRefresh: true,
+  loading: false,
+  loadSeq: 0,
+  lastLoadedAt: 0,
+  /** Run Now presses still queued or running: schedule id → {runId, name}. */
+  pendingRuns: new Map(),
+  cronDescriptions: new Map(),
+};
+
+const el = (id) => document.getElementById(id);
+let taskForm = null;
+let historyDialog = null;
+let autoTimer = null;
+let busyTimer = null;
+let watchTimer = null;
+let timezonesPromise = null;
+
+function storageGet(key) {
+  try {
+    return localStorage.getItem(key);
+  } catch {
+    return null;
+  }
+}
+
+function storageSet(key, value) {
+  try {
+    localStorage.setItem(key, value);
+  } catch {
+    /* private mode: the choice lasts for this visit only */
+  }
+}
+
+// ---- theme -------------------------------------------------------------------------------------------------
+
+function renderThemeToggle() {
+  const dark = document.documentElement.dataset.theme === "dark";
+  const button = el("theme-toggle");
+  const label = dark ? "Switch to light theme" : "Switch to dark theme";
+  button.replaceChildren(icon(dark ? "sun" : "moon"));
+  button.setAttribute("aria-label", label);
+  button.title = label;
+}
+
+function toggleTheme() {
+  const next = document.documentElement.dataset.theme === "dark" ? "light" : "dark";
+  document.documentElement.dataset.theme = next;
+  storageSet(STORAGE.theme, next);
+  renderThemeToggle();
+}
+
+// ---- filters and the URL -------------------------------------------------------------------------------------
+
+function readUrl() {
+  const params = new URLSearchParams(window.location.search);
+  state.filters.q = params.get("q") ?? "";
+  state.filters.enabled = ["true", "false"].includes(params.get("enabled")) ? params.get("enabled") : "";
+  state.filters.taskType = params.get("taskType") ?? "";
+  state.page = Math.max(1, Number.parseInt(params.get("page") ?? "1", 10) || 1);
+  const size = Number.parseInt(params.get("pageSize") ?? "", 10);
+  state.pageSize = PAGE_SIZES.includes(size) ? size : 25;
+}
+
+/** Keep the filters in the address bar, so a filtered view can be bookmarked or shared. */
+function writeUrl() {
+  const params = new URLSearchParams();
+  for (const [key, value] of Object.entries(state.filters)) if (value) params.set(key, value);
+  if (state.page > 1) params.set("page", String(state.page));
+  if (state.pageSize !== 25) params.set("pageSize", String(state.pageSize));
+  const query = params.toString();
+  window.history.replaceState(null, "", query ? `?${query}` : window.location.pathname);
+}
+
+function hasFilters() {
+  return Object.values(state.filters).some(Boolean);
+}
+
+function setUpFilters() {
+  const search = el("filter-q");
+  const enabled = el("filter-enabled");
+  const type = el("filter-type");
+  search.value = state.filters.q;
+  enabled.value = state.filters.enabled;
+  type.append(...state.taskTypes.map((taskType) => h("option", { value: taskType.id }, taskType.label)));
+  type.value = state.filters.taskType;
+  el("task-page-size").value = String(state.pageSize);
+
+  const apply = () => {
+    state.filters = { q: search.value.trim(), enabled: enabled.value, taskType: type.value };
+    state.page = 1;
+    loadTasks();
+  };
+  search.addEventListener("input", debounce(apply, 300));
+  el("filters").addEventListener("submit", (event) => {
+    event.preventDefault();
+    apply();
+  });
+  enabled.addEventListener("change", apply);
+  type.addEventListener("change", apply);
+  el("filters-clear").addEventListener("click", () => {
+    search.value = "";
+    enabled.value = "";
+    type.value = "";
+    apply();
+    search.focus();
+  });
+  el("task-page-size").addEventListener("change", (event) => {
+    state.pageSize = Number(event.target.value);
+    state.page = 1;
+    loadTasks();
+  });
+  el("task-prev").addEventListener("click", () => {
+    state.page = Math.max(1, state.page - 1);
+    loadTasks();
+  });
+  el("task-next").addEventListener("click", () => {
+    state.page += 1;
+    loadTasks();
+  });
+}
+
+// ---- loading -------------------------------------------------------------------------------------------------
+
+function showLoadError(error) {
+  const banner = el("load-error");
+  if (!error) {
+    banner.hidden = true;
+    return;
+  }
+  banner.replaceChildren(
+    h("span", {}, `Could not load the tasks: ${error.message}`),
+    h("button", { type: "button", class: "btn btn-secondary btn-sm", onclick: () => refresh({ manual: true }) }, "Try again"),
+  );
+  banner.hidden = false;
+}
+
+function setRefreshing(isRefreshing) {
+  state.loading = isRefreshing;
+  el("refresh-button").classList.toggle("is-spinning", isRefreshing);
+  el("task-rows").setAttribute("aria-busy", String(isRefreshing));
+}
+
+async function loadTasks() {
+  writeUrl();
+  const seq = ++state.loadSeq;
+  setRefreshing(true);
+  try {
+    const { data, pagination } = await api.listTasks({
+      page: state.page,
+      pageSize: state.pageSize,
+      enabled: state.filters.enabled,
+      taskType: state.filters.taskType,
+      q: state.filters.q,
+    });
+    if (seq !== state.loadSeq) return true;
+    if (!data.length && state.page > 1 && pagination.totalPages > 0) {
+      state.page = pagination.totalPages; // the last page emptied (a delete, a filter); step back
+      return loadTasks();
+    }
+    state.tasks = data;
+    state.pagination = pagination;
+    showLoadError(null);
+    renderTasks();
+    return true;
+  } catch (error) {
+    if (seq === state.loadSeq) showLoadError(error);
+    return false;
+  } finally {
+    if (seq === state.loadSeq) setRefreshing(false);
+  }
+}
+
+/** The human text of a system task's cron, asked of the server once per expression. */
+async function describeCron(expression, timezone) {
+  const key = `${expression}|${timezone}`;
+  if (state.cronDescriptions.has(key)) return;
+  try {
+    const preview = await api.previewCron({ expression, timezone, count: 1 });
+    state.cronDescriptions.set(key, preview.valid ? preview.description : expression);
+  } catch {
+    state.cronDescriptions.set(key, expression);
+  }
+}
+
+async function loadSystemTasks() {
+  try {
+    state.systemTasks = await api.listSystemTasks();
+  } catch (error) {
+    el("system-rows").replaceChildren(
+      h("tr", {}, h("td", { colspan: 8, class: "muted" }, `Could not load the system tasks: ${error.message}`)),
+    );
+    return false;
+  }
+  await Promise.all(state.systemTasks.map((task) => describeCron(task.cronExpression, task.timezone || "UTC")));
+  renderSystemRows(el("system-rows"), state.systemTasks, {
+    describeCron: (task) => state.cronDescriptions.get(`${task.cronExpression}|${task.timezone || "UTC"}`),
+    onHistory: (task) => historyDialog.open({ name: task.name, systemTask: task.id }),
+  });
+  return true;
+}
+
+/** Reload everything on screen. A manual refresh says so in a toast; every failure does. */
+async function refresh({ manual = false } = {}) {
+  clearTimeout(busyTimer);
+  const [tasksOk, systemOk] = await Promise.all([loadTasks(), loadSystemTasks()]);
+  if (historyDialog?.isOpen) historyDialog.load();
+  state.lastLoadedAt = Date.now();
+  renderUpdatedAt();
+  if (manual && tasksOk && systemOk) toast("Task list refreshed.", "info");
+  if (manual && !(tasksOk && systemOk)) toast("Refresh failed; the list may be out of date.", "error");
+  if (state.autoRefresh && state.tasks.some((task) => isRunInProgress(task.lastRunStatus))) {
+    busyTimer = setTimeout(() => refresh(), BUSY_REFRESH_MS);
+  }
+}
+
+// ---- rendering -----------------------------------------------------------------------------------------------
+
+function renderTasks() {
+  renderTaskRows(el("task-rows"), state.tasks, {
+    taskTypes: state.taskTypesById,
+    emptyMessage: hasFilters()
+      ? "No tasks match these filters."
+      : "No tasks yet. Press “Add task” to schedule your first one.",
+    isRunPending: (task) => state.pendingRuns.has(task.id),
+    onRun: runNow,
+    onHistory: (task) => historyDialog.open({ name: task.name, scheduleId: task.id }),
+    onEdit: (task) => taskForm.openForEdit(task),
+    onDelete: deleteTask,
+  });
+  const { total, totalPages } = state.pagination;
+  const first = total === 0 ? 0 : (state.page - 1) * state.pageSize + 1;
+  const last = Math.min(total, (state.page - 1) * state.pageSize + state.tasks.length);
+  el("task-range").textContent = `${first}–${last} of ${total}`;
+  el("task-page-label").textContent = `Page ${total === 0 ? 0 : state.page} of ${totalPages}`;
+  el("task-prev").disabled = state.page <= 1;
+  el("task-next").disabled = state.page >= totalPages;
+  el("filters-clear").hidden = !hasFilters();
+}
+
+function renderUpdatedAt() {
+  const when = state.lastLoadedAt ? `Updated ${formatClock(new Date(state.lastLoadedAt))}` : "";
+  el("updated-at").textContent = state.autoRefresh ? when : `${when} · auto-refresh paused`;
+}
+
+function renderAutoRefreshToggle() {
+  const button = el("auto-refresh-toggle");
+  button.setAttribute("aria-pressed", String(state.autoRefresh));
+  button.replaceChildren(
+    icon(state.autoRefresh ? "pause" : "resume"),
+    h("span", {}, state.autoRefresh ? "Pause auto-refresh" : "Resume auto-refresh"),
+  );
+  button.title = state.autoRefresh
+    ? "The list reloads every 20 seconds. Pause it to read without changes."
+    : "Auto-refresh is paused. Resume to reload every 20 seconds.";
+  renderUpdatedAt();
+}
+
+function startAutoRefresh() {
+  clearInterval(autoTimer);
+  if (!state.autoRefresh) return;
+  autoTimer = setInterval(() => {
+    if (!document.hidden) refresh();
+  }, AUTO_REFRESH_MS);
+}
+
+function toggleAutoRefresh() {
+  state.autoRefresh = !state.autoRefresh;
+  storageSet(STORAGE.autoRefresh, state.autoRefresh ? "on" : "off");
+  if (!state.autoRefresh) clearTimeout(busyTimer);
+  renderAutoRefreshToggle();
+  startAutoRefresh();
+  toast(state.autoRefresh ? "Auto-refresh resumed (every 20 s)." : "Auto-refresh paused.", "info");
+  if (state.autoRefresh) refresh();
+}
+
+// ---- actions -------------------------------------------------------------------------------------------------
+
+async function runNow(task) {
+  if (state.pendingRuns.has(task.id)) return;
+  let run;
+  try {
+    run = await api.runTask(task.id);
+  } catch (error) {
+    toast(`Could not run “${task.name}”: ${error.message}`, "error");
+    return;
+  }
+  state.pendingRuns.set(task.id, { runId: run.id, name: task.name });
+  toast(`Queued a run of “${task.name}”. The button spins until it finishes.`, "info");
+  renderTasks();
+  if (historyDialog.isOpen) historyDialog.load();
+  watchPendingRuns();
+}
+
+/** Follow each Run Now press until its history row leaves queued/running, then report the outcome. */
+function watchPendingRuns() {
+  clearTimeout(watchTimer);
+  if (!state.pendingRuns.size) return;
+  watchTimer = setTimeout(async () => {
+    let finished = 0;
+    for (const [scheduleId, pending] of [...state.pendingRuns]) {
+      let runs;
+      try {
+        ({ data: runs } = await api.listHistory({ scheduleId, page: 1, pageSize: 50 }));
+      } catch (error) {
+        if (error.status === 404) state.pendingRuns.delete(scheduleId);
+        continue;
+      }
+      const run = runs.find((candidate) => candidate.id === pending.runId);
+      if (run && isRunInProgress(run.status)) continue;
+      state.pendingRuns.delete(scheduleId);
+      finished += 1;
+      reportRunOutcome(pending.name, run);
+    }
+    if (finished) refresh();
+    watchPendingRuns();
+  }, RUN_WATCH_MS);
+}
+
+function reportRunOutcome(name, run) {
+  if (!run) return; // pushed off the first page by newer runs; the table shows the outcome
+  if (run.status === "success") {
+    toast(`“${name}” ran successfully${run.durationMs != null ? ` in ${formatDuration(run.durationMs)}` : ""}.`, "success");
+  } else if (run.status === "failed") {
+    toast(`“${name}” failed: ${run.errorMessage ?? "no error message"}. See its History.`, "error");
+  } else {
+    toast(`The run of “${name}” ended as ${run.status}.`, "info");
+  }
+}
+
+async function deleteTask(task) {
+  const confirmed = await confirmAction({
+    title: `Delete “${task.name}”?`,
+    message: [
+      "The task ",
+      h("strong", { "data-testid": "confirm-task-name" }, `“${task.name}”`),
+      " will stop running and be removed. This cannot be undone; to stop it for a while, edit it and turn off Enabled instead.",
+    ],
+    confirmLabel: "Delete task",
+  });
+  if (!confirmed) return;
+  try {
+    await api.deleteTask(task.id);
+  } catch (error) {
+    toast(`Could not delete “${task.name}”: ${error.message}`, "error");
+    return;
+  }
+  state.pendingRuns.delete(task.id);
+  toast(`Deleted “${task.name}”.`, "success");
+  refresh();
+}
+
+function loadTimezones() {
+  timezonesPromise ??= api.listTimezones().catch((error) => {
+    timezonesPromise = null;
+    throw error;
+  });
+  return timezonesPromise;
+}
+
+// ---- start ---------------------------------------------------------------------------------------------------
+
+async function loadTaskTypes() {
+  try {
+    state.taskTypes = await api.listTaskTypes();
+  } catch (error) {
+    const banner = el("load-error");
+    banner.replaceChildren(
+      h("span", {}, `Could not load the task types: ${error.message}`),
+      h("button", { type: "button", class: "btn btn-secondary btn-sm", onclick: () => window.location.reload() }, "Reload"),
+    );
+    banner.hidden = false;
+    el("add-task-button").disabled = true;
+  }
+  state.taskTypesById = new Map(state.taskTypes.map((type) => [type.id, type]));
+}
+
+async function start() {
+  el("viewer-timezone").textContent = viewerTimeZone;
+  renderThemeToggle();
+  el("theme-toggle").addEventListener("click", toggleTheme);
+
+  el("refresh-button").replaceChildren(icon("refresh"), h("span", {}, "Refresh"));
+  el("refresh-button").addEventListener("click", () => refresh({ manual: true }));
+  el("add-task-button").replaceChildren(icon("plus"), h("span", {}, "Add task"));
+  el("add-task-button").addEventListener("click", () => taskForm.openForCreate());
+  state.autoRefresh = storageGet(STORAGE.autoRefresh) !== "off";
+  renderAutoRefreshToggle();
+  el("auto-refresh-toggle").addEventListener("click", toggleAutoRefresh);
+
+  setUpDialog(el("confirm-dialog"));
+  historyDialog = new HistoryDialog({
+    api,
+    onError: (error) => toast(`Could not load the run history: ${error.message}`, "error"),
+  });
+
+  readUrl();
+  await loadTaskTypes();
+  setUpFilters();
+  taskForm = new TaskForm({
+    api,
+    taskTypes: state.taskTypes,
+    loadTimezones,
+    onSaved: () => refresh(),
+  });
+
+  await refresh();
+  document.body.dataset.ready = "true";
+  startAutoRefresh();
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && state.autoRefresh && Date.now() - state.lastLoadedAt > AUTO_REFRESH_MS) refresh();
+  });
+}
+
+start();

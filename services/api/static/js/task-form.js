@@ -1,0 +1,379 @@
+// The Add / Edit task dialog. On a rejected save the dialog stays open with everything as typed and each
+// server reason shown beside its field.
+
+import { CronField } from "./cron-field.js";
+import { openDialog, setUpDialog } from "./dialog.js";
+import { $, $$, h } from "./dom.js";
+import { describeInterval, splitInterval, viewerTimeZone } from "./format.js";
+import { toast } from "./toast.js";
+
+const MAX_NAME_LENGTH = 100;
+
+/**
+ * Parameters:
+ *   api: the REST client (createTask, updateTask).
+ *   taskTypes: the array from /api/scheduler/task-types.
+ *   loadTimezones(): resolves to the IANA names for the picker (fetched once, on first open).
+ *   onSaved(task, { created }): after a successful save.
+ */
+export class TaskForm {
+  constructor({ api, taskTypes, loadTimezones, onSaved }) {
+    this.api = api;
+    this.taskTypes = taskTypes;
+    this.loadTimezones = loadTimezones;
+    this.onSaved = onSaved;
+    this.editing = null;
+    this.saving = false;
+    this.configValues = {};
+
+    this.dialog = document.getElementById("task-dialog");
+    this.form = document.getElementById("task-form");
+    this.title = document.getElementById("task-dialog-title");
+    this.banner = document.getElementById("task-form-error");
+    this.saveButton = document.getElementById("task-save");
+    this.nameInput = document.getElementById("task-name");
+    this.typeSelect = document.getElementById("task-type");
+    this.typeDescription = document.getElementById("task-type-description");
+    this.cronInput = document.getElementById("cron-expression");
+    this.timezoneInput = document.getElementById("task-timezone");
+    this.intervalValue = document.getElementById("interval-value");
+    this.intervalUnit = document.getElementById("interval-unit");
+    this.intervalHint = document.getElementById("interval-hint");
+    this.configContainer = document.getElementById("config-fields");
+    this.configFieldset = document.getElementById("config-fieldset");
+    this.enabledField = document.getElementById("enabled-field");
+    this.enabledInput = document.getElementById("task-enabled");
+
+    this.typeSelect.replaceChildren(
+      h("option", { value: "", disabled: true }, "Choose what the task does…"),
+      ...taskTypes.map((type) => h("option", { value: type.id }, type.label)),
+    );
+
+    this.cronField = new CronField({
+      input: this.cronInput,
+      timezoneInput: this.timezoneInput,
+      presetsEl: document.getElementById("cron-presets"),
+      previewEl: document.getElementById("cron-preview"),
+      onChange: () => {
+        this.clearFieldError("cronExpression");
+        this.updateSaveButton();
+      },
+      onTimezoneError: (message) => (message ? this.showFieldError("timezone", [message]) : this.clearFieldError("timezone")),
+    });
+
+    setUpDialog(this.dialog);
+    this.form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.save();
+    });
+    this.typeSelect.addEventListener("change", () => {
+      this.rememberConfig();
+      this.renderTaskType();
+    });
+    for (const radio of this.scheduleRadios) radio.addEventListener("change", () => this.renderScheduleType());
+    this.intervalValue.addEventListener("input", () => this.renderIntervalHint());
+    this.intervalUnit.addEventListener("change", () => this.renderIntervalHint());
+    // Typing in a field clears the reason the server gave for it.
+    this.form.addEventListener("input", (event) => {
+      const field = event.target.closest("[data-field]");
+      if (field) this.clearFieldError(field.dataset.field);
+    });
+  }
+
+  get scheduleRadios() {
+    return $$('input[name="scheduleType"]', this.form);
+  }
+
+  get scheduleType() {
+    return this.scheduleRadios.find((radio) => radio.checked)?.value ?? "cron";
+  }
+
+  set scheduleType(value) {
+    for (const radio of this.scheduleRadios) radio.checked = radio.value === value;
+  }
+
+  selectedTaskType() {
+    return this.taskTypes.find((type) => type.id === this.typeSelect.value) ?? null;
+  }
+
+  async openForCreate() {
+    this.editing = null;
+    this.title.textContent = "Add task";
+    this.saveButton.textContent = "Create task";
+    this.enabledField.hidden = true;
+    this.fill({
+      name: "",
+      taskType: this.taskTypes[0]?.id ?? "",
+      scheduleType: "cron",
+      cronExpression: "0 9 * * 1-5",
+      intervalMs: 15 * 60_000,
+      timezone: viewerTimeZone,
+      config: {},
+      enabled: true,
+    });
+    openDialog(this.dialog, this.nameInput);
+    this.populateTimezones();
+  }
+
+  async openForEdit(task) {
+    this.editing = task;
+    this.title.textContent = `Edit “${task.name}”`;
+    this.saveButton.textContent = "Save changes";
+    this.enabledField.hidden = false;
+    this.fill({
+      ...task,
+      cronExpression: task.cronExpression ?? "0 9 * * 1-5",
+      intervalMs: task.intervalMs ?? 15 * 60_000,
+      timezone: task.timezone || "UTC",
+    });
+    openDialog(this.dialog, this.nameInput);
+    this.populateTimezones();
+  }
+
+  async populateTimezones() {
+    const datalist = document.getElementById("timezone-options");
+    if (datalist.childElementCount) return;
+    try {
+      const zones = await this.loadTimezones();
+      datalist.replaceChildren(...zones.map((zone) => h("option", { value: zone })));
+    } catch (error) {
+      toast(`Could not load the time zone list: ${error.message}`, "error");
+    }
+  }
+
+  fill(task) {
+    this.clearAllErrors();
+    this.saving = false;
+    this.nameInput.value = task.name ?? "";
+    this.typeSelect.value = task.taskType ?? "";
+    this.configValues = { ...(task.config ?? {}) };
+    this.scheduleType = task.scheduleType ?? "cron";
+    this.cronInput.value = task.cronExpression ?? "";
+    this.timezoneInput.value = task.timezone ?? "UTC";
+    const { value, unitMs } = splitInterval(task.intervalMs);
+    this.intervalValue.value = String(value);
+    this.intervalUnit.value = String(unitMs);
+    this.enabledInput.checked = task.enabled !== false;
+    this.renderTaskType();
+    this.renderScheduleType();
+    this.renderIntervalHint();
+  }
+
+  renderScheduleType() {
+    const type = this.scheduleType;
+    for (const panel of $$("[data-panel]", this.form)) panel.hidden = panel.dataset.panel !== type;
+    if (type === "cron") this.cronField.reset();
+    this.updateSaveButton();
+  }
+
+  renderIntervalHint() {
+    const intervalMs = this.intervalMs();
+    this.intervalHint.textContent = intervalMs ? `${describeInterval(intervalMs)}, counted from when you save.` : "Enter a number greater than zero.";
+  }
+
+  intervalMs() {
+    const value = Number(this.intervalValue.value);
+    if (!this.intervalValue.value || !Number.isFinite(value) || value <= 0) return null;
+    return Math.round(value * Number(this.intervalUnit.value));
+  }
+
+  /** Keep what was typed into the config fields, so switching task type back and forth loses nothing. */
+  rememberConfig() {
+    for (const input of $$("[data-config-key]", this.configContainer)) {
+      this.configValues[input.dataset.configKey] = input.value;
+    }
+  }
+
+  renderTaskType() {
+    const taskType = this.selectedTaskType();
+    this.typeDescription.textContent = taskType?.description ?? "";
+    const fields = taskType?.configFields ?? [];
+    this.configFieldset.hidden = fields.length === 0;
+    this.configContainer.replaceChildren(...fields.map((field) => this.renderConfigField(field)));
+  }
+
+  renderConfigField(field) {
+    const id = `config-${field.key}`;
+    const current = this.configValues[field.key];
+    const value = current === undefined || current === null ? "" : String(current);
+    const common = {
+      id,
+      name: id,
+      required: field.required,
+      "data-config-key": field.key,
+      "data-testid": `config-${field.key}`,
+    };
+    let control;
+    if (field.type === "select") {
+      control = h(
+        "select",
+        { ...common, value },
+        h("option", { value: "", disabled: field.required }, field.required ? "Choose…" : "(none)"),
+        ...(field.options ?? []).map((option) => h("option", { value: option.value }, option.label)),
+      );
+    } else {
+      const inputType = { number: "number", url: "url" }[field.type] ?? "text";
+      control = h("input", {
+        ...common,
+        type: inputType,
+        value,
+        autocomplete: "off",
+        placeholder: field.type === "url" ? "https://…" : null,
+        step: field.type === "number" ? "any" : null,
+      });
+    }
+    return h(
+      "div",
+      { class: "field", "data-field": `config.${field.key}` },
+      h("label", { for: id }, field.label, field.required ? h("span", { class: "required", "aria-hidden": "true" }, " *") : h("span", { class: "muted" }, " (optional)")),
+      control,
+      h("p", { class: "field-error", "data-error-for": `config.${field.key}` }),
+    );
+  }
+
+  collectConfig() {
+    this.rememberConfig();
+    const config = {};
+    for (const field of this.selectedTaskType()?.configFields ?? []) {
+      const raw = this.configValues[field.key];
+      if (raw === undefined || raw === null || raw === "") continue;
+      config[field.key] = field.type === "number" ? Number(raw) : raw;
+    }
+    return config;
+  }
+
+  buildPayload() {
+    const scheduleType = this.scheduleType;
+    const payload = {
+      name: this.nameInput.value.trim(),
+      taskType: this.typeSelect.value,
+      scheduleType,
+      // The API rejects a field that belongs to another schedule type, so those are sent as null.
+      cronExpression: scheduleType === "cron" ? this.cronInput.value.trim() : null,
+      intervalMs: scheduleType === "interval" ? this.intervalMs() : null,
+      timezone: this.timezoneInput.value.trim() || "UTC",
+      config: this.collectConfig(),
+    };
+    if (this.editing) payload.enabled = this.enabledInput.checked;
+    return payload;
+  }
+
+  /** The checks the browser can make alone; the server still has the last word. */
+  localErrors(payload) {
+    const errors = {};
+    if (!payload.name) errors.name = ["Give the task a name."];
+    else if (payload.name.length > MAX_NAME_LENGTH) errors.name = [`At most ${MAX_NAME_LENGTH} characters.`];
+    if (!payload.taskType) errors.taskType = ["Choose a task type."];
+    if (payload.scheduleType === "interval" && !payload.intervalMs) errors.intervalMs = ["Enter a number greater than zero."];
+    const config = {};
+    for (const field of this.selectedTaskType()?.configFields ?? []) {
+      if (field.required && !(field.key in payload.config)) config[field.key] = [`${field.label} is required.`];
+    }
+    if (Object.keys(config).length) errors.config = config;
+    return errors;
+  }
+
+  updateSaveButton() {
+    const cronBlocked = this.scheduleType === "cron" && !this.cronField.isValid;
+    this.saveButton.disabled = this.saving || cronBlocked;
+    this.saveButton.title = cronBlocked ? "Fix the cron expression first" : "";
+  }
+
+  async save() {
+    if (this.saving) return;
+    this.clearAllErrors();
+    const payload = this.buildPayload();
+    const local = this.localErrors(payload);
+    if (Object.keys(local).length) {
+      this.showErrors(local, "Some fields need your attention.");
+      return;
+    }
+    this.saving = true;
+    const idleLabel = this.saveButton.textContent;
+    this.saveButton.textContent = "Saving…";
+    this.updateSaveButton();
+    try {
+      const saved = this.editing
+        ? await this.api.updateTask(this.editing.id, payload)
+        : await this.api.createTask(payload);
+      const created = !this.editing;
+      this.dialog.close();
+      toast(created ? `Created “${saved.name}”.` : `Saved “${saved.name}”.`, "success");
+      this.onSaved(saved, { created });
+    } catch (error) {
+      this.reportSaveFailure(error);
+    } finally {
+      this.saving = false;
+      this.saveButton.textContent = idleLabel;
+      this.updateSaveButton();
+    }
+  }
+
+  reportSaveFailure(error) {
+    const verb = this.editing ? "save the changes" : "create the task";
+    if (error.status === 422 && Object.keys(error.fieldErrors).length) {
+      this.showErrors(error.fieldErrors, "The server did not accept the task. Fix the highlighted fields and save again; nothing you typed was lost.");
+    } else {
+      this.showBanner([`Could not ${verb}: ${error.message}`]);
+    }
+    toast(`Could not ${verb}: ${error.message}`, "error");
+  }
+
+  /** Show `errors` ({field: [reasons]} with config nested or flat) beside their fields; the rest in the banner. */
+  showErrors(errors, summary) {
+    const unplaced = [];
+    for (const [field, reasons] of Object.entries(errors)) {
+      if (field === "config" && reasons && !Array.isArray(reasons)) {
+        for (const [key, keyReasons] of Object.entries(reasons)) {
+          if (!this.showFieldError(`config.${key}`, keyReasons)) this.showFieldError("config", [`${key}: ${[keyReasons].flat().join(" ")}`]);
+        }
+      } else if (!this.showFieldError(field, reasons)) {
+        unplaced.push(`${field === "_schema" ? "" : `${field}: `}${[reasons].flat().join(" ")}`);
+      }
+    }
+    this.showBanner([summary, ...unplaced]);
+    const firstInvalid = $('[aria-invalid="true"]:not([hidden])', this.form);
+    firstInvalid?.focus();
+  }
+
+  /** Returns false when the form has no visible place for that field. */
+  showFieldError(field, reasons) {
+    const slot = $(`[data-error-for="${CSS.escape(field)}"]`, this.form);
+    if (!slot || slot.closest("[hidden]")) return false;
+    slot.textContent = [reasons].flat().join(" ");
+    slot.classList.add("visible");
+    const container = slot.closest("[data-field]");
+    const control = container && $("input:not([type=radio]), select", container);
+    if (control) {
+      control.setAttribute("aria-invalid", "true");
+      slot.id ||= `${control.id}-error`;
+      const described = (control.getAttribute("aria-describedby") ?? "").split(" ").filter(Boolean);
+      if (!described.includes(slot.id)) control.setAttribute("aria-describedby", [...described, slot.id].join(" "));
+    }
+    return true;
+  }
+
+  clearFieldError(field) {
+    const slot = $(`[data-error-for="${CSS.escape(field)}"]`, this.form);
+    if (!slot || !slot.classList.contains("visible")) return;
+    slot.textContent = "";
+    slot.classList.remove("visible");
+    const control = $("input:not([type=radio]), select", slot.closest("[data-field]"));
+    if (control && control !== this.cronInput) control.removeAttribute("aria-invalid");
+  }
+
+  clearAllErrors() {
+    for (const slot of $$(".field-error.visible", this.form)) this.clearFieldError(slot.dataset.errorFor);
+    this.banner.hidden = true;
+    this.banner.replaceChildren();
+  }
+
+  showBanner(lines) {
+    const [first, ...rest] = lines.filter(Boolean);
+    this.banner.replaceChildren(
+      h("strong", {}, first),
+      rest.length ? h("ul", {}, rest.map((line) => h("li", {}, line))) : null,
+    );
+    this.banner.hidden = false;
+  }
+}

@@ -1,0 +1,199 @@
+// The rows of the two task tables: your tasks (with actions) and the built-in system tasks (read-only).
+
+import { runStatusBadge, systemBadge } from "./badges.js";
+import { h } from "./dom.js";
+import { describeInterval, formatExact, formatRelative, formatShort } from "./format.js";
+import { icon } from "./icons.js";
+
+const COLUMN_COUNT = 8;
+
+/** A table cell; `label` is the column name shown beside the value when the table turns into cards on phones. */
+function cell(label, ...children) {
+  return h("td", { "data-label": label }, h("div", { class: "cell-body" }, ...children));
+}
+
+/** A time as "5m ago" / "in 3m" over "27 Nov 14:03", with the exact date on hover. */
+function timeCell(label, iso, emptyText, testId) {
+  if (!iso) return cell(label, h("span", { class: "muted", "data-testid": testId }, emptyText));
+  return cell(
+    label,
+    h(
+      "time",
+      { datetime: iso, title: formatExact(iso), class: "time-stack", "data-testid": testId },
+      h("span", { class: "time-relative" }, formatRelative(iso)),
+      h("span", { class: "time-absolute muted" }, formatShort(iso)),
+    ),
+  );
+}
+
+function scheduleText(task) {
+  if (task.description) return task.description;
+  if (task.scheduleType === "cron") return task.cronExpression;
+  if (task.scheduleType === "interval") return describeInterval(task.intervalMs);
+  return "Manual only";
+}
+
+function scheduleCell(task) {
+  const details = [];
+  if (task.scheduleType === "cron") details.push(h("code", { class: "cron-code" }, task.cronExpression));
+  if (task.scheduleType === "cron" && task.timezone && task.timezone !== "UTC") {
+    details.push(h("span", { class: "tz-chip", title: "The cron expression is evaluated in this time zone" }, task.timezone));
+  }
+  return cell(
+    "Schedule",
+    h("div", { class: "schedule-text", "data-testid": "task-schedule" }, scheduleText(task)),
+    details.length ? h("div", { class: "schedule-details" }, details) : null,
+  );
+}
+
+function configSummary(task, taskType) {
+  if (!taskType || !task.config) return null;
+  const parts = [];
+  for (const field of taskType.configFields ?? []) {
+    const value = task.config[field.key];
+    if (value === undefined || value === null || value === "") continue;
+    const option = field.options?.find((candidate) => candidate.value === value);
+    parts.push(option ? option.label : String(value));
+  }
+  return parts.length ? h("div", { class: "muted small truncate", title: parts.join(" · ") }, parts.join(" · ")) : null;
+}
+
+function statusCell(task) {
+  const stateLabel = task.enabled ? "Enabled" : "Disabled";
+  return cell(
+    "Status",
+    h(
+      "div",
+      { class: "status-stack" },
+      h("span", { class: `pill ${task.enabled ? "pill-on" : "pill-off"}`, "data-testid": "task-enabled-state" }, stateLabel),
+      task.lastRunStatus
+        ? runStatusBadge(task.lastRunStatus)
+        : h("span", { class: "muted small", "data-testid": "run-status" }, "Never run"),
+    ),
+  );
+}
+
+function nextRunCell(task) {
+  if (task.scheduleType === "manual") return timeCell("Next run", null, "Manual only", "task-next-run");
+  if (!task.enabled) return timeCell("Next run", null, "Paused (disabled)", "task-next-run");
+  return timeCell("Next run", task.nextRunAt, "Not scheduled", "task-next-run");
+}
+
+function actionButton({ name, label, testId, onClick, variant, busy = false }) {
+  return h(
+    "button",
+    {
+      type: "button",
+      class: `btn btn-icon btn-action btn-action-${variant}`,
+      "aria-label": label,
+      title: label,
+      "data-testid": testId,
+      "aria-busy": busy ? "true" : null,
+      disabled: busy,
+      onclick: onClick,
+    },
+    icon(busy ? "spinner" : name, busy ? "spin" : ""),
+    busy ? h("span", { class: "visually-hidden" }, " (run in progress)") : null,
+  );
+}
+
+/** Render your tasks. `handlers` has onRun/onHistory/onEdit/onDelete(task) and isRunPending(task). */
+export function renderTaskRows(tbody, tasks, { taskTypes, emptyMessage, ...handlers }) {
+  if (!tasks.length) {
+    tbody.replaceChildren(
+      h("tr", { class: "empty-row" }, h("td", { colspan: COLUMN_COUNT, "data-testid": "tasks-empty" }, emptyMessage)),
+    );
+    return;
+  }
+  tbody.replaceChildren(
+    ...tasks.map((task) => {
+      const taskType = taskTypes.get(task.taskType);
+      const pending = handlers.isRunPending(task);
+      return h(
+        "tr",
+        { "data-testid": "task-row", "data-task-id": task.id, "data-task-name": task.name, class: task.enabled ? "" : "is-disabled" },
+        cell("Name", h("div", { class: "task-name", "data-testid": "row-name" }, task.name)),
+        cell("Type", h("div", { "data-testid": "task-type-label" }, taskType?.label ?? task.taskType), configSummary(task, taskType)),
+        scheduleCell(task),
+        statusCell(task),
+        timeCell("Last run", task.lastRunAt, "Never", "task-last-run"),
+        nextRunCell(task),
+        cell("Created by", h("span", { class: "truncate created-by", title: task.createdBy }, task.createdBy ?? "")),
+        h(
+          "td",
+          { class: "col-actions", "data-label": "Actions" },
+          h(
+            "div",
+            { class: "actions" },
+            actionButton({
+              name: "play", label: `Run “${task.name}” now`, testId: "run-now", variant: "run", busy: pending,
+              onClick: () => handlers.onRun(task),
+            }),
+            actionButton({
+              name: "history", label: `History of “${task.name}”`, testId: "history", variant: "history",
+              onClick: () => handlers.onHistory(task),
+            }),
+            actionButton({
+              name: "edit", label: `Edit “${task.name}”`, testId: "edit", variant: "edit",
+              onClick: () => handlers.onEdit(task),
+            }),
+            actionButton({
+              name: "trash", label: `Delete “${task.name}”`, testId: "delete", variant: "delete",
+              onClick: () => handlers.onDelete(task),
+            }),
+          ),
+        ),
+      );
+    }),
+  );
+}
+
+/** Render the built-in system tasks: SYSTEM badge, real last/next runs, History but nothing that changes them. */
+export function renderSystemRows(tbody, systemTasks, { describeCron, onHistory }) {
+  if (!systemTasks.length) {
+    tbody.replaceChildren(
+      h("tr", { class: "empty-row" }, h("td", { colspan: COLUMN_COUNT }, "No system tasks are registered.")),
+    );
+    return;
+  }
+  tbody.replaceChildren(
+    ...systemTasks.map((task) =>
+      h(
+        "tr",
+        { "data-testid": "system-task-row", "data-system-task-id": task.id, "data-task-name": task.name },
+        cell(
+          "Name",
+          h("div", { class: "task-name" }, h("span", { "data-testid": "row-name" }, task.name), " ", systemBadge()),
+          task.description ? h("div", { class: "muted small" }, task.description) : null,
+        ),
+        cell("Type", "System"),
+        scheduleCell({ ...task, scheduleType: "cron", description: describeCron(task) }),
+        cell(
+          "Status",
+          h(
+            "div",
+            { class: "status-stack" },
+            h("span", { class: "pill pill-on" }, "Always on"),
+            task.lastStatus ? runStatusBadge(task.lastStatus) : h("span", { class: "muted small" }, "Never run"),
+          ),
+        ),
+        timeCell("Last run", task.lastRunAt, "Never", "task-last-run"),
+        timeCell("Next run", task.nextRunAt, "Not scheduled", "task-next-run"),
+        cell("Created by", h("span", { class: "muted" }, "cronwork (built in)")),
+        h(
+          "td",
+          { class: "col-actions", "data-label": "Actions" },
+          h(
+            "div",
+            { class: "actions" },
+            h("span", { class: "read-only", "data-testid": "read-only", title: "System tasks cannot be run, edited or deleted here" }, icon("lock"), "Read-only"),
+            actionButton({
+              name: "history", label: `History of “${task.name}”`, testId: "history", variant: "history",
+              onClick: () => onHistory(task),
+            }),
+          ),
+        ),
+      ),
+    ),
+  );
+}

@@ -1,0 +1,66 @@
+"""The embedded mode: API, worker and beat in one process, on SQLite and Dramatiq's in-memory broker.
+
+For a newcomer's first look (``make run`` with nothing configured), not for production: one process is one
+point of failure, and the in-memory broker forgets everything on exit (the pump re-arms it all on the next start).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from datetime import datetime
+
+from dramatiq import Worker
+from werkzeug.serving import make_server
+
+from shared.cron import CronSpec, iter_cron_slots
+from shared.db import utcnow
+from shared.settings import Settings
+
+logger = logging.getLogger("cronwork.embedded")
+
+
+def drive_system_tasks(stopped: threading.Event) -> None:
+    """The embedded beat: periodiq needs the main thread (SIGALRM), so send the same registry's crons here."""
+    from services.worker.actors import system_actors
+    from shared.system_tasks import SYSTEM_TASKS
+
+    upcoming = {task.id: iter_cron_slots(CronSpec.parse(task.cron_expression), "UTC", utcnow())
+                for task in SYSTEM_TASKS}
+    due: dict[str, datetime] = {task_id: next(slots) for task_id, slots in upcoming.items()}
+    while not stopped.is_set():
+        task_id = min(due, key=due.__getitem__)
+        wait_s = (due[task_id] - utcnow()).total_seconds()
+        if wait_s > 0:
+            stopped.wait(min(wait_s, 1.0))
+            continue
+        system_actors[task_id].send_with_options(scheduled_at=due[task_id].isoformat())
+        due[task_id] = next(upcoming[task_id])
+
+
+def run_embedded(settings: Settings) -> int:
+    from services.api.app import create_app
+    from services.worker.actors import runtime
+    from shared.protocol import pump
+
+    pump(runtime)  # the in-memory broker starts empty: publish every armed chain's tick again
+    worker = Worker(runtime.broker, worker_threads=settings.worker_threads + settings.tick_threads,
+                    worker_timeout=settings.worker_timeout_ms)
+    worker.start()
+    stopped = threading.Event()
+    beat = threading.Thread(target=drive_system_tasks, args=(stopped,), name="embedded-beat", daemon=True)
+    beat.start()
+    server = make_server("0.0.0.0", settings.port, create_app(runtime=runtime), threaded=True)
+
+    def shutdown(_signum: int, _frame: object) -> None:
+        stopped.set()
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+    logger.info("embedded cronwork on http://127.0.0.1:%d (SQLite %s, in-memory broker)",
+                settings.port, settings.sqlalchemy_url)
+    server.serve_forever()
+    worker.stop()
+    return 0

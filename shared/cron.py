@@ -1,0 +1,212 @@
+"""The scheduling core: a schedule's slots, in UTC, under Vixie cron's DST policy.
+
+A slot is computed from the previous *slot*, never from "now", so a chain never drifts.
+
+DST policy (as Vixie cron):
+- a fixed-hour spec (hour field not starting with ``*``) whose wall time falls in a spring-forward gap runs
+  once, at the first instant after the gap;
+- a fixed-hour spec whose wall time repeats on a fall-back night runs once, at its first occurrence;
+- a wildcard-hour spec (``*``, ``*/2``) follows real elapsed time: it skips wall times that do not exist and
+  runs in both occurrences of a repeated hour.
+Day-of-month and day-of-week combine with OR when both are restricted; Sunday is 0 or 7.
+
+croniter is used on *naive wall-clock* times, where it is pure calendar arithmetic; mapping wall times to UTC
+instants is done here, once, so the policy above lives in one place.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from cron_descriptor import ExpressionDescriptor, Options
+from croniter import CroniterBadCronError, CroniterBadDateError, CroniterError, croniter
+
+# The largest DST shift in tzdata today (Antarctica/Troll: +00 <-> +02). Wall-clock order and real order can
+# only disagree within this distance of a backward transition.
+MAX_DST_SHIFT = timedelta(hours=2)
+_PROBE_STEP = timedelta(minutes=15)
+MAX_INTERVAL_MS = 366 * 24 * 3600 * 1000
+MIN_INTERVAL_MS = 1000
+
+
+class InvalidCron(ValueError):
+    """The expression is not a cron expression this scheduler can run; the message says why."""
+
+
+@lru_cache(maxsize=None)
+def all_timezones() -> tuple[str, ...]:
+    """The IANA zone names a schedule may carry, sorted."""
+    return tuple(sorted(name for name in available_timezones() if "/" in name or name == "UTC"))
+
+
+def load_timezone(name: str) -> ZoneInfo:
+    """The zone for an IANA name; ``ValueError`` naming it when unknown."""
+    if not isinstance(name, str) or name not in all_timezones():
+        raise ValueError(f"unknown IANA timezone {name!r}")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown IANA timezone {name!r}") from None
+
+
+@dataclass(frozen=True)
+class CronSpec:
+    """A validated cron expression: 5 fields, or 6 with a trailing seconds field when allowed."""
+
+    expression: str
+    has_seconds: bool
+
+    @property
+    def is_wildcard_hour(self) -> bool:
+        return self.expression.split()[1].startswith("*")
+
+    @classmethod
+    def parse(cls, expression: str, allow_seconds: bool = False) -> CronSpec:
+        """Validate ``expression``; raise ``InvalidCron`` with a reason a person can act on."""
+        if not isinstance(expression, str) or not expression.strip():
+            raise InvalidCron("a cron expression is required")
+        fields = expression.split()
+        expected = "5 or 6" if allow_seconds else "5"
+        if len(fields) not in ((5, 6) if allow_seconds else (5,)):
+            raise InvalidCron(
+                f"expected {expected} fields (minute hour day-of-month month day-of-week), got {len(fields)}"
+            )
+        normalised = " ".join(fields)
+        try:
+            iterator = croniter(normalised, datetime(2000, 1, 1), day_or=True)
+        except (CroniterBadCronError, CroniterError, ValueError, KeyError) as exc:
+            raise InvalidCron(f"not a valid cron expression: {exc}") from None
+        try:
+            # croniter searches decades ahead before giving up, so this catches specs such as "0 0 31 2 *".
+            iterator.get_next(datetime)
+        except CroniterBadDateError:
+            raise InvalidCron("the expression never matches a real date") from None
+        return cls(normalised, has_seconds=len(fields) == 6)
+
+
+def describe_cron(spec: CronSpec) -> str:
+    """English, 24-hour text for the expression, e.g. ``At 09:00, Monday through Friday``."""
+    options = Options()
+    options.locale_code = "en_US"
+    options.use_24hour_time_format = True
+    expression = spec.expression
+    if spec.has_seconds:  # croniter puts seconds last, cron-descriptor first.
+        fields = expression.split()
+        expression = " ".join([fields[5], *fields[:5]])
+    return str(ExpressionDescriptor(expression, options).get_description())
+
+
+def describe_interval(interval_ms: int) -> str:
+    """``Every 5 minutes``, ``Every 2 hours``, ``Every 1500 ms``: the largest unit that divides the interval."""
+    for unit_ms, singular in ((86_400_000, "day"), (3_600_000, "hour"), (60_000, "minute"), (1000, "second")):
+        if interval_ms % unit_ms == 0:
+            count = interval_ms // unit_ms
+            return f"Every {singular}" if count == 1 else f"Every {count} {singular}s"
+    return f"Every {interval_ms} ms"
+
+
+def _utc_offset(zone: ZoneInfo, instant: datetime) -> timedelta:
+    offset = instant.astimezone(zone).utcoffset()
+    assert offset is not None
+    return offset
+
+
+def _gap_end(zone: ZoneInfo, wall: datetime) -> datetime:
+    """The first real instant after the spring-forward gap that swallows the naive ``wall`` time."""
+    low = wall.replace(tzinfo=zone, fold=1).astimezone(UTC)  # read with the offset after the gap: too early
+    high = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)  # read with the offset before: too late
+    after_offset = _utc_offset(zone, high)
+    while high - low > timedelta(seconds=1):
+        middle = low + (high - low) / 2
+        if _utc_offset(zone, middle) == after_offset:
+            high = middle
+        else:
+            low = middle
+    return high.replace(microsecond=0)
+
+
+def _instants_for_wall_time(spec: CronSpec, zone: ZoneInfo, wall: datetime) -> list[datetime]:
+    """The UTC instants at which the naive ``wall`` time runs, by the DST policy."""
+    first = wall.replace(tzinfo=zone, fold=0)
+    second = wall.replace(tzinfo=zone, fold=1)
+    if first.utcoffset() == second.utcoffset():
+        return [first.astimezone(UTC)]
+    exists = first.astimezone(UTC).astimezone(zone).replace(tzinfo=None) == wall
+    if not exists:  # spring-forward gap
+        return [] if spec.is_wildcard_hour else [_gap_end(zone, wall)]
+    if spec.is_wildcard_hour:  # repeated hour: real time passes through it twice
+        return [first.astimezone(UTC), second.astimezone(UTC)]
+    return [first.astimezone(UTC)]
+
+
+def _offsets_near(zone: ZoneInfo, instant: datetime, direction: int) -> list[timedelta]:
+    """UTC offsets sampled from ``instant`` to MAX_DST_SHIFT later (direction 1) or earlier (-1)."""
+    steps = int(MAX_DST_SHIFT / _PROBE_STEP)
+    return [_utc_offset(zone, instant + direction * k * _PROBE_STEP) for k in range(steps + 1)]
+
+
+def iter_cron_slots(spec: CronSpec, timezone: str, after: datetime) -> Iterator[datetime]:
+    """Yield the slots strictly after ``after`` (an aware datetime), in UTC, strictly increasing."""
+    zone = load_timezone(timezone)
+    after = after.astimezone(UTC)
+    # A wall time up to one backward shift earlier than after's own wall time can still be a later instant.
+    start_wall = after.astimezone(zone).replace(tzinfo=None) - (
+        _utc_offset(zone, after) - min(_offsets_near(zone, after, 1))
+    )
+    walls = croniter(spec.expression, start_wall, day_or=True)
+    pending: list[datetime] = []
+    frontier = start_wall
+    last_yielded = after
+    while True:
+        # Pop only when no wall time still to come can map to an earlier instant than the heap's smallest.
+        while pending:
+            candidate = pending[0]
+            # A later wall time maps to an earlier instant only after a backward shift: wait that much longer.
+            needed_frontier = candidate.astimezone(zone).replace(tzinfo=None) + (
+                max(_offsets_near(zone, candidate, -1)) - _utc_offset(zone, candidate)
+            )
+            if frontier < needed_frontier:
+                break
+            heapq.heappop(pending)
+            if candidate > last_yielded:
+                last_yielded = candidate
+                yield candidate
+        try:
+            frontier = walls.get_next(datetime)
+        except CroniterBadDateError:
+            return
+        for instant in _instants_for_wall_time(spec, zone, frontier):
+            heapq.heappush(pending, instant)
+
+
+def next_cron_slot(spec: CronSpec, timezone: str, after: datetime) -> datetime | None:
+    """The first slot strictly after ``after``, or None when the expression never matches again."""
+    return next(iter_cron_slots(spec, timezone, after), None)
+
+
+def next_interval_slot(previous_slot: datetime, interval_ms: int, after: datetime) -> datetime:
+    """The first slot of the chain ``previous_slot + k * interval`` (k >= 1) strictly after ``after``.
+
+    Anchored on the previous slot, never on "now", so run times never push the chain.
+    """
+    step = timedelta(milliseconds=interval_ms)
+    if previous_slot >= after:
+        return previous_slot + step
+    periods = (after - previous_slot) // step + 1
+    return previous_slot + periods * step
+
+
+def validate_interval_ms(value: object) -> int:
+    """The interval as an int; ``ValueError`` with the reason when it is not a whole number in range."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("must be a whole number of milliseconds")
+    if value < MIN_INTERVAL_MS:
+        raise ValueError(f"must be at least {MIN_INTERVAL_MS} ms")
+    if value > MAX_INTERVAL_MS:
+        raise ValueError(f"must be at most 366 days ({MAX_INTERVAL_MS} ms)")
+    return value

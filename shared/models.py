@@ -1,0 +1,128 @@
+"""The two tables: schedules (the source of truth for when things run) and run history (what ran)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.db import Base, UTCDateTime, utcnow
+
+# SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+JsonDocument = JSON().with_variant(JSONB(), "postgresql")
+
+
+class ScheduleType:
+    CRON = "cron"
+    INTERVAL = "interval"
+    MANUAL = "manual"
+    ALL = (CRON, INTERVAL, MANUAL)
+
+
+class RunStatus:
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    ABANDONED = "abandoned"  # its worker vanished; the lease ran out before an outcome was recorded
+    ALL = (QUEUED, RUNNING, SUCCESS, FAILED, ABANDONED)
+    FINISHED = (SUCCESS, FAILED, ABANDONED)
+
+
+class TriggeredBy:
+    SCHEDULE = "schedule"
+    MANUAL = "manual"
+    SYSTEM = "system"
+    ALL = (SCHEDULE, MANUAL, SYSTEM)
+
+
+class TaskSchedule(Base):
+    """A user schedule. ``next_run_at`` is the armed slot; ``dedupe_key`` names the one tick allowed to claim it.
+
+    ``tick_published_at`` is the outbox flag: null while the tick for the current (slot, key) has not been
+    handed to the broker. ``version`` counts edits, for clients that want optimistic concurrency.
+    """
+
+    __tablename__ = "task_schedules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    task_type: Mapped[str] = mapped_column(String(50))
+    schedule_type: Mapped[str] = mapped_column(String(20))
+    cron_expression: Mapped[str | None] = mapped_column(String(100))
+    interval_ms: Mapped[int | None] = mapped_column(BigInteger)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    config: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
+    created_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    dedupe_key: Mapped[str | None] = mapped_column(String(32))
+    tick_published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+
+    __table_args__ = (
+        # The pump's scan: armed schedules by slot.
+        Index("ix_task_schedules_armed", "next_run_at", postgresql_where=text("enabled"),
+              sqlite_where=text("enabled")),
+        Index("ix_task_schedules_task_type", "task_type"),
+    )
+
+
+class TaskRunHistory(Base):
+    """One attempt of one run. Survives its schedule's deletion (``schedule_id`` becomes null)."""
+
+    __tablename__ = "task_run_history"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    schedule_id: Mapped[int | None] = mapped_column(ForeignKey("task_schedules.id", ondelete="SET NULL"))
+    task_type: Mapped[str] = mapped_column(String(50))
+    system_task: Mapped[str | None] = mapped_column(String(50))
+    status: Mapped[str] = mapped_column(String(20))
+    triggered_by: Mapped[str] = mapped_column(String(20))
+    scheduled_for: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    queued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # When this attempt may start: its slot, now for Run Now, or the end of a retry's backoff.
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # the run message's outbox flag
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    missed_slots: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error_message: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        # The last line of defence of "no slot runs twice": one row per (schedule, slot, attempt).
+        Index("uq_task_run_history_schedule_slot", "schedule_id", "scheduled_for", "attempt", unique=True,
+              postgresql_where=text("triggered_by = 'schedule'"),
+              sqlite_where=text("triggered_by = 'schedule'")),
+        Index("uq_task_run_history_system_slot", "system_task", "scheduled_for", unique=True,
+              postgresql_where=text("triggered_by = 'system'"),
+              sqlite_where=text("triggered_by = 'system'")),
+        # History newest-first per schedule, and per system task, stays an index range scan at any size.
+        Index("ix_task_run_history_schedule_newest", "schedule_id", "id"),
+        Index("ix_task_run_history_system_newest", "system_task", "id"),
+        # The pump's scans: runs still waiting, runs whose lease may have run out.
+        Index("ix_task_run_history_unfinished", "status", "due_at",
+              postgresql_where=text("status IN ('queued', 'running')"),
+              sqlite_where=text("status IN ('queued', 'running')")),
+        Index("ix_task_run_history_queued_at", "queued_at"),
+    )

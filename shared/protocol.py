@@ -1,0 +1,441 @@
+"""What happens when a schedule fires, top to bottom: arm, publish, claim, run, record, pump.
+
+PostgreSQL is the source of truth and RabbitMQ only a transport, so every step below checks the database row
+before acting, and every message may be lost, duplicated or late without a slot running twice or silently not
+at all. ``../shared/docs/ARCHITECTURE.md`` (beside the checkout) states the invariants this module keeps.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from shared.cron import CronSpec, iter_cron_slots, next_interval_slot
+from shared.db import utcnow
+from shared.messaging import send_run, send_tick
+from shared.models import RunStatus, ScheduleType, TaskRunHistory, TaskSchedule, TriggeredBy
+from shared.runtime import Runtime
+from shared.task_types import RunContext, TaskFailed, get_task_type
+
+logger = logging.getLogger("cronwork.protocol")
+
+RETRY_MAX_DELAY = timedelta(minutes=5)  # well under RabbitMQ's consumer_timeout, like every delay we publish
+ERROR_MESSAGE_CHARS = 2000
+
+
+# --- Slots ------------------------------------------------------------------------------------------------
+
+
+def slots_after(schedule: TaskSchedule, previous_slot: datetime, after: datetime) -> tuple[datetime | None, int]:
+    """The first slot of ``schedule`` strictly after ``after``, following on from ``previous_slot``, and how many
+    slots lie in between (slots missed while nothing ran)."""
+    if schedule.schedule_type == ScheduleType.INTERVAL:
+        assert schedule.interval_ms
+        step = timedelta(milliseconds=schedule.interval_ms)
+        following = next_interval_slot(previous_slot, schedule.interval_ms, after)
+        return following, max(0, (following - previous_slot) // step - 1)
+    if schedule.schedule_type == ScheduleType.CRON:
+        assert schedule.cron_expression
+        # The API accepts five fields only; a stored six-field (seconds) spec comes from tests and demos.
+        spec = CronSpec.parse(schedule.cron_expression, allow_seconds=True)
+        missed = 0
+        for slot in iter_cron_slots(spec, schedule.timezone, previous_slot):
+            if slot > after:
+                return slot, missed
+            missed += 1
+        return None, missed
+    return None, 0
+
+
+def first_slot(schedule: TaskSchedule, now: datetime) -> datetime | None:
+    """The slot a newly armed schedule waits for: the next cron instant, or one interval from now (the anchor)."""
+    if schedule.schedule_type == ScheduleType.INTERVAL:
+        assert schedule.interval_ms
+        return now + timedelta(milliseconds=schedule.interval_ms)
+    slot, _ = slots_after(schedule, now, now)
+    return slot
+
+
+# --- Arm and publish ----------------------------------------------------------------------------------------
+
+
+def arm(schedule: TaskSchedule, now: datetime, keep_slot: bool = False) -> None:
+    """Point the row at its next slot with a fresh dedupe key, inside the caller's transaction.
+
+    Every tick already in the broker carries the old key and becomes stale, so edits, disables and deletes
+    never have to find messages. ``keep_slot`` re-arms the same slot (a lost tick, or an edit that does not
+    touch the timing). The tick itself is published after the commit, by ``publish_tick``.
+    """
+    schedule.dedupe_key = uuid.uuid4().hex
+    schedule.tick_published_at = None
+    if not schedule.enabled or schedule.schedule_type == ScheduleType.MANUAL:
+        schedule.next_run_at = None
+        return
+    if not keep_slot or schedule.next_run_at is None:
+        schedule.next_run_at = first_slot(schedule, now)
+
+
+def publish_tick(runtime: Runtime, schedule_id: int) -> bool:
+    """Hand the broker the tick for a schedule's armed slot, once, if the slot is within the horizon.
+
+    The row lock makes the API, the claiming worker and any number of pumps agree on who publishes; the flag is
+    set in the same transaction, so a failed publish leaves it unset for the pump to retry.
+    """
+    with runtime.sessions.begin() as session:
+        schedule = session.execute(
+            select(TaskSchedule).where(TaskSchedule.id == schedule_id).with_for_update(skip_locked=True)
+        ).scalar_one_or_none()
+        if schedule is None or schedule.tick_published_at is not None or schedule.next_run_at is None:
+            return False
+        now = utcnow()
+        if schedule.next_run_at > now + runtime.horizon:
+            return False  # the pump publishes it when it enters the horizon
+        assert schedule.dedupe_key
+        delay_ms = int((schedule.next_run_at - now).total_seconds() * 1000)
+        send_tick(runtime.broker, schedule.id, schedule.next_run_at, schedule.dedupe_key, delay_ms)
+        schedule.tick_published_at = now
+        return True
+
+
+def dispatch_run(runtime: Runtime, history_id: int) -> bool:
+    """Hand the broker the message that starts a queued run, and record that it was sent (the run's outbox)."""
+    with runtime.sessions.begin() as session:
+        run = session.execute(
+            select(TaskRunHistory).where(TaskRunHistory.id == history_id).with_for_update(skip_locked=True)
+        ).scalar_one_or_none()
+        if run is None or run.status != RunStatus.QUEUED:
+            return False
+        now = utcnow()
+        delay_ms = int((run.due_at - now).total_seconds() * 1000)
+        send_run(runtime.broker, run.id, delay_ms)
+        run.dispatched_at = now
+        return True
+
+
+# --- Claim ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    schedule_id: int
+    history_id: int
+    missed_slots: int
+
+
+def claim_slot(runtime: Runtime, schedule_id: int, slot: datetime, dedupe_key: str) -> Claim | None:
+    """Turn a tick into exactly one run of its slot, and move the schedule to its next slot.
+
+    In one transaction: lock the row; drop the tick unless its key and slot are the row's (stale: edited,
+    disabled, deleted, re-armed or already claimed); coalesce slots missed while nothing ran into this run;
+    insert the run; advance the row. Then publish the next tick and dispatch the run. Returns None for a
+    stale tick.
+    """
+    now = utcnow()
+    if slot > now:
+        # Early (another host's clock, or a broker that honoured the delay loosely): wait out the rest, unclaimed.
+        send_tick(runtime.broker, schedule_id, slot, dedupe_key, int((slot - now).total_seconds() * 1000))
+        return None
+    try:
+        with runtime.sessions.begin() as session:
+            claim = _claim_in_transaction(session, schedule_id, slot, dedupe_key, now)
+    except IntegrityError:
+        # The unique (schedule, slot, attempt) index: this slot already has its run. Only reachable if the row
+        # checks above were bypassed; it is the last line of defence, not the mechanism.
+        logger.warning("schedule %s slot %s already has a run; tick dropped", schedule_id, slot.isoformat())
+        return None
+    if claim is None:
+        return None
+    publish_tick(runtime, schedule_id)
+    dispatch_run(runtime, claim.history_id)
+    return claim
+
+
+def _claim_in_transaction(
+    session: Session, schedule_id: int, slot: datetime, dedupe_key: str, now: datetime
+) -> Claim | None:
+    schedule = session.execute(
+        select(TaskSchedule).where(TaskSchedule.id == schedule_id).with_for_update()
+    ).scalar_one_or_none()
+    if schedule is None or not schedule.enabled:
+        return None
+    if schedule.dedupe_key != dedupe_key or schedule.next_run_at != slot:
+        return None
+    following, missed = slots_after(schedule, slot, now)
+    run = TaskRunHistory(
+        schedule_id=schedule.id,
+        task_type=schedule.task_type,
+        status=RunStatus.QUEUED,
+        triggered_by=TriggeredBy.SCHEDULE,
+        scheduled_for=slot,
+        queued_at=now,
+        due_at=now,
+        attempt=1,
+        missed_slots=missed,
+    )
+    session.add(run)
+    schedule.next_run_at = following
+    schedule.tick_published_at = None
+    schedule.last_run_at = now
+    session.flush()
+    if missed:
+        logger.info("schedule %s: %d slot(s) after %s were missed and coalesced", schedule.id, missed, slot)
+    return Claim(schedule.id, run.id, missed)
+
+
+# --- Run ------------------------------------------------------------------------------------------------------
+
+
+def queue_manual_run(session: Session, schedule: TaskSchedule, now: datetime) -> TaskRunHistory:
+    """Insert a Run Now request; the caller commits, then calls ``dispatch_run``. The chain is not touched."""
+    run = TaskRunHistory(
+        schedule_id=schedule.id,
+        task_type=schedule.task_type,
+        status=RunStatus.QUEUED,
+        triggered_by=TriggeredBy.MANUAL,
+        queued_at=now,
+        due_at=now,
+        attempt=1,
+    )
+    session.add(run)
+    session.flush()
+    return run
+
+
+def start_run(runtime: Runtime, history_id: int) -> tuple[TaskRunHistory, dict[str, Any]] | None:
+    """Move a run ``queued -> running`` by compare-and-set: of any number of deliveries, one starts it.
+
+    Returns the run and its schedule's config, or None when the message is a duplicate or early.
+    """
+    now = utcnow()
+    with runtime.sessions.begin() as session:
+        run = session.get(TaskRunHistory, history_id)
+        if run is None or run.status != RunStatus.QUEUED:
+            return None
+        if run.due_at > now:
+            send_run(runtime.broker, history_id, int((run.due_at - now).total_seconds() * 1000))
+            return None
+        task_type = get_task_type(run.task_type)
+        started = session.execute(
+            update(TaskRunHistory)
+            .where(TaskRunHistory.id == history_id, TaskRunHistory.status == RunStatus.QUEUED)
+            .values(status=RunStatus.RUNNING, started_at=now, lease_expires_at=now + runtime.lease)
+        ).rowcount
+        if started != 1:
+            return None
+        schedule = session.get(TaskSchedule, run.schedule_id) if run.schedule_id else None
+        if task_type is None or schedule is None:
+            reason = "its schedule was deleted before it started" if task_type else "unknown task type"
+            _record_outcome(session, run.id, now, RunStatus.ABANDONED, reason)
+            return None
+        session.refresh(run)
+        return run, dict(schedule.config or {})
+
+
+def execute_run(runtime: Runtime, history_id: int) -> str | None:
+    """Start a queued run, run its handler, record the outcome, and queue a retry after a failure.
+
+    Returns the final status of this attempt, or None when this delivery had nothing to do.
+    """
+    started = start_run(runtime, history_id)
+    if started is None:
+        return None
+    run, config = started
+    task_type = get_task_type(run.task_type)
+    assert task_type is not None
+    begun = time.monotonic()
+    error: str | None = None
+    try:
+        task_type.handler(RunContext(config=config, simulated_work_ms=runtime.settings.simulated_work_ms))
+    except TaskFailed as exc:
+        error = str(exc)
+    except Exception as exc:  # a handler bug is a failed run, not a crashed worker
+        error = f"{type(exc).__name__}: {exc}"
+    except BaseException as exc:  # dramatiq's TimeLimitExceeded and Shutdown interrupts derive from this
+        if type(exc).__name__ not in ("TimeLimitExceeded", "Shutdown"):
+            raise
+        error = "time limit exceeded" if type(exc).__name__ == "TimeLimitExceeded" else "worker shut down"
+    duration_ms = int((time.monotonic() - begun) * 1000)
+    status = RunStatus.FAILED if error else RunStatus.SUCCESS
+    retry_id = None
+    with runtime.sessions.begin() as session:
+        recorded = _record_outcome(session, run.id, utcnow(), status, error, duration_ms)
+        if recorded and error and run.attempt < task_type.max_attempts:
+            retry_id = _queue_retry(session, run, runtime.settings.retry_base_delay_ms)
+    if retry_id is not None:
+        dispatch_run(runtime, retry_id)
+    return status
+
+
+def _record_outcome(
+    session: Session,
+    history_id: int,
+    now: datetime,
+    status: str,
+    error: str | None,
+    duration_ms: int | None = None,
+) -> bool:
+    """Finish a running run; a run the pump already marked abandoned stays abandoned."""
+    return bool(
+        session.execute(
+            update(TaskRunHistory)
+            .where(TaskRunHistory.id == history_id, TaskRunHistory.status == RunStatus.RUNNING)
+            .values(
+                status=status,
+                completed_at=now,
+                duration_ms=duration_ms,
+                error_message=(error or None) and error[:ERROR_MESSAGE_CHARS],
+                lease_expires_at=None,
+            )
+        ).rowcount
+    )
+
+
+def retry_delay(attempt: int, base_delay_ms: int) -> timedelta:
+    """Exponential backoff after failed ``attempt`` (1-based): base, 2x base, 4x base..., capped."""
+    return min(timedelta(milliseconds=base_delay_ms * 2 ** (attempt - 1)), RETRY_MAX_DELAY)
+
+
+def _queue_retry(session: Session, failed: TaskRunHistory, base_delay_ms: int) -> int:
+    now = utcnow()
+    retry = TaskRunHistory(
+        schedule_id=failed.schedule_id,
+        task_type=failed.task_type,
+        system_task=failed.system_task,
+        status=RunStatus.QUEUED,
+        triggered_by=failed.triggered_by,
+        scheduled_for=failed.scheduled_for,
+        queued_at=now,
+        due_at=now + retry_delay(failed.attempt, base_delay_ms),
+        attempt=failed.attempt + 1,
+    )
+    session.add(retry)
+    session.flush()
+    return retry.id
+
+
+# --- System tasks --------------------------------------------------------------------------------------------
+
+
+def run_system_slot(runtime: Runtime, task_id: str, task_type: str, slot: datetime,
+                    work: Callable[[Runtime], str | None]) -> str | None:
+    """Run one slot of a system cron once, however many beats sent it: the insert of its run is the claim."""
+    now = utcnow()
+    try:
+        with runtime.sessions.begin() as session:
+            run = TaskRunHistory(
+                task_type=task_type,
+                system_task=task_id,
+                status=RunStatus.RUNNING,
+                triggered_by=TriggeredBy.SYSTEM,
+                scheduled_for=slot,
+                queued_at=now,
+                due_at=slot,
+                started_at=now,
+                lease_expires_at=now + runtime.lease,
+                attempt=1,
+            )
+            session.add(run)
+    except IntegrityError:
+        logger.info("system task %s slot %s already claimed", task_id, slot.isoformat())
+        return None
+    begun = time.monotonic()
+    error = None
+    try:
+        summary = work(runtime)
+        if summary:
+            logger.info("system task %s: %s", task_id, summary)
+    except Exception as exc:
+        logger.exception("system task %s failed", task_id)
+        error = f"{type(exc).__name__}: {exc}"
+    with runtime.sessions.begin() as session:
+        _record_outcome(session, run.id, utcnow(), RunStatus.FAILED if error else RunStatus.SUCCESS, error,
+                        int((time.monotonic() - begun) * 1000))
+    return RunStatus.FAILED if error else RunStatus.SUCCESS
+
+
+# --- Pump -----------------------------------------------------------------------------------------------------
+
+
+def pump(runtime: Runtime) -> str:
+    """Heal every chain; safe with any number of concurrent pumps (row locks with SKIP LOCKED).
+
+    1. publish ticks for slots that entered the horizon, or whose publish never happened;
+    2. re-arm, with a new key, schedules whose slot is overdue past the grace period (the tick was lost);
+    3. re-dispatch runs still queued long after they were due (their message was lost);
+    4. mark runs whose lease ran out as abandoned (their worker died mid-run).
+    """
+    now = utcnow()
+    with runtime.sessions() as session:
+        unpublished = session.scalars(
+            select(TaskSchedule.id).where(
+                TaskSchedule.enabled.is_(True),
+                TaskSchedule.next_run_at <= now + runtime.horizon,
+                TaskSchedule.tick_published_at.is_(None),
+            )
+        ).all()
+        lost = session.scalars(
+            select(TaskSchedule.id).where(
+                TaskSchedule.enabled.is_(True),
+                TaskSchedule.next_run_at < now - runtime.grace,
+                TaskSchedule.tick_published_at < now - runtime.grace,
+            )
+        ).all()
+        stuck_runs = session.scalars(
+            select(TaskRunHistory.id).where(
+                TaskRunHistory.status == RunStatus.QUEUED,
+                TaskRunHistory.due_at < now - runtime.grace,
+                or_(TaskRunHistory.dispatched_at.is_(None), TaskRunHistory.dispatched_at < now - runtime.grace),
+            )
+        ).all()
+    published = sum(publish_tick(runtime, schedule_id) for schedule_id in unpublished)
+    rearmed = sum(_rearm_lost(runtime, schedule_id, now) for schedule_id in lost)
+    redispatched = sum(dispatch_run(runtime, history_id) for history_id in stuck_runs)
+    with runtime.sessions.begin() as session:
+        abandoned = session.execute(
+            update(TaskRunHistory)
+            .where(TaskRunHistory.status == RunStatus.RUNNING, TaskRunHistory.lease_expires_at < now)
+            .values(
+                status=RunStatus.ABANDONED,
+                completed_at=now,
+                lease_expires_at=None,
+                error_message="abandoned: its worker stopped before recording an outcome (lease expired)",
+            )
+        ).rowcount
+    return (f"published {published} tick(s), re-armed {rearmed} lost chain(s), "
+            f"re-dispatched {redispatched} run(s), abandoned {abandoned} run(s)")
+
+
+def _rearm_lost(runtime: Runtime, schedule_id: int, now: datetime) -> bool:
+    with runtime.sessions.begin() as session:
+        schedule = session.execute(
+            select(TaskSchedule).where(TaskSchedule.id == schedule_id).with_for_update(skip_locked=True)
+        ).scalar_one_or_none()
+        if schedule is None or schedule.next_run_at is None or schedule.next_run_at >= now - runtime.grace:
+            return False
+        if schedule.tick_published_at is None or schedule.tick_published_at >= now - runtime.grace:
+            return False
+        logger.warning("schedule %s: tick for %s overdue past grace; re-arming", schedule.id,
+                       schedule.next_run_at.isoformat())
+        arm(schedule, now, keep_slot=True)  # same slot, new key: claim coalesces whatever was missed
+    return publish_tick(runtime, schedule_id)
+
+
+def delete_old_history(runtime: Runtime) -> str:
+    """Delete finished runs queued more than ``HISTORY_RETENTION_DAYS`` ago."""
+    cutoff = utcnow() - timedelta(days=runtime.settings.history_retention_days)
+    with runtime.sessions.begin() as session:
+        deleted = session.execute(
+            delete(TaskRunHistory).where(
+                TaskRunHistory.queued_at < cutoff, TaskRunHistory.status.in_(RunStatus.FINISHED)
+            )
+        ).rowcount
+    return f"deleted {deleted} run(s) older than {runtime.settings.history_retention_days} days"

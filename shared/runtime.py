@@ -1,0 +1,46 @@
+"""The handles every part of the protocol needs, built once per process from Settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import dramatiq
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.db import create_db_engine, create_session_factory
+from shared.messaging import build_broker
+from shared.settings import Settings
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Settings, a session factory and the broker."""
+
+    settings: Settings
+    sessions: sessionmaker[Session]
+    broker: dramatiq.Broker
+
+    @property
+    def horizon(self) -> timedelta:
+        """H: ticks are published only for slots at most this far ahead."""
+        return timedelta(seconds=self.settings.tick_horizon_s)
+
+    @property
+    def grace(self) -> timedelta:
+        """How overdue a slot or a queued run may get before the pump assumes its message was lost."""
+        return timedelta(seconds=self.settings.pump_grace_s)
+
+    @property
+    def lease(self) -> timedelta:
+        """How long a started run may stay silent before the pump calls it abandoned: its time limit and more."""
+        return timedelta(seconds=self.settings.task_time_limit_s + self.settings.run_lease_margin_s)
+
+
+def build_runtime(settings: Settings, broker: dramatiq.Broker | None = None) -> Runtime:
+    """Connect to the database and the broker named by ``settings`` (the broker becomes Dramatiq's global)."""
+    if broker is None:
+        broker = build_broker(settings)
+        dramatiq.set_broker(broker)
+    engine = create_db_engine(settings.sqlalchemy_url)
+    return Runtime(settings=settings, sessions=create_session_factory(engine), broker=broker)

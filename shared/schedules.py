@@ -1,0 +1,251 @@
+"""User schedules: validation, create, edit, delete, Run Now and the queries the API serves.
+
+Field names in errors are the API's (camelCase): they are the public contract, and validation lives here once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+
+from shared.cron import (
+    CronSpec,
+    InvalidCron,
+    describe_cron,
+    describe_interval,
+    load_timezone,
+    validate_interval_ms,
+)
+from shared.db import utcnow
+from shared.models import ScheduleType, TaskRunHistory, TaskSchedule
+from shared.protocol import Runtime, arm, dispatch_run, publish_tick, queue_manual_run
+from shared.task_types import get_task_type
+
+# API field -> column. ``enabled`` and ``config`` apply to every schedule type.
+FIELDS = {
+    "name": "name",
+    "taskType": "task_type",
+    "scheduleType": "schedule_type",
+    "cronExpression": "cron_expression",
+    "intervalMs": "interval_ms",
+    "timezone": "timezone",
+    "enabled": "enabled",
+    "config": "config",
+}
+FIELDS_OF_TYPE = {ScheduleType.CRON: "cronExpression", ScheduleType.INTERVAL: "intervalMs"}
+TIMING_FIELDS = {"scheduleType", "cronExpression", "intervalMs", "timezone", "enabled"}
+NAME_MAX_CHARS = 100
+
+
+class ValidationFailed(ValueError):
+    """Input that cannot be stored; ``errors`` maps each API field to its reasons."""
+
+    def __init__(self, errors: dict[str, list[str]]):
+        super().__init__(errors)
+        self.errors = errors
+
+
+def schedule_errors(values: dict[str, Any], sent: dict[str, Any]) -> dict[str, list[str]]:
+    """Every problem with a schedule's complete ``values``; ``sent`` is what the caller sent this time."""
+    errors: dict[str, list[str]] = {}
+    name = values.get("name")
+    if not isinstance(name, str) or not name.strip():
+        errors["name"] = ["must not be blank"]
+    elif len(name.strip()) > NAME_MAX_CHARS:
+        errors["name"] = [f"must be at most {NAME_MAX_CHARS} characters"]
+
+    task_type = get_task_type(values.get("taskType") or "")
+    if task_type is None:
+        errors["taskType"] = [f"unknown task type {values.get('taskType')!r}"]
+    else:
+        for key, reasons in task_type.config_errors(values.get("config")).items():
+            errors["config" if key == "_schema" else f"config.{key}"] = reasons
+
+    schedule_type = values.get("scheduleType")
+    if schedule_type not in ScheduleType.ALL:
+        errors["scheduleType"] = [f"must be one of {', '.join(ScheduleType.ALL)}"]
+    for other_type, field in FIELDS_OF_TYPE.items():
+        if other_type != schedule_type and sent.get(field) is not None:
+            errors[field] = [f"belongs to scheduleType {other_type!r}; omit it or send null"]
+    if schedule_type == ScheduleType.CRON:
+        try:
+            CronSpec.parse(values.get("cronExpression") or "")
+        except InvalidCron as exc:
+            errors["cronExpression"] = [str(exc)]
+    if schedule_type == ScheduleType.INTERVAL:
+        if values.get("intervalMs") is None:
+            errors["intervalMs"] = ["is required for an interval schedule"]
+        else:
+            try:
+                validate_interval_ms(values.get("intervalMs"))
+            except ValueError as exc:
+                errors["intervalMs"] = [str(exc)]
+    try:
+        load_timezone(values.get("timezone"))  # type: ignore[arg-type]
+    except ValueError as exc:
+        errors["timezone"] = [str(exc)]
+    if not isinstance(values.get("enabled"), bool):
+        errors["enabled"] = ["must be true or false"]
+    return errors
+
+
+def _values_of(schedule: TaskSchedule) -> dict[str, Any]:
+    return {field: getattr(schedule, column) for field, column in FIELDS.items()}
+
+
+def _merge(current: dict[str, Any], sent: dict[str, Any]) -> dict[str, Any]:
+    merged = {**current, **sent}
+    for schedule_type, field in FIELDS_OF_TYPE.items():
+        if merged.get("scheduleType") != schedule_type and field not in sent:
+            merged[field] = None  # switching type drops the old type's timing field
+    if isinstance(merged.get("name"), str):
+        merged["name"] = merged["name"].strip()
+    if isinstance(merged.get("cronExpression"), str):
+        merged["cronExpression"] = " ".join(merged["cronExpression"].split())
+    return merged
+
+
+def _apply(schedule: TaskSchedule, values: dict[str, Any]) -> None:
+    for field, column in FIELDS.items():
+        setattr(schedule, column, values[field])
+
+
+DEFAULTS = {"timezone": "UTC", "enabled": True, "config": {}, "cronExpression": None, "intervalMs": None}
+
+
+def create_schedule(runtime: Runtime, sent: dict[str, Any], created_by: str) -> TaskSchedule:
+    """Validate, store and arm a new schedule; its first tick is published after the commit."""
+    values = _merge({**DEFAULTS, "name": None, "taskType": None, "scheduleType": None}, sent)
+    errors = schedule_errors(values, sent)
+    if errors:
+        raise ValidationFailed(errors)
+    now = utcnow()
+    with runtime.sessions.begin() as session:
+        schedule = TaskSchedule(created_by=created_by, created_at=now, updated_at=now, version=1)
+        _apply(schedule, values)
+        arm(schedule, now)
+        session.add(schedule)
+        session.flush()
+        schedule_id = schedule.id
+    publish_tick(runtime, schedule_id)
+    return schedule
+
+
+def update_schedule(runtime: Runtime, schedule_id: int, sent: dict[str, Any]) -> TaskSchedule | None:
+    """Apply a partial update, re-arm with a new key (a timing change moves the slot), publish after commit.
+
+    Returns None when the schedule does not exist.
+    """
+    now = utcnow()
+    with runtime.sessions.begin() as session:
+        schedule = session.execute(
+            select(TaskSchedule).where(TaskSchedule.id == schedule_id).with_for_update()
+        ).scalar_one_or_none()
+        if schedule is None:
+            return None
+        values = _merge(_values_of(schedule), sent)
+        errors = schedule_errors(values, sent)
+        if errors:
+            raise ValidationFailed(errors)
+        timing_changed = any(values[field] != getattr(schedule, FIELDS[field]) for field in TIMING_FIELDS)
+        _apply(schedule, values)
+        schedule.updated_at = now
+        schedule.version += 1
+        arm(schedule, now, keep_slot=not timing_changed)
+    publish_tick(runtime, schedule_id)
+    return schedule
+
+
+def delete_schedule(runtime: Runtime, schedule_id: int) -> bool:
+    """Delete a schedule; its history stays (schedule id nulled) and any tick in flight finds no row."""
+    with runtime.sessions.begin() as session:
+        schedule = session.get(TaskSchedule, schedule_id)
+        if schedule is None:
+            return False
+        session.delete(schedule)
+    return True
+
+
+def run_now(runtime: Runtime, schedule_id: int) -> TaskRunHistory | None:
+    """Queue a manual run, enabled or not; the chain of slots is untouched. None when no such schedule."""
+    with runtime.sessions.begin() as session:
+        schedule = session.get(TaskSchedule, schedule_id)
+        if schedule is None:
+            return None
+        run = queue_manual_run(session, schedule, utcnow())
+    dispatch_run(runtime, run.id)
+    return run
+
+
+def describe_schedule(schedule: TaskSchedule) -> str:
+    """Human text of when a schedule runs."""
+    if schedule.schedule_type == ScheduleType.CRON and schedule.cron_expression:
+        return describe_cron(CronSpec.parse(schedule.cron_expression, allow_seconds=True))
+    if schedule.schedule_type == ScheduleType.INTERVAL and schedule.interval_ms:
+        return describe_interval(schedule.interval_ms)
+    return "Manual only"
+
+
+# --- Queries ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Page:
+    number: int
+    size: int
+
+    def apply(self, query: Select) -> Select:
+        return query.limit(self.size).offset((self.number - 1) * self.size)
+
+
+def count(session: Session, query: Select) -> int:
+    return session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
+
+
+def schedules_query(enabled: bool | None = None, task_type: str | None = None, name_contains: str | None = None
+                    ) -> Select:
+    query = select(TaskSchedule).order_by(TaskSchedule.id)
+    if enabled is not None:
+        query = query.where(TaskSchedule.enabled.is_(enabled))
+    if task_type:
+        query = query.where(TaskSchedule.task_type == task_type)
+    if name_contains:
+        escaped = name_contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(TaskSchedule.name.ilike(f"%{escaped}%", escape="\\"))
+    return query
+
+
+def history_query(schedule_id: int | None = None, status: str | None = None, triggered_by: str | None = None,
+                  system_task: str | None = None) -> Select:
+    query = select(TaskRunHistory).order_by(TaskRunHistory.id.desc())
+    if schedule_id is not None:
+        query = query.where(TaskRunHistory.schedule_id == schedule_id)
+    if status:
+        query = query.where(TaskRunHistory.status == status)
+    if triggered_by:
+        query = query.where(TaskRunHistory.triggered_by == triggered_by)
+    if system_task:
+        query = query.where(TaskRunHistory.system_task == system_task)
+    return query
+
+
+def latest_runs(session: Session, schedule_ids: list[int] | None = None, system_tasks: list[str] | None = None
+                ) -> dict[Any, TaskRunHistory]:
+    """The newest run of each schedule (or system task), in one query."""
+    key = TaskRunHistory.schedule_id if schedule_ids is not None else TaskRunHistory.system_task
+    wanted = schedule_ids if schedule_ids is not None else system_tasks
+    if not wanted:
+        return {}
+    newest = select(func.max(TaskRunHistory.id)).where(key.in_(wanted)).group_by(key)
+    runs = session.scalars(select(TaskRunHistory).where(TaskRunHistory.id.in_(newest))).all()
+    return {getattr(run, key.key): run for run in runs}
+
+
+def last_started(session: Session, system_task: str) -> datetime | None:
+    return session.scalar(
+        select(func.max(TaskRunHistory.started_at)).where(TaskRunHistory.system_task == system_task)
+    )
