@@ -39,7 +39,7 @@ COPY --from=builder /opt/venv /opt/venv
 # a worker or beat passes `cronwork probe ROLE`, and one-shot commands (migrate) have nothing to check.
 COPY --chmod=0755 <<'EOF' /usr/local/bin/cronwork-healthcheck
 #!/bin/sh
-set -eu
+set -euf
 set -- $(tr '\0' ' ' < /proc/1/cmdline)
 while [ "$#" -gt 0 ] && [ "${1##*/}" != cronwork ]; do shift; done
 case "${2:-}" in
@@ -50,7 +50,9 @@ urllib.request.urlopen("http://127.0.0.1:%s/healthz" % os.environ.get("PORT", "8
 esac
 EOF
 
+# HOME is /tmp too: anything that writes under ~ (gunicorn's control socket, caches) finds it writable.
 ENV PATH=/opt/venv/bin:$PATH \
+    HOME=/tmp \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PORT=8000 \

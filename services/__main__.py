@@ -32,13 +32,14 @@ def api_command(settings: Settings) -> list[str]:
         "--workers", str(settings.gunicorn_workers),
         "--access-logfile", "-",
         "--graceful-timeout", "30",
+        "--no-control-socket",  # it would write under $HOME, and the containers' root filesystem is read-only
     ]
 
 
 def worker_commands(settings: Settings) -> list[list[str]]:
     """Two Dramatiq groups, so a long handler never delays a tick: ticks and system crons in one (small, fast
     transactions), task handlers in the other. Both drain in-flight work on SIGTERM for up to the time limit."""
-    dramatiq = [sys.executable, "-m", "dramatiq", WORKER_MODULE, "--skip-logging",
+    dramatiq = [sys.executable, "-m", "dramatiq", WORKER_MODULE,
                 "--worker-shutdown-timeout", str((settings.task_time_limit_s + SHUTDOWN_MARGIN_S) * 1000)]
     return [
         [*dramatiq, "--queues", TICK_QUEUE, SYSTEM_QUEUE, "--processes", "1",
@@ -63,26 +64,38 @@ def child_environment(settings: Settings) -> dict[str, str]:
 
 
 def supervise(commands: Sequence[list[str]], env: dict[str, str]) -> int:
-    """Run ``commands`` side by side; forward SIGTERM/SIGINT; when one exits, stop the rest (so the
+    """Run ``commands`` side by side; forward SIGTERM; when one exits, stop the rest (so the
     container restarts whole) and return the first exit code."""
     children = [subprocess.Popen(command, env=env) for command in commands]
+    stopping = False
 
-    def forward(signum: int, _frame: object) -> None:
+    def stop(signum: int, _frame: object = None) -> None:
+        # Once only: Dramatiq reads a second SIGTERM as "kill now" and would abandon its drain.
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
         for child in children:
             if child.poll() is None:
                 child.send_signal(signum)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    while True:
-        for child in children:
-            code = child.poll()
-            if code is not None:
-                forward(signal.SIGTERM, None)
-                for other in children:
-                    other.wait()
-                return code
+    signal.signal(signal.SIGTERM, stop)
+    # Ctrl-C reaches the children directly (same process group); forwarding it too would be a second signal.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while all(child.poll() is None for child in children):
         time.sleep(0.2)
+    asked_to_stop = stopping
+    first_exit = next(child.returncode for child in children if child.returncode is not None)
+    stop(signal.SIGTERM)
+    codes = [child.wait() for child in children]
+    if asked_to_stop:  # a requested stop is a clean exit unless a child failed other than by our SIGTERM
+        return next((code for code in codes if code not in (0, -signal.SIGTERM)), 0)
+    return first_exit or 1  # a child died on its own: fail, so the container restarts whole
+
+
+def exec_replacing_this_process(command: list[str], env: dict[str, str]) -> None:
+    """Become ``command`` (same PID), so the container's signals reach gunicorn or periodiq directly."""
+    os.execve(command[0], command, env)
 
 
 def migrate(settings: Settings) -> int:
@@ -122,11 +135,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     env = child_environment(settings)
     if args.role == "api":
-        os.execvpe(sys.executable, api_command(settings), env)
+        exec_replacing_this_process(api_command(settings), env)
     if args.role == "worker":
         return supervise(worker_commands(settings), env)
     if args.role == "beat":
-        os.execvpe(sys.executable, beat_command(), env)
+        exec_replacing_this_process(beat_command(), env)
     if args.role == "migrate":
         return migrate(settings)
     if args.role == "probe":

@@ -6,8 +6,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import DateTime, Engine, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -75,7 +73,9 @@ def create_session_factory(engine: Engine) -> sessionmaker:
     return sessionmaker(bind=engine, expire_on_commit=False, autoflush=False)
 
 
-def alembic_config(url: str) -> Config:
+def alembic_config(url: str) -> Any:
+    from alembic.config import Config  # imported here: the services that never migrate skip its start-up
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -84,4 +84,6 @@ def alembic_config(url: str) -> Config:
 
 def upgrade_to_head(url: str) -> None:
     """Bring the database at ``url`` to the newest schema. Idempotent."""
+    from alembic import command
+
     command.upgrade(alembic_config(url), "head")

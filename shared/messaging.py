@@ -35,7 +35,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     if settings.broker_url:
         # Without confirms a publish the broker refused or lost goes unnoticed; with them it raises, and the
         # outbox flag stays unset for the pump to retry.
-        broker = RabbitmqBroker(url=settings.broker_url, confirm_delivery=True, heartbeat=30)
+        broker = RabbitmqBroker(url=settings.broker_url, confirm_delivery=True)
     else:
         broker = StubBroker()
     broker.add_middleware(CurrentMessage())

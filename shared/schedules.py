@@ -39,6 +39,7 @@ FIELDS = {
 FIELDS_OF_TYPE = {ScheduleType.CRON: "cronExpression", ScheduleType.INTERVAL: "intervalMs"}
 TIMING_FIELDS = {"scheduleType", "cronExpression", "intervalMs", "timezone", "enabled"}
 NAME_MAX_CHARS = 100
+CRON_EXPRESSION_MAX_CHARS = 100  # the column width: a longer valid list ("0,1,2,...") is a 422, not a 500
 
 
 class ValidationFailed(ValueError):
@@ -49,8 +50,12 @@ class ValidationFailed(ValueError):
         self.errors = errors
 
 
-def schedule_errors(values: dict[str, Any], sent: dict[str, Any]) -> dict[str, list[str]]:
-    """Every problem with a schedule's complete ``values``; ``sent`` is what the caller sent this time."""
+def schedule_errors(values: dict[str, Any], sent: dict[str, Any], allow_seconds: bool = False
+                    ) -> dict[str, list[str]]:
+    """Every problem with a schedule's complete ``values``; ``sent`` is what the caller sent this time.
+
+    ``allow_seconds`` admits a sixth (seconds) cron field: tests and demos use it, the API never does.
+    """
     errors: dict[str, list[str]] = {}
     name = values.get("name")
     if not isinstance(name, str) or not name.strip():
@@ -73,9 +78,12 @@ def schedule_errors(values: dict[str, Any], sent: dict[str, Any]) -> dict[str, l
             errors[field] = [f"belongs to scheduleType {other_type!r}; omit it or send null"]
     if schedule_type == ScheduleType.CRON:
         try:
-            CronSpec.parse(values.get("cronExpression") or "")
+            CronSpec.parse(values.get("cronExpression") or "", allow_seconds=allow_seconds)
         except InvalidCron as exc:
             errors["cronExpression"] = [str(exc)]
+        else:
+            if len(values["cronExpression"]) > CRON_EXPRESSION_MAX_CHARS:
+                errors["cronExpression"] = [f"must be at most {CRON_EXPRESSION_MAX_CHARS} characters"]
     if schedule_type == ScheduleType.INTERVAL:
         if values.get("intervalMs") is None:
             errors["intervalMs"] = ["is required for an interval schedule"]
@@ -117,10 +125,11 @@ def _apply(schedule: TaskSchedule, values: dict[str, Any]) -> None:
 DEFAULTS = {"timezone": "UTC", "enabled": True, "config": {}, "cronExpression": None, "intervalMs": None}
 
 
-def create_schedule(runtime: Runtime, sent: dict[str, Any], created_by: str) -> TaskSchedule:
+def create_schedule(runtime: Runtime, sent: dict[str, Any], created_by: str, allow_seconds: bool = False
+                    ) -> TaskSchedule:
     """Validate, store and arm a new schedule; its first tick is published after the commit."""
     values = _merge({**DEFAULTS, "name": None, "taskType": None, "scheduleType": None}, sent)
-    errors = schedule_errors(values, sent)
+    errors = schedule_errors(values, sent, allow_seconds)
     if errors:
         raise ValidationFailed(errors)
     now = utcnow()
@@ -135,7 +144,8 @@ def create_schedule(runtime: Runtime, sent: dict[str, Any], created_by: str) -> 
     return schedule
 
 
-def update_schedule(runtime: Runtime, schedule_id: int, sent: dict[str, Any]) -> TaskSchedule | None:
+def update_schedule(runtime: Runtime, schedule_id: int, sent: dict[str, Any], allow_seconds: bool = False
+                    ) -> TaskSchedule | None:
     """Apply a partial update, re-arm with a new key (a timing change moves the slot), publish after commit.
 
     Returns None when the schedule does not exist.
@@ -148,7 +158,7 @@ def update_schedule(runtime: Runtime, schedule_id: int, sent: dict[str, Any]) ->
         if schedule is None:
             return None
         values = _merge(_values_of(schedule), sent)
-        errors = schedule_errors(values, sent)
+        errors = schedule_errors(values, sent, allow_seconds)
         if errors:
             raise ValidationFailed(errors)
         timing_changed = any(values[field] != getattr(schedule, FIELDS[field]) for field in TIMING_FIELDS)

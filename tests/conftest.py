@@ -187,9 +187,10 @@ class Service:
         return self.log_path.read_text(errors="replace")
 
     def terminate(self, timeout_s: float = 60) -> int:
-        """SIGTERM (a graceful drain), then SIGKILL if it outlives ``timeout_s``."""
+        """SIGTERM to the launcher only, as Kubernetes does to PID 1 (a graceful drain); SIGKILL after
+        ``timeout_s``."""
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout_s)
             except subprocess.TimeoutExpired:
@@ -208,13 +209,13 @@ class Services:
     log_dir: Path
     started: list[Service] = field(default_factory=list)
 
-    def start(self, role: str, env: dict[str, str], *args: str) -> Service:
+    def start(self, role: str, env: dict[str, str], *args: str, cwd: Path | None = None) -> Service:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{role}-{len(self.started)}.log"
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "services", role, *args], env=env, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
+                start_new_session=True, cwd=cwd,
             )
         service = Service(role, process, log_path)
         self.started.append(service)

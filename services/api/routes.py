@@ -189,7 +189,7 @@ class TaskTypes(MethodView):
     @blp.response(200, TaskTypeSchema(many=True))
     def get(self) -> Any:
         """What a schedule can run, with the config form of each type."""
-        return TASK_TYPES
+        return list(TASK_TYPES)  # a tuple would be read as (body, status, headers)
 
 
 @blp.route("/timezones")

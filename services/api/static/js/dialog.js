@@ -3,6 +3,7 @@
 
 import { $, $$ } from "./dom.js";
 import { icon } from "./icons.js";
+import { raiseToasts } from "./toast.js";
 
 /**
  * Prepare a <dialog> once: its [data-close] buttons close it, and `onClose` runs however it was closed
@@ -32,6 +33,7 @@ export function openDialog(dialog, focusTarget = null) {
   dialog._opener = document.activeElement instanceof HTMLElement ? document.activeElement : null;
   dialog.showModal();
   document.body.classList.add("has-modal");
+  raiseToasts();
   focusTarget?.focus();
 }
 

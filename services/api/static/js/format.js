@@ -13,6 +13,9 @@ const shortFormatWithYear = new Intl.DateTimeFormat("en-GB", {
   day: "numeric", month: "short", year: "numeric", hour: "2-digit", minute: "2-digit",
 });
 const secondsFormat = new Intl.DateTimeFormat("en-GB", {
+  day: "numeric", month: "short", hour: "2-digit", minute: "2-digit", second: "2-digit",
+});
+const secondsFormatWithYear = new Intl.DateTimeFormat("en-GB", {
   day: "numeric", month: "short", year: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit",
 });
 const exactFormat = new Intl.DateTimeFormat("en-GB", {
@@ -37,10 +40,11 @@ export function formatShort(iso) {
   return format.format(date);
 }
 
-/** "27 Nov 2026, 14:03:05", in local time (the history dialog's precision). */
+/** "27 Nov, 14:03:05" (with the year when it is not this year), in local time: the history's precision. */
 export function formatSeconds(iso) {
   const date = toDate(iso);
-  return date ? secondsFormat.format(date) : "";
+  if (!date) return "";
+  return (date.getFullYear() === new Date().getFullYear() ? secondsFormat : secondsFormatWithYear).format(date);
 }
 
 /** "Friday 27 November 2026 at 14:03:05 CET": the tooltip text behind every shown time. */

@@ -96,7 +96,7 @@ export class TaskForm {
     return this.taskTypes.find((type) => type.id === this.typeSelect.value) ?? null;
   }
 
-  async openForCreate() {
+  openForCreate() {
     this.editing = null;
     this.title.textContent = "Add task";
     this.saveButton.textContent = "Create task";
@@ -115,7 +115,7 @@ export class TaskForm {
     this.populateTimezones();
   }
 
-  async openForEdit(task) {
+  openForEdit(task) {
     this.editing = task;
     this.title.textContent = `Edit “${task.name}”`;
     this.saveButton.textContent = "Save changes";
@@ -370,10 +370,8 @@ export class TaskForm {
 
   showBanner(lines) {
     const [first, ...rest] = lines.filter(Boolean);
-    this.banner.replaceChildren(
-      h("strong", {}, first),
-      rest.length ? h("ul", {}, rest.map((line) => h("li", {}, line))) : null,
-    );
+    const details = rest.length ? [h("ul", {}, rest.map((line) => h("li", {}, line)))] : [];
+    this.banner.replaceChildren(h("strong", {}, first), ...details);
     this.banner.hidden = false;
   }
 }

@@ -53,7 +53,9 @@ function configSummary(task, taskType) {
     const value = task.config[field.key];
     if (value === undefined || value === null || value === "") continue;
     const option = field.options?.find((candidate) => candidate.value === value);
-    parts.push(option ? option.label : String(value));
+    if (option) parts.push(option.label);
+    else if (field.type === "url") parts.push(String(value));
+    else parts.push(`${field.label}: ${value}`);
   }
   return parts.length ? h("div", { class: "muted small truncate", title: parts.join(" · ") }, parts.join(" · ")) : null;
 }

@@ -29,6 +29,12 @@ export function toast(message, kind = "success") {
   while (container.children.length > 5) container.firstElementChild.remove();
 }
 
+/** Keep the toasts above a dialog that has just opened (both live in the browser's top layer). */
+export function raiseToasts() {
+  const container = document.getElementById("toasts");
+  if (container.childElementCount) raise(container);
+}
+
 /** Re-show the popover so it is the newest top-layer element, above any dialog opened since. */
 function raise(container) {
   if (typeof container.showPopover !== "function") return;

@@ -1,0 +1,32 @@
+"""The beat: real periodiq processes send the system crons; the database makes each slot run once."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from shared.models import RunStatus, TriggeredBy
+from tests.conftest import wait_for
+from tests.worker.conftest import Engine
+
+
+def test_two_beats_give_one_system_run_per_slot(engine: Engine) -> None:
+    worker = engine.start_worker()
+    beats = [engine.start_beat(), engine.start_beat()]
+
+    def a_slot_sent_by_both() -> str | None:
+        # periodiq logs "Scheduling <actor> at <slot>." for every message it sends.
+        sent = [set(line.split(" at ")[-1] for line in beat.log().splitlines() if "Scheduling Actor(" in line
+                    and "pump" in line) for beat in beats]
+        common = sent[0] & sent[1]
+        return sorted(common)[0] if common else None
+
+    wait_for(a_slot_sent_by_both, 75, "both beats to send the pump for the same minute", interval_s=1)
+    wait_for(lambda: "already claimed" in worker.log(), 20, "the worker to refuse the second copy")
+
+    system_runs = engine.runs(triggered_by=TriggeredBy.SYSTEM)
+    per_slot = Counter((run.system_task, run.scheduled_for) for run in system_runs)
+    assert per_slot and max(per_slot.values()) == 1
+    wait_for(lambda: all(r.status == RunStatus.SUCCESS for r in engine.runs(triggered_by=TriggeredBy.SYSTEM)),
+             20, "the system runs to succeed")
+    pump_runs = engine.runs(system_task="pump")
+    assert pump_runs and all(run.scheduled_for.second == 0 for run in pump_runs)

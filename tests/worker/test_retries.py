@@ -1,0 +1,66 @@
+"""Failed attempts are retried with backoff, each attempt visible, without touching the chain."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from shared import schedules
+from shared.models import RunStatus, TriggeredBy
+from tests.conftest import wait_for
+from tests.worker.conftest import Engine
+
+
+class Upstream(BaseHTTPRequestHandler):
+    """Answers 503 to everything, as a service in an outage would; counts the calls."""
+
+    calls = 0
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        Upstream.calls += 1
+        body = b"upstream maintenance window"
+        self.send_response(503)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def failing_upstream() -> Iterator[str]:
+    Upstream.calls = 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/health"
+    server.shutdown()
+
+
+def test_a_failing_http_request_is_retried_to_its_maximum_and_ends_failed(engine: Engine,
+                                                                          failing_upstream: str) -> None:
+    engine.start_worker()
+    schedule = engine.create(name="probe upstream", scheduleType="cron", cronExpression="0 0 1 1 *",
+                             taskType="http_request", config={"url": failing_upstream, "timeoutS": 5})
+    next_slot = engine.schedule(schedule.id).next_run_at
+    schedules.run_now(engine.runtime, schedule.id)
+
+    def three_attempts_finished() -> bool:
+        runs = engine.runs(schedule.id, TriggeredBy.MANUAL)
+        return len(runs) == 3 and all(run.status == RunStatus.FAILED for run in runs)
+
+    wait_for(three_attempts_finished, 30, "three failed attempts")
+    runs = engine.runs(schedule.id, TriggeredBy.MANUAL)
+    assert [run.attempt for run in runs] == [1, 2, 3]
+    for run in runs:
+        assert "HTTP 503" in run.error_message and "upstream maintenance window" in run.error_message
+    # Exponential backoff: the second wait is about twice the first (base 200 ms in these tests).
+    first_wait = runs[1].started_at - runs[0].completed_at
+    second_wait = runs[2].started_at - runs[1].completed_at
+    assert first_wait.total_seconds() >= 0.2 and second_wait.total_seconds() >= 0.4
+    assert Upstream.calls == 3, "no fourth attempt"
+    assert engine.schedule(schedule.id).next_run_at == next_slot, "retries never move the chain"
