@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from dramatiq.errors import BrokerError
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -88,37 +89,46 @@ def publish_tick(runtime: Runtime, schedule_id: int) -> bool:
     """Hand the broker the tick for a schedule's armed slot, once, if the slot is within the horizon.
 
     The row lock makes the API, the claiming worker and any number of pumps agree on who publishes; the flag is
-    set in the same transaction, so a failed publish leaves it unset for the pump to retry.
+    set in the same transaction, so a failed publish (broker down, publish not confirmed) leaves it unset for
+    the pump to retry.
     """
-    with runtime.sessions.begin() as session:
-        schedule = session.execute(
-            select(TaskSchedule).where(TaskSchedule.id == schedule_id).with_for_update(skip_locked=True)
-        ).scalar_one_or_none()
-        if schedule is None or schedule.tick_published_at is not None or schedule.next_run_at is None:
-            return False
-        now = utcnow()
-        if schedule.next_run_at > now + runtime.horizon:
-            return False  # the pump publishes it when it enters the horizon
-        assert schedule.dedupe_key
-        delay_ms = int((schedule.next_run_at - now).total_seconds() * 1000)
-        send_tick(runtime.broker, schedule.id, schedule.next_run_at, schedule.dedupe_key, delay_ms)
-        schedule.tick_published_at = now
-        return True
+    try:
+        with runtime.sessions.begin() as session:
+            schedule = session.execute(
+                select(TaskSchedule).where(TaskSchedule.id == schedule_id).with_for_update(skip_locked=True)
+            ).scalar_one_or_none()
+            if schedule is None or schedule.tick_published_at is not None or schedule.next_run_at is None:
+                return False
+            now = utcnow()
+            if schedule.next_run_at > now + runtime.horizon:
+                return False  # the pump publishes it when it enters the horizon
+            assert schedule.dedupe_key
+            delay_ms = int((schedule.next_run_at - now).total_seconds() * 1000)
+            send_tick(runtime.broker, schedule.id, schedule.next_run_at, schedule.dedupe_key, delay_ms)
+            schedule.tick_published_at = now
+            return True
+    except BrokerError as exc:
+        logger.warning("schedule %s: tick not published (%s); the pump will retry", schedule_id, exc)
+        return False
 
 
 def dispatch_run(runtime: Runtime, history_id: int) -> bool:
-    """Hand the broker the message that starts a queued run, and record that it was sent (the run's outbox)."""
-    with runtime.sessions.begin() as session:
-        run = session.execute(
-            select(TaskRunHistory).where(TaskRunHistory.id == history_id).with_for_update(skip_locked=True)
-        ).scalar_one_or_none()
-        if run is None or run.status != RunStatus.QUEUED:
-            return False
-        now = utcnow()
-        delay_ms = int((run.due_at - now).total_seconds() * 1000)
-        send_run(runtime.broker, run.id, delay_ms)
-        run.dispatched_at = now
-        return True
+    """Hand the broker the message that starts a queued run, and record that it was sent (the run's outbox);
+    a failed publish leaves the run queued for the pump to dispatch again."""
+    try:
+        with runtime.sessions.begin() as session:
+            run = session.execute(
+                select(TaskRunHistory).where(TaskRunHistory.id == history_id).with_for_update(skip_locked=True)
+            ).scalar_one_or_none()
+            if run is None or run.status != RunStatus.QUEUED:
+                return False
+            now = utcnow()
+            send_run(runtime.broker, run.id, int((run.due_at - now).total_seconds() * 1000))
+            run.dispatched_at = now
+            return True
+    except BrokerError as exc:
+        logger.warning("run %s: not dispatched (%s); the pump will retry", history_id, exc)
+        return False
 
 
 # --- Claim ----------------------------------------------------------------------------------------------------

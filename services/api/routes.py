@@ -31,6 +31,7 @@ blp = Blueprint("scheduler", __name__, url_prefix="/api/scheduler",
                 description="Schedules, their runs, and the system crons")
 
 PAGINATION = {"page_size": 100, "max_page_size": 1000}
+IDENTITY_MAX_CHARS = 255  # task_schedules.created_by
 
 
 def runtime() -> Runtime:
@@ -47,6 +48,8 @@ def identify_caller() -> None:
     user = request.headers.get(settings.auth_header, "").strip()
     if not user:
         abort(401, message=f"no identity: the {settings.auth_header} header is missing")
+    if len(user) > IDENTITY_MAX_CHARS:
+        abort(401, message=f"the {settings.auth_header} header is longer than {IDENTITY_MAX_CHARS} characters")
     g.user = user
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from services.api.app import create_app
 from shared.models import RunStatus, TriggeredBy
 from tests.conftest import wait_for
 from tests.worker.conftest import Engine
@@ -30,3 +31,10 @@ def test_two_beats_give_one_system_run_per_slot(engine: Engine) -> None:
              20, "the system runs to succeed")
     pump_runs = engine.runs(system_task="pump")
     assert pump_runs and all(run.scheduled_for.second == 0 for run in pump_runs)
+
+    # The API reports the real last run, and the next slot, of each system cron.
+    listed = create_app(runtime=engine.runtime).test_client().get("/api/scheduler/system-tasks").get_json()
+    pump = next(task for task in listed if task["id"] == "pump")
+    assert pump["lastStatus"] == RunStatus.SUCCESS
+    assert pump["lastRunAt"].startswith(pump_runs[-1].started_at.strftime("%Y-%m-%dT%H:%M:%S"))
+    assert pump["nextRunAt"].endswith(":00.000Z")

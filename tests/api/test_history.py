@@ -1,0 +1,213 @@
+"""/api/scheduler/history: what ran, newest first, filtered and paged, kept after its schedule is deleted."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import insert
+
+from shared.models import TaskRunHistory
+from shared.runtime import Runtime
+from tests.api.conftest import HISTORY, TASKS, cron_task, interval_task, parse_utc
+
+Create = Callable[[dict[str, Any]], dict[str, Any]]
+SLOT = datetime(2025, 3, 30, 1, 0, tzinfo=UTC)
+
+
+def store_runs(runtime: Runtime, *runs: dict[str, Any]) -> list[int]:
+    """Stores finished runs as a worker would have recorded them; returns their ids in insertion order."""
+    defaults = {
+        "task_type": "report_publish",
+        "status": "success",
+        "triggered_by": "schedule",
+        "attempt": 1,
+        "queued_at": SLOT,
+        "due_at": SLOT,
+    }
+    with runtime.sessions.begin() as session:
+        ids = session.scalars(
+            insert(TaskRunHistory).returning(TaskRunHistory.id, sort_by_parameter_order=True),
+            [{**defaults, **run} for run in runs],
+        ).all()
+    return list(ids)
+
+
+def ids_of(response: Any) -> list[int]:
+    assert response.status_code == 200, response.get_json()
+    return [run["id"] for run in response.get_json()]
+
+
+def test_history_is_newest_first(client: FlaskClient, create: Create) -> None:
+    task = create(cron_task())
+    queued = [client.post(f"{TASKS}/{task['id']}/run").get_json()["id"] for _ in range(3)]
+
+    assert ids_of(client.get(HISTORY)) == queued[::-1]
+
+
+def test_history_object_has_every_field_in_utc_with_z(
+    client: FlaskClient, create: Create, runtime: Runtime
+) -> None:
+    task = create(cron_task())
+    started = SLOT + timedelta(milliseconds=120)
+    store_runs(
+        runtime,
+        {
+            "schedule_id": task["id"],
+            "status": "failed",
+            "scheduled_for": SLOT,
+            "started_at": started,
+            "completed_at": started + timedelta(seconds=2),
+            "duration_ms": 2000,
+            "attempt": 2,
+            "error_message": "HTTP 503 from the report service",
+        },
+    )
+
+    (run,) = client.get(HISTORY).get_json()
+
+    assert {
+        k: run[k]
+        for k in ("scheduleId", "taskType", "status", "triggeredBy", "durationMs", "attempt", "errorMessage")
+    } == {
+        "scheduleId": task["id"],
+        "taskType": "report_publish",
+        "status": "failed",
+        "triggeredBy": "schedule",
+        "durationMs": 2000,
+        "attempt": 2,
+        "errorMessage": "HTTP 503 from the report service",
+    }
+    assert run["scheduledFor"] == "2025-03-30T01:00:00.000Z"
+    assert run["startedAt"] == "2025-03-30T01:00:00.120Z"
+    assert run["completedAt"] == "2025-03-30T01:00:02.120Z"
+    assert parse_utc(run["completedAt"]) - parse_utc(run["startedAt"]) == timedelta(seconds=2)
+
+
+def test_history_filters_by_schedule(client: FlaskClient, create: Create) -> None:
+    mine, other = create(cron_task(name="mine")), create(interval_task(name="other"))
+    wanted = client.post(f"{TASKS}/{mine['id']}/run").get_json()["id"]
+    client.post(f"{TASKS}/{other['id']}/run")
+
+    assert ids_of(client.get(HISTORY, query_string={"scheduleId": mine["id"]})) == [wanted]
+
+
+def test_history_filters_by_status(client: FlaskClient, create: Create, runtime: Runtime) -> None:
+    task = create(cron_task())
+    failed, _, _ = store_runs(
+        runtime,
+        *(
+            {"schedule_id": task["id"], "status": status, "scheduled_for": SLOT + n * timedelta(days=1)}
+            for n, status in enumerate(("failed", "success", "abandoned"))
+        ),
+    )
+
+    assert ids_of(client.get(HISTORY, query_string={"status": "failed"})) == [failed]
+
+
+def test_history_filters_by_trigger(client: FlaskClient, create: Create, runtime: Runtime) -> None:
+    task = create(cron_task())
+    (scheduled,) = store_runs(runtime, {"schedule_id": task["id"], "scheduled_for": SLOT})
+    manual = client.post(f"{TASKS}/{task['id']}/run").get_json()["id"]
+    (system,) = store_runs(
+        runtime,
+        {"task_type": "SYSTEM", "system_task": "pump", "triggered_by": "system", "scheduled_for": SLOT},
+    )
+
+    assert ids_of(client.get(HISTORY, query_string={"triggeredBy": "manual"})) == [manual]
+    assert ids_of(client.get(HISTORY, query_string={"triggeredBy": "schedule"})) == [scheduled]
+    assert ids_of(client.get(HISTORY, query_string={"triggeredBy": "system"})) == [system]
+
+
+def test_history_filters_combine(client: FlaskClient, create: Create, runtime: Runtime) -> None:
+    task = create(cron_task())
+    other = create(cron_task(name="other"))
+    wanted, *_ = store_runs(
+        runtime,
+        {"schedule_id": task["id"], "status": "failed", "scheduled_for": SLOT},
+        {"schedule_id": task["id"], "status": "success", "scheduled_for": SLOT + timedelta(days=1)},
+        {"schedule_id": other["id"], "status": "failed", "scheduled_for": SLOT},
+        {"schedule_id": task["id"], "status": "failed", "triggered_by": "manual"},
+    )
+
+    response = client.get(
+        HISTORY, query_string={"scheduleId": task["id"], "status": "failed", "triggeredBy": "schedule"}
+    )
+
+    assert ids_of(response) == [wanted]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"status": "exploded"},
+        {"triggeredBy": "cron"},
+        {"scheduleId": "abc"},
+        {"page_size": 1001},
+        {"page": 0},
+    ],
+)
+def test_history_rejects_a_bad_filter_naming_it(client: FlaskClient, query: dict[str, Any]) -> None:
+    response = client.get(HISTORY, query_string=query)
+
+    assert response.status_code == 422
+    assert set(query) <= set(response.get_json()["errors"]["query"])
+
+
+def test_history_pages_default_to_100_with_the_total(client: FlaskClient, runtime: Runtime) -> None:
+    ids = store_runs(runtime, *({"triggered_by": "manual"} for _ in range(101)))
+
+    response = client.get(HISTORY)
+
+    assert ids_of(response) == ids[::-1][:100]
+    assert json.loads(response.headers["X-Pagination"])["total"] == 101
+    assert ids_of(client.get(HISTORY, query_string={"page": 2})) == [ids[0]]
+
+
+def test_history_pages_by_page_and_page_size(client: FlaskClient, runtime: Runtime) -> None:
+    ids = store_runs(runtime, *({"triggered_by": "manual"} for _ in range(5)))
+
+    response = client.get(HISTORY, query_string={"page": 2, "page_size": 2})
+
+    assert ids_of(response) == [ids[2], ids[1]]
+    pagination = json.loads(response.headers["X-Pagination"])
+    assert (pagination["total"], pagination["total_pages"], pagination["page"]) == (5, 3, 2)
+
+
+def test_history_total_counts_the_filtered_runs(client: FlaskClient, runtime: Runtime) -> None:
+    store_runs(
+        runtime, *({"triggered_by": "manual", "status": "success" if n % 2 else "failed"} for n in range(7))
+    )
+
+    response = client.get(HISTORY, query_string={"status": "failed", "page_size": 1})
+
+    assert json.loads(response.headers["X-Pagination"])["total"] == 4
+
+
+def test_history_survives_deleting_its_schedule(
+    client: FlaskClient, create: Create, runtime: Runtime
+) -> None:
+    task = create(cron_task())
+    manual = client.post(f"{TASKS}/{task['id']}/run").get_json()
+    store_runs(runtime, {"schedule_id": task["id"], "scheduled_for": SLOT})
+
+    assert client.delete(f"{TASKS}/{task['id']}").status_code == 204
+
+    runs = client.get(HISTORY).get_json()
+    assert len(runs) == 2
+    assert all(run["scheduleId"] is None for run in runs)
+    assert manual["id"] in [run["id"] for run in runs]
+    assert {run["taskType"] for run in runs} == {"report_publish"}
+
+
+def test_history_of_a_schedule_without_runs_is_empty(client: FlaskClient, create: Create) -> None:
+    task = create(cron_task())
+
+    response = client.get(HISTORY, query_string={"scheduleId": task["id"]})
+
+    assert response.get_json() == []
+    assert json.loads(response.headers["X-Pagination"])["total"] == 0

@@ -1,0 +1,533 @@
+"""The Helm chart renders what a platform engineer relies on: valid manifests, safe pods, workers that scale
+and drain, secrets kept out of ConfigMaps, migrations before rollouts, and values the schema checks."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pytest
+import yaml
+
+DEPLOYMENTS = ("api", "worker", "beat")
+# Overrides on top of the all-on values for the branches the all-on file cannot show at the same time.
+HPA_INSTEAD_OF_KEDA = ("worker.keda.enabled=false", "worker.autoscaling.enabled=true")
+WITH_EXISTING_SECRET = (
+    "secrets.existingSecret=platform-cronwork",
+    "secrets.databaseUrl=",
+    "secrets.brokerUrl=",
+)
+# Custom resources kubernetes-validate has no schema for; everything else must be validated.
+CUSTOM_RESOURCE_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor"}
+SECRET_LOOKING = re.compile(
+    r"DATABASE_URL|BROKER_URL|PASSW|SECRET|TOKEN|CREDENTIAL|://[^/\s]*:[^@\s]*@", re.I
+)
+
+
+def find(manifests: list[dict[str, Any]], kind: str, name_suffix: str = "") -> list[dict[str, Any]]:
+    return [m for m in manifests if m["kind"] == kind and m["metadata"]["name"].endswith(name_suffix)]
+
+
+def only(manifests: list[dict[str, Any]], kind: str, name_suffix: str = "") -> dict[str, Any]:
+    found = find(manifests, kind, name_suffix)
+    assert len(found) == 1, (
+        f"expected one {kind} named *{name_suffix}, got {[m['metadata']['name'] for m in found]}"
+    )
+    return found[0]
+
+
+def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
+    return workload["spec"]["template"]["spec"]
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+class Variant(NamedTuple):
+    """A value set: values files and --set assignments."""
+
+    values: tuple[Path, ...]
+    set_values: tuple[str, ...]
+
+
+@pytest.fixture(
+    scope="module",
+    params=[(False, ()), (True, ()), (True, HPA_INSTEAD_OF_KEDA), (True, WITH_EXISTING_SECRET)],
+    ids=["defaults", "all-on", "all-on-with-hpa", "all-on-with-existing-secret"],
+)
+def variant(request: pytest.FixtureRequest, chart) -> Variant:
+    """Each value set the chart must render correctly."""
+    all_on, set_values = request.param
+    return Variant((chart.all_on_values,) if all_on else (), set_values)
+
+
+# --- the tools accept the chart --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("all_on", [False, True], ids=["defaults", "all-on"])
+def test_chart_passes_strict_lint(chart, all_on):
+    result = chart.lint(*([chart.all_on_values] if all_on else []))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_rendered_manifests_pass_strict_kubernetes_validation(chart, variant):
+    rendered = chart.template(*variant.set_values, values=variant.values).stdout
+    result = chart.validate(rendered)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # kubernetes-validate only warns about a kind it has no schema for. Only custom resources may go
+    # unvalidated: a core kind with a mistyped apiVersion would "lack a schema" too.
+    unvalidated = set(re.findall(r"Couldn't find schema for kind (\w+)", result.stdout))
+    assert unvalidated <= CUSTOM_RESOURCE_KINDS, result.stdout
+    core = [m for m in yaml.safe_load_all(rendered) if m and m["kind"] not in CUSTOM_RESOURCE_KINDS]
+    assert result.stdout.count(" passed for resource ") == len(core), result.stdout
+
+
+def test_kubernetes_validate_rejects_an_unknown_field(chart):
+    """Guards the check itself: strict validation must catch a misspelt field."""
+    bad = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\ndata: {}\nspec: {}\n"
+    result = chart.validate(bad)
+    assert result.returncode != 0
+    assert "'spec' was unexpected" in result.stdout
+
+
+# --- every pod is safe and observable --------------------------------------------------------------------
+
+
+def test_every_deployment_has_probes_resources_and_a_locked_down_context(chart, variant):
+    manifests = chart.render(*variant.set_values, values=variant.values)
+    deployments = find(manifests, "Deployment")
+    assert sorted(d["metadata"]["name"].rsplit("-", 1)[1] for d in deployments) == sorted(DEPLOYMENTS)
+    for deployment in deployments:
+        spec = pod_spec(deployment)
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        for container in spec["containers"]:
+            where = f"{deployment['metadata']['name']}/{container['name']}"
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                assert container.get(probe), f"{where} has no {probe}"
+            assert container["resources"]["requests"].keys() >= {"cpu", "memory"}, where
+            assert "memory" in container["resources"]["limits"], where
+            context = container["securityContext"]
+            assert context["runAsNonRoot"] is True, where
+            assert context["readOnlyRootFilesystem"] is True, where
+            assert context["allowPrivilegeEscalation"] is False, where
+            assert context["capabilities"]["drop"] == ["ALL"], where
+            # The processes write to /tmp only: it must be a writable volume under the read-only root.
+            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+            volumes = {v["name"]: v for v in spec["volumes"]}
+            assert "emptyDir" in volumes[mounts["/tmp"]], where
+
+
+def test_api_probes_hit_health_and_readiness_endpoints(chart):
+    api = pod_spec(only(chart.render(), "Deployment", "-api"))["containers"][0]
+    assert api["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert api["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert api["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+
+
+@pytest.mark.parametrize("role", ["worker", "beat"])
+def test_worker_and_beat_probes_run_the_cronwork_probe_command(chart, role):
+    container = pod_spec(only(chart.render(), "Deployment", f"-{role}"))["containers"][0]
+    assert container["args"] == [role]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["exec"]["command"] == ["cronwork", "probe", role]
+    assert "ports" not in container
+
+
+def test_probe_timings_follow_values(chart):
+    manifests = chart.render("worker.livenessProbe.periodSeconds=45", "api.readinessProbe.failureThreshold=7")
+    worker = pod_spec(only(manifests, "Deployment", "-worker"))["containers"][0]
+    api = pod_spec(only(manifests, "Deployment", "-api"))["containers"][0]
+    assert worker["livenessProbe"]["periodSeconds"] == 45
+    assert api["readinessProbe"]["failureThreshold"] == 7
+
+
+def test_every_pod_and_object_carries_the_standard_labels(chart):
+    for manifest in chart.render_all_on():
+        labels = manifest["metadata"]["labels"]
+        assert labels["app.kubernetes.io/instance"] == chart.release
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert {"app.kubernetes.io/name", "app.kubernetes.io/version", "helm.sh/chart"} <= labels.keys()
+
+
+# --- workers scale and drain -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("replicas", [1, 5])
+def test_worker_replicas_follow_values(chart, replicas):
+    worker = only(chart.render(f"worker.replicaCount={replicas}"), "Deployment", "-worker")
+    assert worker["spec"]["replicas"] == replicas
+
+
+@pytest.mark.parametrize("autoscaler", ["worker.autoscaling.enabled=true", "worker.keda.enabled=true"])
+def test_worker_replicas_are_left_to_the_autoscaler(chart, autoscaler):
+    worker = only(chart.render(autoscaler), "Deployment", "-worker")
+    assert "replicas" not in worker["spec"]
+
+
+def test_no_autoscaler_by_default(chart):
+    manifests = chart.render()
+    assert find(manifests, "HorizontalPodAutoscaler") == []
+    assert find(manifests, "ScaledObject") == []
+    assert find(manifests, "TriggerAuthentication") == []
+
+
+def test_hpa_scales_the_worker_on_cpu_as_configured(chart):
+    manifests = chart.render(
+        "worker.autoscaling.enabled=true",
+        "worker.autoscaling.minReplicas=3",
+        "worker.autoscaling.maxReplicas=9",
+        "worker.autoscaling.targetCPUUtilizationPercentage=65",
+    )
+    hpa = only(manifests, "HorizontalPodAutoscaler")
+    worker = only(manifests, "Deployment", "-worker")
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": worker["metadata"]["name"],
+    }
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 9)
+    [metric] = hpa["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+    assert metric["resource"]["target"] == {"type": "Utilization", "averageUtilization": 65}
+    assert find(manifests, "ScaledObject") == []
+
+
+def test_keda_scales_the_worker_on_the_runs_queue_as_configured(chart):
+    manifests = chart.render(
+        "worker.keda.enabled=true",
+        "worker.keda.minReplicaCount=2",
+        "worker.keda.maxReplicaCount=25",
+        "worker.keda.queueLength=40",
+        "worker.keda.pollingInterval=10",
+        "worker.keda.cooldownPeriod=120",
+    )
+    scaled = only(manifests, "ScaledObject")
+    worker = only(manifests, "Deployment", "-worker")
+    spec = scaled["spec"]
+    assert spec["scaleTargetRef"]["name"] == worker["metadata"]["name"]
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (2, 25)
+    assert (spec["pollingInterval"], spec["cooldownPeriod"]) == (10, 120)
+    [trigger] = spec["triggers"]
+    assert trigger["type"] == "rabbitmq"
+    assert trigger["metadata"] == {
+        "protocol": "amqp",
+        "queueName": "cronwork.runs",
+        "mode": "QueueLength",
+        "value": "40",
+    }
+    # KEDA reads the broker URL from the same Secret as the pods, through a TriggerAuthentication.
+    auth = only(manifests, "TriggerAuthentication")
+    assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+    broker_ref = env_of(pod_spec(worker)["containers"][0])["BROKER_URL"]["secretKeyRef"]
+    assert auth["spec"]["secretTargetRef"] == [{"parameter": "host", **broker_ref}]
+    assert find(manifests, "HorizontalPodAutoscaler") == []
+
+
+def test_keda_never_scales_the_workers_to_zero(chart):
+    """The workers also publish the ticks that fill cronwork.runs: zero workers would never wake up."""
+    result = chart.template("worker.keda.enabled=true", "worker.keda.minReplicaCount=0", expect_failure=True)
+    assert "minReplicaCount" in result.stderr
+
+
+def test_hpa_and_keda_together_are_refused(chart):
+    result = chart.template(
+        "worker.autoscaling.enabled=true", "worker.keda.enabled=true", expect_failure=True
+    )
+    assert "mutually exclusive" in result.stderr
+
+
+@pytest.mark.parametrize("time_limit_s", [60, 300, 3600])
+def test_worker_grace_period_outlasts_the_task_time_limit(chart, time_limit_s):
+    manifests = chart.render(f"config.taskTimeLimitS={time_limit_s}")
+    worker = only(manifests, "Deployment", "-worker")
+    config = only(manifests, "ConfigMap")
+    assert config["data"]["TASK_TIME_LIMIT_S"] == str(time_limit_s)
+    assert pod_spec(worker)["terminationGracePeriodSeconds"] > time_limit_s
+
+
+@pytest.mark.parametrize(
+    ("pdb_values", "expected"),
+    [
+        ((), {"maxUnavailable": 1}),
+        (("worker.pdb.minAvailable=2",), {"minAvailable": 2}),
+        (("worker.pdb.maxUnavailable=50%",), {"maxUnavailable": "50%"}),
+    ],
+)
+def test_worker_pod_disruption_budget_follows_values(chart, pdb_values, expected):
+    manifests = chart.render(*pdb_values)
+    pdb = only(manifests, "PodDisruptionBudget", "-worker")
+    budget = {k: v for k, v in pdb["spec"].items() if k != "selector"}
+    assert budget == expected
+    worker = only(manifests, "Deployment", "-worker")
+    assert pdb["spec"]["selector"]["matchLabels"] == worker["spec"]["selector"]["matchLabels"]
+
+
+def test_pod_disruption_budgets_can_be_turned_off(chart):
+    manifests = chart.render("worker.pdb.enabled=false", "api.pdb.enabled=false")
+    assert find(manifests, "PodDisruptionBudget") == []
+
+
+def test_beat_replicas_follow_values(chart):
+    beat = only(chart.render("beat.replicaCount=2"), "Deployment", "-beat")
+    assert beat["spec"]["replicas"] == 2
+
+
+# --- secrets and settings --------------------------------------------------------------------------------
+
+
+def test_no_secret_is_rendered_into_a_config_map(chart, variant):
+    for config_map in find(chart.render(*variant.set_values, values=variant.values), "ConfigMap"):
+        for key, value in config_map.get("data", {}).items():
+            assert not SECRET_LOOKING.search(key), f"{config_map['metadata']['name']} holds {key}"
+            assert not SECRET_LOOKING.search(str(value)), f"{config_map['metadata']['name']}: {key}={value}"
+
+
+def test_config_map_carries_every_non_secret_setting(chart):
+    data = only(chart.render(), "ConfigMap")["data"]
+    assert data == {
+        "PORT": "8000",
+        "AUTH_MODE": "header",
+        "AUTH_HEADER": "X-Forwarded-Email",
+        "TICK_HORIZON_S": "300",
+        "PUMP_GRACE_S": "60",
+        "SIMULATED_WORK_MS": "1000",
+        "HISTORY_RETENTION_DAYS": "90",
+        "TASK_TIME_LIMIT_S": "300",
+        "LOG_LEVEL": "INFO",
+        "GUNICORN_WORKERS": "2",
+        "WORKER_PROCESSES": "2",
+        "WORKER_THREADS": "4",
+        "TICK_THREADS": "2",
+        "HEARTBEAT_DIR": "/tmp",
+    }
+
+
+def test_mock_user_is_only_configured_in_dev_auth_mode(chart):
+    assert "MOCK_USER_EMAIL" not in only(chart.render(), "ConfigMap")["data"]
+    dev = only(chart.render("config.authMode=dev", "config.mockUserEmail=demo@example.com"), "ConfigMap")
+    assert dev["data"]["MOCK_USER_EMAIL"] == "demo@example.com"
+
+
+def test_chart_managed_secret_holds_the_urls_the_pods_read(chart):
+    manifests = chart.render_all_on()
+    [secret] = [
+        s for s in find(manifests, "Secret") if "helm.sh/hook" not in s["metadata"].get("annotations", {})
+    ]
+    assert set(secret["stringData"]) == {"DATABASE_URL", "BROKER_URL"}
+    assert secret["stringData"]["DATABASE_URL"].startswith("postgresql://")
+    assert secret["stringData"]["BROKER_URL"].startswith("amqp://")
+    for deployment in find(manifests, "Deployment"):
+        container = pod_spec(deployment)["containers"][0]
+        env = env_of(container)
+        for name in ("DATABASE_URL", "BROKER_URL"):
+            assert env[name]["secretKeyRef"] == {"name": secret["metadata"]["name"], "key": name}
+        assert container["envFrom"] == [
+            {"configMapRef": {"name": only(manifests, "ConfigMap")["metadata"]["name"]}}
+        ]
+
+
+def test_existing_secret_is_used_and_no_secret_is_rendered(chart):
+    manifests = chart.render_all_on(*WITH_EXISTING_SECRET, "secrets.databaseUrlKey=uri")
+    assert find(manifests, "Secret") == []
+    for workload in find(manifests, "Deployment") + find(manifests, "Job"):
+        env = env_of(pod_spec(workload)["containers"][0])
+        assert env["DATABASE_URL"]["secretKeyRef"] == {"name": "platform-cronwork", "key": "uri"}
+        assert env["BROKER_URL"]["secretKeyRef"] == {"name": "platform-cronwork", "key": "BROKER_URL"}
+    assert (
+        only(manifests, "TriggerAuthentication")["spec"]["secretTargetRef"][0]["name"] == "platform-cronwork"
+    )
+
+
+def test_missing_credentials_fail_with_a_clear_message(chart):
+    result = chart.template("secrets.existingSecret=", expect_failure=True)
+    assert "secrets.databaseUrl" in result.stderr and "secrets.existingSecret" in result.stderr
+
+
+def test_urls_beside_an_existing_secret_are_refused(chart):
+    result = chart.template("secrets.databaseUrl=postgresql://u:p@db/cronwork", expect_failure=True)
+    assert "must be empty when secrets.existingSecret is set" in result.stderr
+
+
+# --- the migration runs before the Deployments -----------------------------------------------------------
+
+
+def test_migration_job_is_a_pre_install_and_pre_upgrade_hook(chart, variant):
+    manifests = chart.render(*variant.set_values, values=variant.values)
+    job = only(manifests, "Job", "-migrate")
+    annotations = job["metadata"]["annotations"]
+    assert set(annotations["helm.sh/hook"].split(",")) == {"pre-install", "pre-upgrade"}
+    assert int(annotations["helm.sh/hook-weight"]) == 0
+    assert pod_spec(job)["containers"][0]["args"] == ["migrate"]
+    assert pod_spec(job)["restartPolicy"] == "Never"
+    # Helm applies ordinary objects only after the pre-install/pre-upgrade hooks succeed: the Deployments
+    # must not be hooks themselves, or they could start before the schema is at head.
+    for deployment in find(manifests, "Deployment"):
+        assert "helm.sh/hook" not in deployment["metadata"].get("annotations", {})
+
+
+def test_migration_reads_a_secret_that_exists_before_the_release(chart):
+    """On a first install the chart's own Secret is created after the hooks: the Job reads a hook copy."""
+    manifests = chart.render_all_on()
+    job = only(manifests, "Job", "-migrate")
+    env = env_of(pod_spec(job)["containers"][0])
+    copy = only(manifests, "Secret", "-migrate")
+    assert env["DATABASE_URL"]["secretKeyRef"]["name"] == copy["metadata"]["name"]
+    assert env["BROKER_URL"]["secretKeyRef"]["name"] == copy["metadata"]["name"]
+    hook = copy["metadata"]["annotations"]
+    assert hook["helm.sh/hook"] == job["metadata"]["annotations"]["helm.sh/hook"]
+    assert int(hook["helm.sh/hook-weight"]) < int(job["metadata"]["annotations"]["helm.sh/hook-weight"])
+    assert "hook-succeeded" in hook["helm.sh/hook-delete-policy"]
+    # Its settings are inline (the ConfigMap does not exist yet either) and match the ConfigMap's.
+    config = only(manifests, "ConfigMap")["data"]
+    assert {k: v for k, v in env.items() if k in config} == config
+    # Nor does the chart's ServiceAccount.
+    assert pod_spec(job)["serviceAccountName"] == "default"
+
+
+def test_migration_job_is_locked_down_and_bounded(chart):
+    job = only(chart.render(), "Job", "-migrate")
+    container = pod_spec(job)["containers"][0]
+    assert container["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["resources"]["limits"]["memory"]
+    assert job["spec"]["activeDeadlineSeconds"] > 0
+
+
+# --- the API is reachable --------------------------------------------------------------------------------
+
+
+def test_api_service_targets_the_named_http_port(chart):
+    manifests = chart.render()
+    service = only(manifests, "Service", "-api")
+    api = only(manifests, "Deployment", "-api")
+    assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
+    assert service["spec"]["selector"] == api["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["selector"]["app.kubernetes.io/component"] == "api"
+
+
+def test_ingress_is_optional_and_routes_to_the_api_service(chart):
+    assert find(chart.render(), "Ingress") == []
+    manifests = chart.render_all_on()
+    ingress = only(manifests, "Ingress")
+    service = only(manifests, "Service", "-api")
+    backends = [p["backend"]["service"] for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
+    assert backends and all(
+        b == {"name": service["metadata"]["name"], "port": {"name": "http"}} for b in backends
+    )
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert ingress["spec"]["tls"][0]["secretName"] == "cronwork-tls"
+
+
+def test_prometheus_scraping_is_optional(chart):
+    default_api = only(chart.render(), "Deployment", "-api")
+    assert "prometheus.io/scrape" not in default_api["spec"]["template"]["metadata"]["annotations"]
+    assert find(chart.render(), "ServiceMonitor") == []
+
+    manifests = chart.render_all_on()
+    annotations = only(manifests, "Deployment", "-api")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == "8080"
+    assert annotations["prometheus.io/path"] == "/metrics"
+    monitor = only(manifests, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert (
+        monitor["spec"]["selector"]["matchLabels"] == only(manifests, "Service", "-api")["spec"]["selector"]
+    )
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "http", "path": "/metrics", "interval": "15s", "scrapeTimeout": "5s"}
+    ]
+
+
+def test_a_config_change_rolls_the_pods(chart):
+    def checksum(*set_values):
+        api = only(chart.render(*set_values), "Deployment", "-api")
+        return api["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+    assert checksum() != checksum("config.logLevel=DEBUG")
+
+
+# --- the values schema -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("assignment", "named"),
+    [
+        ("replicaCount=3", "replicaCount"),  # the helm create name, not ours
+        ("worker.replicas=3", "replicas"),
+        ("worker.keda.queuLength=5", "queuLength"),
+        ("api.resources.limit.cpu=1", "limit"),
+    ],
+)
+def test_schema_rejects_an_unknown_key(chart, assignment, named):
+    result = chart.template(assignment, expect_failure=True)
+    assert "additional properties" in result.stderr and f"'{named}'" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("assignment", "named"),
+    [
+        ("worker.replicaCount=three", "/worker/replicaCount"),
+        ("worker.autoscaling.enabled=yes", "/worker/autoscaling/enabled"),
+        ("config.authMode=oauth", "/config/authMode"),
+        ("ingress.hosts=example.com", "/ingress/hosts"),
+    ],
+)
+def test_schema_rejects_a_wrong_type_or_value(chart, assignment, named):
+    result = chart.template(assignment, expect_failure=True)
+    assert named in result.stderr, result.stderr
+
+
+def test_schema_forbids_unknown_keys_at_every_level(chart):
+    schema = yaml.safe_load((chart.path / "values.schema.json").read_text())
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "object" and "properties" in node:
+                assert node.get("additionalProperties") is False, f"{where} accepts unknown keys"
+            for key, child in node.items():
+                walk(child, f"{where}/{key}")
+        elif isinstance(node, list):
+            for index, child in enumerate(node):
+                walk(child, f"{where}/{index}")
+
+    walk(schema, "#")
+
+
+# --- documentation ---------------------------------------------------------------------------------------
+
+
+# Values documented as one entry though they are maps: Kubernetes structures and probe timings.
+OPAQUE_VALUES = {
+    "resources",
+    "podSecurityContext",
+    "securityContext",
+    "startupProbe",
+    "livenessProbe",
+    "readinessProbe",
+}
+
+
+def _value_paths(node: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of the values a user sets; empty maps, lists and OPAQUE_VALUES are one value each."""
+    if not isinstance(node, dict) or not node or prefix.rsplit(".", 1)[-1] in OPAQUE_VALUES:
+        return [prefix]
+    return [
+        path for key, child in node.items() for path in _value_paths(child, f"{prefix}.{key}".lstrip("."))
+    ]
+
+
+def test_every_value_is_documented_in_the_chart_readme(chart):
+    readme = (chart.path / "README.md").read_text()
+    documented = set(re.findall(r"^\| `([^`]+)` \|", readme, re.M))
+    values = set(_value_paths(yaml.safe_load((chart.path / "values.yaml").read_text())))
+    assert values - documented == set(), "values missing from deploy/helm/cronwork/README.md"
+    assert documented - values == set(), "README.md documents values the chart does not have"
+
+
+def test_notes_render_for_every_variant(chart, variant, tmp_path):
+    """NOTES.txt is only rendered at install time: a template error in it would break installs."""
+    notes = chart.notes(*variant.set_values, values=variant.values, workdir=tmp_path)
+    assert "logs job/" in notes
+    assert "More than one is safe" in notes  # the beat replicas

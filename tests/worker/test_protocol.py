@@ -1,0 +1,115 @@
+"""The protocol's steps in-process, against the real PostgreSQL and RabbitMQ: outboxes, pump, retention."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from sqlalchemy import select, update
+
+from shared import protocol, schedules
+from shared.db import utcnow
+from shared.messaging import RUN_QUEUE, TICK_QUEUE
+from shared.models import RunStatus, TaskRunHistory, TaskSchedule, TriggeredBy
+from shared.runtime import Runtime, build_runtime
+from shared.settings import Settings
+
+EMAIL = {"taskType": "send_email", "config": {"templateId": "weekly-digest"}}
+
+
+def ready_and_delayed(runtime: Runtime, queue: str) -> tuple[int, int]:
+    """Messages waiting in ``queue`` and in its delay queue."""
+    ready, delayed, _dead = runtime.broker.get_queue_message_counts(queue)
+    return ready, delayed
+
+
+def unreachable_broker_runtime(runtime: Runtime) -> Runtime:
+    broker = RabbitmqBroker(url="amqp://guest:guest@127.0.0.1:1/%2F", confirm_delivery=True)
+    return Runtime(settings=runtime.settings, sessions=runtime.sessions, broker=broker)
+
+
+def test_a_schedule_created_while_the_broker_is_down_is_stored_and_published_by_the_pump(
+    runtime: Runtime,
+) -> None:
+    down = unreachable_broker_runtime(runtime)
+    schedule = schedules.create_schedule(down, {"name": "born in an outage", "scheduleType": "interval",
+                                                "intervalMs": 5000, **EMAIL}, "tests")
+    with runtime.sessions() as session:
+        stored = session.get(TaskSchedule, schedule.id)
+        assert stored is not None and stored.next_run_at is not None
+        assert stored.tick_published_at is None, "the outbox flag records that nothing was published"
+    before = ready_and_delayed(runtime, TICK_QUEUE)
+
+    protocol.pump(runtime)  # the broker is back
+    with runtime.sessions() as session:
+        assert session.get(TaskSchedule, schedule.id).tick_published_at is not None
+    assert ready_and_delayed(runtime, TICK_QUEUE) == (before[0], before[1] + 1)
+
+
+def test_a_run_whose_message_was_lost_is_dispatched_again_by_the_pump(runtime: Runtime) -> None:
+    schedule = schedules.create_schedule(runtime, {"name": "manual", "scheduleType": "manual", **EMAIL}, "tests")
+    run = schedules.run_now(unreachable_broker_runtime(runtime), schedule.id)
+    assert run is not None
+    with runtime.sessions.begin() as session:  # it has been waiting longer than the grace period
+        session.execute(update(TaskRunHistory).values(due_at=utcnow() - timedelta(minutes=5)))
+    before = ready_and_delayed(runtime, RUN_QUEUE)
+
+    protocol.pump(runtime)
+    assert ready_and_delayed(runtime, RUN_QUEUE) == (before[0] + 1, before[1])
+    with runtime.sessions() as session:
+        assert session.get(TaskRunHistory, run.id).dispatched_at is not None
+    protocol.pump(runtime)  # dispatched just now: not again within the grace period
+    assert ready_and_delayed(runtime, RUN_QUEUE) == (before[0] + 1, before[1])
+
+
+def test_a_slot_beyond_the_horizon_is_published_by_the_pump_once_it_enters_it(runtime: Runtime) -> None:
+    schedule = schedules.create_schedule(runtime, {"name": "hourly", "scheduleType": "interval",
+                                                   "intervalMs": 3_600_000, **EMAIL}, "tests")
+    with runtime.sessions() as session:
+        assert session.get(TaskSchedule, schedule.id).tick_published_at is None, "an hour away: beyond H"
+    protocol.pump(runtime)
+    with runtime.sessions() as session:
+        assert session.get(TaskSchedule, schedule.id).tick_published_at is None
+    with runtime.sessions.begin() as session:  # time passes: the slot is now inside the horizon
+        session.execute(update(TaskSchedule).values(next_run_at=utcnow() + timedelta(seconds=60)))
+    protocol.pump(runtime)
+    with runtime.sessions() as session:
+        assert session.get(TaskSchedule, schedule.id).tick_published_at is not None
+
+
+def test_a_stale_tick_is_dropped_and_a_current_one_claims_its_slot_once(runtime: Runtime) -> None:
+    schedule = schedules.create_schedule(runtime, {"name": "claim", "scheduleType": "interval",
+                                                   "intervalMs": 60_000, **EMAIL}, "tests")
+    with runtime.sessions.begin() as session:
+        row = session.get(TaskSchedule, schedule.id)
+        row.next_run_at = utcnow() - timedelta(milliseconds=10)
+        slot, key = row.next_run_at, row.dedupe_key
+
+    assert protocol.claim_slot(runtime, schedule.id, slot, "not-the-key") is None
+    claim = protocol.claim_slot(runtime, schedule.id, slot, key)
+    assert claim is not None and claim.missed_slots == 0
+    assert protocol.claim_slot(runtime, schedule.id, slot, key) is None, "a redelivered tick claims nothing"
+    with runtime.sessions() as session:
+        runs = session.scalars(select(TaskRunHistory)).all()
+        assert [(r.scheduled_for, r.triggered_by) for r in runs] == [(slot, TriggeredBy.SCHEDULE)]
+        assert session.get(TaskSchedule, schedule.id).next_run_at == slot + timedelta(minutes=1)
+
+
+def test_retention_deletes_only_finished_runs_older_than_the_limit(runtime: Runtime) -> None:
+    old = utcnow() - timedelta(days=runtime.settings.history_retention_days + 1)
+    recent = utcnow() - timedelta(days=1)
+    with runtime.sessions.begin() as session:
+        for queued_at, status in ((old, RunStatus.SUCCESS), (old, RunStatus.FAILED), (old, RunStatus.RUNNING),
+                                  (recent, RunStatus.SUCCESS)):
+            session.add(TaskRunHistory(task_type="send_email", status=status, triggered_by=TriggeredBy.MANUAL,
+                                       queued_at=queued_at, due_at=queued_at))
+    assert protocol.delete_old_history(runtime).startswith("deleted 2 run(s)")
+    with runtime.sessions() as session:
+        left = sorted((r.status, r.queued_at > old) for r in session.scalars(select(TaskRunHistory)))
+    assert left == [(RunStatus.RUNNING, False), (RunStatus.SUCCESS, True)]
+
+
+def test_build_runtime_connects_with_publisher_confirms(settings: Settings) -> None:
+    built = build_runtime(settings)
+    assert isinstance(built.broker, RabbitmqBroker) and built.broker.confirm_delivery
+    built.broker.close()
