@@ -1,0 +1,129 @@
+"""`make bench`: numbers, not assertions. Slot lateness and throughput through real worker processes over the
+real PostgreSQL and RabbitMQ, and the cost of the scheduling core.
+
+    python -m tests.bench [--schedules 100] [--interval-ms 2000] [--seconds 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from sqlalchemy import select
+
+from shared import schedules
+from shared.cron import CronSpec, iter_cron_slots
+from shared.db import upgrade_to_head
+from shared.messaging import QUEUES
+from shared.models import TaskRunHistory, TriggeredBy
+from shared.runtime import build_runtime
+from shared.settings import Settings
+
+ADMIN_URL = os.environ.get("TEST_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672")
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def describe_ms(name: str, values: list[float]) -> str:
+    return (f"{name:<28} p50 {percentile(values, 0.5):7.1f} ms   p95 {percentile(values, 0.95):7.1f} ms   "
+            f"p99 {percentile(values, 0.99):7.1f} ms   max {max(values):7.1f} ms")
+
+
+def bench_scheduling_core() -> None:
+    print("scheduling core (next slot, in-process)")
+    after = datetime(2026, 3, 1, tzinfo=UTC)
+    for expression, zone in (("*/5 * * * *", "UTC"), ("0 9 * * 1-5", "Europe/Berlin"),
+                             ("30 2 * * *", "America/New_York"), ("* * * * *", "Australia/Lord_Howe")):
+        slots = iter_cron_slots(CronSpec.parse(expression), zone, after)
+        count = 2000
+        started = time.perf_counter()
+        for _ in range(count):
+            next(slots)
+        per_slot_us = (time.perf_counter() - started) / count * 1e6
+        print(f"  {expression:<14} {zone:<20} {per_slot_us:8.1f} us per slot")
+
+
+def bench_firing(schedule_count: int, interval_ms: int, seconds: int) -> None:
+    run_id = uuid.uuid4().hex[:8]
+    database = f"cronwork_bench_{run_id}"
+    vhost = f"cronwork_bench_{run_id}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{database}"')
+    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True)
+    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True)
+    database_url = ADMIN_URL.rsplit("/", 1)[0] + f"/{database}"
+    settings = Settings(database_url=database_url, broker_url=f"{RABBITMQ_URL}/{vhost}", simulated_work_ms=10)
+    upgrade_to_head(settings.sqlalchemy_url)
+    heartbeat_dir = tempfile.mkdtemp()
+    env = {**os.environ, "DATABASE_URL": settings.database_url, "BROKER_URL": settings.broker_url,
+           "SIMULATED_WORK_MS": "10", "HEARTBEAT_DIR": heartbeat_dir, "LOG_LEVEL": "WARNING"}
+    worker = subprocess.Popen([sys.executable, "-m", "services", "worker"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    broker = RabbitmqBroker(url=settings.broker_url, confirm_delivery=True)
+    for queue in QUEUES:
+        broker.declare_queue(queue)
+    runtime = build_runtime(settings, broker=broker)
+    try:
+        deadline = time.monotonic() + 60
+        while not (Path(heartbeat_dir) / "cronwork-worker.heartbeat").exists():
+            if time.monotonic() > deadline:
+                raise SystemExit("the worker did not start")
+            time.sleep(0.1)
+        time.sleep(3)  # both Dramatiq groups: the heartbeat is written by the first to boot
+        print(f"\nfiring: {schedule_count} interval schedules every {interval_ms} ms for {seconds} s, "
+              f"one worker pod (defaults: 2 run processes x 4 threads, 1 tick process x 2 threads)")
+        for n in range(schedule_count):
+            schedules.create_schedule(runtime, {"name": f"bench {n}", "taskType": "send_email",
+                                                "config": {"templateId": "weekly-digest"},
+                                                "scheduleType": "interval", "intervalMs": interval_ms}, "bench")
+        started = datetime.now(UTC)
+        time.sleep(seconds)
+        cutoff = started + timedelta(seconds=seconds) - timedelta(milliseconds=interval_ms)
+        with runtime.sessions() as session:
+            runs = session.scalars(select(TaskRunHistory).where(
+                TaskRunHistory.triggered_by == TriggeredBy.SCHEDULE, TaskRunHistory.scheduled_for <= cutoff)).all()
+        claimed = [(r.queued_at - r.scheduled_for).total_seconds() * 1000 for r in runs]
+        begun = [(r.started_at - r.scheduled_for).total_seconds() * 1000 for r in runs if r.started_at]
+        duplicates = sum(count - 1 for count in Counter((r.schedule_id, r.scheduled_for) for r in runs).values())
+        expected = schedule_count * int((cutoff - started).total_seconds() * 1000 // interval_ms)
+        print(f"  slots run: {len(runs)} (about {expected} due), duplicates: {duplicates}, "
+              f"missed (coalesced): {sum(r.missed_slots for r in runs)}, "
+              f"throughput: {len(runs) / max(1.0, (cutoff - started).total_seconds()):.1f} slots/s")
+        print("  " + describe_ms("slot -> claimed", claimed))
+        print("  " + describe_ms("slot -> handler started", begun))
+    finally:
+        worker.terminate()
+        worker.wait(60)
+        broker.close()
+        runtime.sessions.kw["bind"].dispose()
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], check=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--schedules", type=int, default=100)
+    parser.add_argument("--interval-ms", type=int, default=2000)
+    parser.add_argument("--seconds", type=int, default=30)
+    args = parser.parse_args()
+    bench_scheduling_core()
+    bench_firing(args.schedules, args.interval_ms, args.seconds)
+
+
+if __name__ == "__main__":
+    main()
