@@ -27,11 +27,18 @@ SHUTDOWN_MARGIN_S = 5
 
 def api_command(settings: Settings) -> list[str]:
     return [
-        sys.executable, "-m", "gunicorn", "services.api.wsgi:app",
-        "--bind", f"0.0.0.0:{settings.port}",
-        "--workers", str(settings.gunicorn_workers),
-        "--access-logfile", "-",
-        "--graceful-timeout", "30",
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "services.api.wsgi:app",
+        "--bind",
+        f"0.0.0.0:{settings.port}",
+        "--workers",
+        str(settings.gunicorn_workers),
+        "--access-logfile",
+        "-",
+        "--graceful-timeout",
+        "30",
         "--no-control-socket",  # it would write under $HOME, and the containers' root filesystem is read-only
     ]
 
@@ -39,13 +46,34 @@ def api_command(settings: Settings) -> list[str]:
 def worker_commands(settings: Settings) -> list[list[str]]:
     """Two Dramatiq groups, so a long handler never delays a tick: ticks and system crons in one (small, fast
     transactions), task handlers in the other. Both drain in-flight work on SIGTERM for up to the time limit."""
-    dramatiq = [sys.executable, "-m", "dramatiq", WORKER_MODULE,
-                "--worker-shutdown-timeout", str((settings.task_time_limit_s + SHUTDOWN_MARGIN_S) * 1000)]
+    dramatiq = [
+        sys.executable,
+        "-m",
+        "dramatiq",
+        WORKER_MODULE,
+        "--worker-shutdown-timeout",
+        str((settings.task_time_limit_s + SHUTDOWN_MARGIN_S) * 1000),
+    ]
     return [
-        [*dramatiq, "--queues", TICK_QUEUE, SYSTEM_QUEUE, "--processes", "1",
-         "--threads", str(settings.tick_threads)],
-        [*dramatiq, "--queues", RUN_QUEUE, "--processes", str(settings.worker_processes),
-         "--threads", str(settings.worker_threads)],
+        [
+            *dramatiq,
+            "--queues",
+            TICK_QUEUE,
+            SYSTEM_QUEUE,
+            "--processes",
+            "1",
+            "--threads",
+            str(settings.tick_threads),
+        ],
+        [
+            *dramatiq,
+            "--queues",
+            RUN_QUEUE,
+            "--processes",
+            str(settings.worker_processes),
+            "--threads",
+            str(settings.worker_threads),
+        ],
     ]
 
 
@@ -112,8 +140,9 @@ def run_all(settings: Settings) -> int:
         from services.embedded import run_embedded
 
         return run_embedded(settings)
-    return supervise([api_command(settings), *worker_commands(settings), beat_command()],
-                     child_environment(settings))
+    return supervise(
+        [api_command(settings), *worker_commands(settings), beat_command()], child_environment(settings)
+    )
 
 
 def probe(settings: Settings, role: str) -> int:
@@ -125,11 +154,13 @@ def probe(settings: Settings, role: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cronwork", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="cronwork", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("role", choices=["api", "worker", "beat", "migrate", "run", "probe"])
-    parser.add_argument("probe_role", nargs="?", choices=["worker", "beat"],
-                        help="with 'probe': whose heartbeat to check")
+    parser.add_argument(
+        "probe_role", nargs="?", choices=["worker", "beat"], help="with 'probe': whose heartbeat to check"
+    )
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

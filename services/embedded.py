@@ -26,8 +26,10 @@ def drive_system_tasks(stopped: threading.Event) -> None:
     from services.worker.actors import system_actors
     from shared.system_tasks import SYSTEM_TASKS
 
-    upcoming = {task.id: iter_cron_slots(CronSpec.parse(task.cron_expression), "UTC", utcnow())
-                for task in SYSTEM_TASKS}
+    upcoming = {
+        task.id: iter_cron_slots(CronSpec.parse(task.cron_expression), "UTC", utcnow())
+        for task in SYSTEM_TASKS
+    }
     due: dict[str, datetime] = {task_id: next(slots) for task_id, slots in upcoming.items()}
     while not stopped.is_set():
         task_id = min(due, key=due.__getitem__)
@@ -45,8 +47,11 @@ def run_embedded(settings: Settings) -> int:
     from shared.protocol import pump
 
     pump(runtime)  # the in-memory broker starts empty: publish every armed chain's tick again
-    worker = Worker(runtime.broker, worker_threads=settings.worker_threads + settings.tick_threads,
-                    worker_timeout=settings.worker_timeout_ms)
+    worker = Worker(
+        runtime.broker,
+        worker_threads=settings.worker_threads + settings.tick_threads,
+        worker_timeout=settings.worker_timeout_ms,
+    )
     worker.start()
     stopped = threading.Event()
     beat = threading.Thread(target=drive_system_tasks, args=(stopped,), name="embedded-beat", daemon=True)
@@ -59,8 +64,11 @@ def run_embedded(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
-    logger.info("embedded cronwork on http://127.0.0.1:%d (SQLite %s, in-memory broker)",
-                settings.port, settings.sqlalchemy_url)
+    logger.info(
+        "embedded cronwork on http://127.0.0.1:%d (SQLite %s, in-memory broker)",
+        settings.port,
+        settings.sqlalchemy_url,
+    )
     server.serve_forever()
     worker.stop()
     return 0

@@ -20,7 +20,7 @@ import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
+from functools import cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from cron_descriptor import ExpressionDescriptor, Options
@@ -38,7 +38,7 @@ class InvalidCron(ValueError):
     """The expression is not a cron expression this scheduler can run; the message says why."""
 
 
-@lru_cache(maxsize=None)
+@cache
 def all_timezones() -> tuple[str, ...]:
     """The IANA zone names a schedule may carry, sorted."""
     return tuple(sorted(name for name in available_timezones() if "/" in name or name == "UTC"))

@@ -45,9 +45,11 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     return broker
 
 
-def send_tick(broker: dramatiq.Broker, schedule_id: int, slot: datetime, dedupe_key: str, delay_ms: int) -> None:
+def send_tick(
+    broker: dramatiq.Broker, schedule_id: int, slot: datetime, dedupe_key: str, delay_ms: int
+) -> None:
     """Ask a worker to claim ``slot`` of a schedule, no earlier than ``delay_ms`` from now."""
-    message = dramatiq.Message(
+    message: dramatiq.Message[None] = dramatiq.Message(
         queue_name=TICK_QUEUE,
         actor_name=TICK_ACTOR,
         args=(schedule_id, slot.isoformat(), dedupe_key),
@@ -59,7 +61,7 @@ def send_tick(broker: dramatiq.Broker, schedule_id: int, slot: datetime, dedupe_
 
 def send_run(broker: dramatiq.Broker, history_id: int, delay_ms: int = 0) -> None:
     """Ask a worker to start the queued run ``history_id``."""
-    message = dramatiq.Message(
+    message: dramatiq.Message[None] = dramatiq.Message(
         queue_name=RUN_QUEUE,
         actor_name=RUN_ACTOR,
         args=(history_id,),

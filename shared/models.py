@@ -79,8 +79,12 @@ class TaskSchedule(Base):
 
     __table_args__ = (
         # The pump's scan: armed schedules by slot.
-        Index("ix_task_schedules_armed", "next_run_at", postgresql_where=text("enabled"),
-              sqlite_where=text("enabled")),
+        Index(
+            "ix_task_schedules_armed",
+            "next_run_at",
+            postgresql_where=text("enabled"),
+            sqlite_where=text("enabled"),
+        ),
         Index("ix_task_schedules_task_type", "task_type"),
     )
 
@@ -111,18 +115,33 @@ class TaskRunHistory(Base):
 
     __table_args__ = (
         # The last line of defence of "no slot runs twice": one row per (schedule, slot, attempt).
-        Index("uq_task_run_history_schedule_slot", "schedule_id", "scheduled_for", "attempt", unique=True,
-              postgresql_where=text("triggered_by = 'schedule'"),
-              sqlite_where=text("triggered_by = 'schedule'")),
-        Index("uq_task_run_history_system_slot", "system_task", "scheduled_for", unique=True,
-              postgresql_where=text("triggered_by = 'system'"),
-              sqlite_where=text("triggered_by = 'system'")),
+        Index(
+            "uq_task_run_history_schedule_slot",
+            "schedule_id",
+            "scheduled_for",
+            "attempt",
+            unique=True,
+            postgresql_where=text("triggered_by = 'schedule'"),
+            sqlite_where=text("triggered_by = 'schedule'"),
+        ),
+        Index(
+            "uq_task_run_history_system_slot",
+            "system_task",
+            "scheduled_for",
+            unique=True,
+            postgresql_where=text("triggered_by = 'system'"),
+            sqlite_where=text("triggered_by = 'system'"),
+        ),
         # History newest-first per schedule, and per system task, stays an index range scan at any size.
         Index("ix_task_run_history_schedule_newest", "schedule_id", "id"),
         Index("ix_task_run_history_system_newest", "system_task", "id"),
         # The pump's scans: runs still waiting, runs whose lease may have run out.
-        Index("ix_task_run_history_unfinished", "status", "due_at",
-              postgresql_where=text("status IN ('queued', 'running')"),
-              sqlite_where=text("status IN ('queued', 'running')")),
+        Index(
+            "ix_task_run_history_unfinished",
+            "status",
+            "due_at",
+            postgresql_where=text("status IN ('queued', 'running')"),
+            sqlite_where=text("status IN ('queued', 'running')"),
+        ),
         Index("ix_task_run_history_queued_at", "queued_at"),
     )

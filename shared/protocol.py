@@ -17,8 +17,10 @@ from typing import Any
 
 from dramatiq.errors import BrokerError
 from sqlalchemy import delete, or_, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import Delete, Update
 
 from shared.cron import CronSpec, iter_cron_slots, next_interval_slot
 from shared.db import utcnow
@@ -33,10 +35,18 @@ RETRY_MAX_DELAY = timedelta(minutes=5)  # well under RabbitMQ's consumer_timeout
 ERROR_MESSAGE_CHARS = 2000
 
 
+def _rows_changed(session: Session, statement: Update | Delete) -> int:
+    """Run an UPDATE or DELETE and say how many rows it changed (a compare-and-set's answer)."""
+    result: CursorResult[Any] = session.execute(statement)  # type: ignore[assignment]
+    return int(result.rowcount)
+
+
 # --- Slots ------------------------------------------------------------------------------------------------
 
 
-def slots_after(schedule: TaskSchedule, previous_slot: datetime, after: datetime) -> tuple[datetime | None, int]:
+def slots_after(
+    schedule: TaskSchedule, previous_slot: datetime, after: datetime
+) -> tuple[datetime | None, int]:
     """The first slot of ``schedule`` strictly after ``after``, following on from ``previous_slot``, and how many
     slots lie in between (slots missed while nothing ran)."""
     if schedule.schedule_type == ScheduleType.INTERVAL:
@@ -118,7 +128,9 @@ def dispatch_run(runtime: Runtime, history_id: int) -> bool:
     try:
         with runtime.sessions.begin() as session:
             run = session.execute(
-                select(TaskRunHistory).where(TaskRunHistory.id == history_id).with_for_update(skip_locked=True)
+                select(TaskRunHistory)
+                .where(TaskRunHistory.id == history_id)
+                .with_for_update(skip_locked=True)
             ).scalar_one_or_none()
             if run is None or run.status != RunStatus.QUEUED:
                 return False
@@ -234,11 +246,12 @@ def start_run(runtime: Runtime, history_id: int) -> tuple[TaskRunHistory, dict[s
             send_run(runtime.broker, history_id, int((run.due_at - now).total_seconds() * 1000))
             return None
         task_type = get_task_type(run.task_type)
-        started = session.execute(
+        started = _rows_changed(
+            session,
             update(TaskRunHistory)
             .where(TaskRunHistory.id == history_id, TaskRunHistory.status == RunStatus.QUEUED)
-            .values(status=RunStatus.RUNNING, started_at=now, lease_expires_at=now + runtime.lease)
-        ).rowcount
+            .values(status=RunStatus.RUNNING, started_at=now, lease_expires_at=now + runtime.lease),
+        )
         if started != 1:
             return None
         schedule = session.get(TaskSchedule, run.schedule_id) if run.schedule_id else None
@@ -295,7 +308,8 @@ def _record_outcome(
 ) -> bool:
     """Finish a running run; a run the pump already marked abandoned stays abandoned."""
     return bool(
-        session.execute(
+        _rows_changed(
+            session,
             update(TaskRunHistory)
             .where(TaskRunHistory.id == history_id, TaskRunHistory.status == RunStatus.RUNNING)
             .values(
@@ -304,8 +318,8 @@ def _record_outcome(
                 duration_ms=duration_ms,
                 error_message=(error or None) and error[:ERROR_MESSAGE_CHARS],
                 lease_expires_at=None,
-            )
-        ).rowcount
+            ),
+        )
     )
 
 
@@ -335,8 +349,9 @@ def _queue_retry(session: Session, failed: TaskRunHistory, base_delay_ms: int) -
 # --- System tasks --------------------------------------------------------------------------------------------
 
 
-def run_system_slot(runtime: Runtime, task_id: str, task_type: str, slot: datetime,
-                    work: Callable[[Runtime], str | None]) -> str | None:
+def run_system_slot(
+    runtime: Runtime, task_id: str, task_type: str, slot: datetime, work: Callable[[Runtime], str | None]
+) -> str | None:
     """Run one slot of a system cron once, however many beats sent it: the insert of its run is the claim."""
     now = utcnow()
     try:
@@ -367,8 +382,14 @@ def run_system_slot(runtime: Runtime, task_id: str, task_type: str, slot: dateti
         logger.exception("system task %s failed", task_id)
         error = f"{type(exc).__name__}: {exc}"
     with runtime.sessions.begin() as session:
-        _record_outcome(session, run.id, utcnow(), RunStatus.FAILED if error else RunStatus.SUCCESS, error,
-                        int((time.monotonic() - begun) * 1000))
+        _record_outcome(
+            session,
+            run.id,
+            utcnow(),
+            RunStatus.FAILED if error else RunStatus.SUCCESS,
+            error,
+            int((time.monotonic() - begun) * 1000),
+        )
     return RunStatus.FAILED if error else RunStatus.SUCCESS
 
 
@@ -403,14 +424,17 @@ def pump(runtime: Runtime) -> str:
             select(TaskRunHistory.id).where(
                 TaskRunHistory.status == RunStatus.QUEUED,
                 TaskRunHistory.due_at < now - runtime.grace,
-                or_(TaskRunHistory.dispatched_at.is_(None), TaskRunHistory.dispatched_at < now - runtime.grace),
+                or_(
+                    TaskRunHistory.dispatched_at.is_(None), TaskRunHistory.dispatched_at < now - runtime.grace
+                ),
             )
         ).all()
     published = sum(publish_tick(runtime, schedule_id) for schedule_id in unpublished)
     rearmed = sum(_rearm_lost(runtime, schedule_id, now) for schedule_id in lost)
     redispatched = sum(dispatch_run(runtime, history_id) for history_id in stuck_runs)
     with runtime.sessions.begin() as session:
-        abandoned = session.execute(
+        abandoned = _rows_changed(
+            session,
             update(TaskRunHistory)
             .where(TaskRunHistory.status == RunStatus.RUNNING, TaskRunHistory.lease_expires_at < now)
             .values(
@@ -418,10 +442,12 @@ def pump(runtime: Runtime) -> str:
                 completed_at=now,
                 lease_expires_at=None,
                 error_message="abandoned: its worker stopped before recording an outcome (lease expired)",
-            )
-        ).rowcount
-    return (f"published {published} tick(s), re-armed {rearmed} lost chain(s), "
-            f"re-dispatched {redispatched} run(s), abandoned {abandoned} run(s)")
+            ),
+        )
+    return (
+        f"published {published} tick(s), re-armed {rearmed} lost chain(s), "
+        f"re-dispatched {redispatched} run(s), abandoned {abandoned} run(s)"
+    )
 
 
 def _rearm_lost(runtime: Runtime, schedule_id: int, now: datetime) -> bool:
@@ -433,8 +459,11 @@ def _rearm_lost(runtime: Runtime, schedule_id: int, now: datetime) -> bool:
             return False
         if schedule.tick_published_at is None or schedule.tick_published_at >= now - runtime.grace:
             return False
-        logger.warning("schedule %s: tick for %s overdue past grace; re-arming", schedule.id,
-                       schedule.next_run_at.isoformat())
+        logger.warning(
+            "schedule %s: tick for %s overdue past grace; re-arming",
+            schedule.id,
+            schedule.next_run_at.isoformat(),
+        )
         arm(schedule, now, keep_slot=True)  # same slot, new key: claim coalesces whatever was missed
     return publish_tick(runtime, schedule_id)
 
@@ -443,9 +472,10 @@ def delete_old_history(runtime: Runtime) -> str:
     """Delete finished runs queued more than ``HISTORY_RETENTION_DAYS`` ago."""
     cutoff = utcnow() - timedelta(days=runtime.settings.history_retention_days)
     with runtime.sessions.begin() as session:
-        deleted = session.execute(
+        deleted = _rows_changed(
+            session,
             delete(TaskRunHistory).where(
                 TaskRunHistory.queued_at < cutoff, TaskRunHistory.status.in_(RunStatus.FINISHED)
-            )
-        ).rowcount
+            ),
+        )
     return f"deleted {deleted} run(s) older than {runtime.settings.history_retention_days} days"

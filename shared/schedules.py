@@ -50,8 +50,9 @@ class ValidationFailed(ValueError):
         self.errors = errors
 
 
-def schedule_errors(values: dict[str, Any], sent: dict[str, Any], allow_seconds: bool = False
-                    ) -> dict[str, list[str]]:
+def schedule_errors(
+    values: dict[str, Any], sent: dict[str, Any], allow_seconds: bool = False
+) -> dict[str, list[str]]:
     """Every problem with a schedule's complete ``values``; ``sent`` is what the caller sent this time.
 
     ``allow_seconds`` admits a sixth (seconds) cron field: tests and demos use it, the API never does.
@@ -125,8 +126,9 @@ def _apply(schedule: TaskSchedule, values: dict[str, Any]) -> None:
 DEFAULTS = {"timezone": "UTC", "enabled": True, "config": {}, "cronExpression": None, "intervalMs": None}
 
 
-def create_schedule(runtime: Runtime, sent: dict[str, Any], created_by: str, allow_seconds: bool = False
-                    ) -> TaskSchedule:
+def create_schedule(
+    runtime: Runtime, sent: dict[str, Any], created_by: str, allow_seconds: bool = False
+) -> TaskSchedule:
     """Validate, store and arm a new schedule; its first tick is published after the commit."""
     values = _merge({**DEFAULTS, "name": None, "taskType": None, "scheduleType": None}, sent)
     errors = schedule_errors(values, sent, allow_seconds)
@@ -144,8 +146,9 @@ def create_schedule(runtime: Runtime, sent: dict[str, Any], created_by: str, all
     return schedule
 
 
-def update_schedule(runtime: Runtime, schedule_id: int, sent: dict[str, Any], allow_seconds: bool = False
-                    ) -> TaskSchedule | None:
+def update_schedule(
+    runtime: Runtime, schedule_id: int, sent: dict[str, Any], allow_seconds: bool = False
+) -> TaskSchedule | None:
     """Apply a partial update, re-arm with a new key (a timing change moves the slot), publish after commit.
 
     Returns None when the schedule does not exist.
@@ -216,8 +219,9 @@ def count(session: Session, query: Select) -> int:
     return session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
 
 
-def schedules_query(enabled: bool | None = None, task_type: str | None = None, name_contains: str | None = None
-                    ) -> Select:
+def schedules_query(
+    enabled: bool | None = None, task_type: str | None = None, name_contains: str | None = None
+) -> Select:
     query = select(TaskSchedule).order_by(TaskSchedule.id)
     if enabled is not None:
         query = query.where(TaskSchedule.enabled.is_(enabled))
@@ -229,8 +233,12 @@ def schedules_query(enabled: bool | None = None, task_type: str | None = None, n
     return query
 
 
-def history_query(schedule_id: int | None = None, status: str | None = None, triggered_by: str | None = None,
-                  system_task: str | None = None) -> Select:
+def history_query(
+    schedule_id: int | None = None,
+    status: str | None = None,
+    triggered_by: str | None = None,
+    system_task: str | None = None,
+) -> Select:
     query = select(TaskRunHistory).order_by(TaskRunHistory.id.desc())
     if schedule_id is not None:
         query = query.where(TaskRunHistory.schedule_id == schedule_id)
@@ -243,8 +251,9 @@ def history_query(schedule_id: int | None = None, status: str | None = None, tri
     return query
 
 
-def latest_runs(session: Session, schedule_ids: list[int] | None = None, system_tasks: list[str] | None = None
-                ) -> dict[Any, TaskRunHistory]:
+def latest_runs(
+    session: Session, schedule_ids: list[int] | None = None, system_tasks: list[str] | None = None
+) -> dict[Any, TaskRunHistory]:
     """The newest run of each schedule (or system task), in one query."""
     key = TaskRunHistory.schedule_id if schedule_ids is not None else TaskRunHistory.system_task
     wanted = schedule_ids if schedule_ids is not None else system_tasks

@@ -49,13 +49,28 @@ def _refuse_periodiq_sunday_only(task: SystemTask) -> SystemTask:
 SYSTEM_TASKS: tuple[SystemTask, ...] = tuple(
     _refuse_periodiq_sunday_only(task)
     for task in (
-        SystemTask("session_cleanup", "Session Cleanup", "*/5 * * * *", session_cleanup,
-                   "Sample system cron from the proof of concept (simulated work)."),
-        SystemTask("pump", "Tick Pump", "* * * * *", pump,
-                   "Publishes ticks entering the horizon, re-arms chains whose tick was lost, "
-                   "re-dispatches stuck runs and marks runs of vanished workers abandoned."),
-        SystemTask("history_retention", "History Retention", "17 3 * * *", delete_old_history,
-                   "Deletes finished runs older than HISTORY_RETENTION_DAYS."),
+        SystemTask(
+            "session_cleanup",
+            "Session Cleanup",
+            "*/5 * * * *",
+            session_cleanup,
+            "Sample system cron from the proof of concept (simulated work).",
+        ),
+        SystemTask(
+            "pump",
+            "Tick Pump",
+            "* * * * *",
+            pump,
+            "Publishes ticks entering the horizon, re-arms chains whose tick was lost, "
+            "re-dispatches stuck runs and marks runs of vanished workers abandoned.",
+        ),
+        SystemTask(
+            "history_retention",
+            "History Retention",
+            "17 3 * * *",
+            delete_old_history,
+            "Deletes finished runs older than HISTORY_RETENTION_DAYS.",
+        ),
     )
 )
 

@@ -112,7 +112,7 @@ def http_request(context: RunContext) -> None:
     data = body.encode() if method == "POST" and body else None
     request = urllib.request.Request(config["url"], data=data, method=method)
     if data is not None:
-        request.add_header("Content-Type", _content_type(body))
+        request.add_header("Content-Type", _content_type(str(body)))
     timeout_s = float(config.get("timeoutS") or 10)
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 (operator-set URL)
@@ -140,11 +140,17 @@ TASK_TYPES: tuple[TaskType, ...] = (
         description="Generates and publishes a report",
         handler=simulated_work,
         config_fields=(
-            ConfigField("reportId", "Report", "select", required=True, options=(
-                Option("compliance-weekly", "Weekly Compliance Report"),
-                Option("usage-monthly", "Monthly Usage Report"),
-                Option("billing-summary", "Billing Summary"),
-            )),
+            ConfigField(
+                "reportId",
+                "Report",
+                "select",
+                required=True,
+                options=(
+                    Option("compliance-weekly", "Weekly Compliance Report"),
+                    Option("usage-monthly", "Monthly Usage Report"),
+                    Option("billing-summary", "Billing Summary"),
+                ),
+            ),
         ),
     ),
     TaskType(
@@ -153,10 +159,16 @@ TASK_TYPES: tuple[TaskType, ...] = (
         description="Sends an email notification",
         handler=simulated_work,
         config_fields=(
-            ConfigField("templateId", "Email Template", "select", required=True, options=(
-                Option("weekly-digest", "Weekly Digest"),
-                Option("monthly-summary", "Monthly Summary"),
-            )),
+            ConfigField(
+                "templateId",
+                "Email Template",
+                "select",
+                required=True,
+                options=(
+                    Option("weekly-digest", "Weekly Digest"),
+                    Option("monthly-summary", "Monthly Summary"),
+                ),
+            ),
         ),
     ),
     TaskType(
@@ -165,11 +177,17 @@ TASK_TYPES: tuple[TaskType, ...] = (
         description="Exports data to a file",
         handler=simulated_work,
         config_fields=(
-            ConfigField("format", "Export Format", "select", required=True, options=(
-                Option("csv", "CSV"),
-                Option("json", "JSON"),
-                Option("xlsx", "Excel"),
-            )),
+            ConfigField(
+                "format",
+                "Export Format",
+                "select",
+                required=True,
+                options=(
+                    Option("csv", "CSV"),
+                    Option("json", "JSON"),
+                    Option("xlsx", "Excel"),
+                ),
+            ),
         ),
     ),
     TaskType(

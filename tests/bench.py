@@ -39,15 +39,21 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def describe_ms(name: str, values: list[float]) -> str:
-    return (f"{name:<28} p50 {percentile(values, 0.5):7.1f} ms   p95 {percentile(values, 0.95):7.1f} ms   "
-            f"p99 {percentile(values, 0.99):7.1f} ms   max {max(values):7.1f} ms")
+    return (
+        f"{name:<28} p50 {percentile(values, 0.5):7.1f} ms   p95 {percentile(values, 0.95):7.1f} ms   "
+        f"p99 {percentile(values, 0.99):7.1f} ms   max {max(values):7.1f} ms"
+    )
 
 
 def bench_scheduling_core() -> None:
     print("scheduling core (next slot, in-process)")
     after = datetime(2026, 3, 1, tzinfo=UTC)
-    for expression, zone in (("*/5 * * * *", "UTC"), ("0 9 * * 1-5", "Europe/Berlin"),
-                             ("30 2 * * *", "America/New_York"), ("* * * * *", "Australia/Lord_Howe")):
+    for expression, zone in (
+        ("*/5 * * * *", "UTC"),
+        ("0 9 * * 1-5", "Europe/Berlin"),
+        ("30 2 * * *", "America/New_York"),
+        ("* * * * *", "Australia/Lord_Howe"),
+    ):
         slots = iter_cron_slots(CronSpec.parse(expression), zone, after)
         count = 2000
         started = time.perf_counter()
@@ -64,15 +70,27 @@ def bench_firing(schedule_count: int, interval_ms: int, seconds: int) -> None:
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{database}"')
     subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True)
-    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True)
+    subprocess.run(
+        ["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True
+    )
     database_url = ADMIN_URL.rsplit("/", 1)[0] + f"/{database}"
     settings = Settings(database_url=database_url, broker_url=f"{RABBITMQ_URL}/{vhost}", simulated_work_ms=10)
     upgrade_to_head(settings.sqlalchemy_url)
     heartbeat_dir = tempfile.mkdtemp()
-    env = {**os.environ, "DATABASE_URL": settings.database_url, "BROKER_URL": settings.broker_url,
-           "SIMULATED_WORK_MS": "10", "HEARTBEAT_DIR": heartbeat_dir, "LOG_LEVEL": "WARNING"}
-    worker = subprocess.Popen([sys.executable, "-m", "services", "worker"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "BROKER_URL": settings.broker_url,
+        "SIMULATED_WORK_MS": "10",
+        "HEARTBEAT_DIR": heartbeat_dir,
+        "LOG_LEVEL": "WARNING",
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "services", "worker"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     broker = RabbitmqBroker(url=settings.broker_url, confirm_delivery=True)
     for queue in QUEUES:
         broker.declare_queue(queue)
@@ -84,25 +102,43 @@ def bench_firing(schedule_count: int, interval_ms: int, seconds: int) -> None:
                 raise SystemExit("the worker did not start")
             time.sleep(0.1)
         time.sleep(3)  # both Dramatiq groups: the heartbeat is written by the first to boot
-        print(f"\nfiring: {schedule_count} interval schedules every {interval_ms} ms for {seconds} s, "
-              f"one worker pod (defaults: 2 run processes x 4 threads, 1 tick process x 2 threads)")
+        print(
+            f"\nfiring: {schedule_count} interval schedules every {interval_ms} ms for {seconds} s, "
+            f"one worker pod (defaults: 2 run processes x 4 threads, 1 tick process x 2 threads)"
+        )
         for n in range(schedule_count):
-            schedules.create_schedule(runtime, {"name": f"bench {n}", "taskType": "send_email",
-                                                "config": {"templateId": "weekly-digest"},
-                                                "scheduleType": "interval", "intervalMs": interval_ms}, "bench")
+            schedules.create_schedule(
+                runtime,
+                {
+                    "name": f"bench {n}",
+                    "taskType": "send_email",
+                    "config": {"templateId": "weekly-digest"},
+                    "scheduleType": "interval",
+                    "intervalMs": interval_ms,
+                },
+                "bench",
+            )
         started = datetime.now(UTC)
         time.sleep(seconds)
         cutoff = started + timedelta(seconds=seconds) - timedelta(milliseconds=interval_ms)
         with runtime.sessions() as session:
-            runs = session.scalars(select(TaskRunHistory).where(
-                TaskRunHistory.triggered_by == TriggeredBy.SCHEDULE, TaskRunHistory.scheduled_for <= cutoff)).all()
+            runs = session.scalars(
+                select(TaskRunHistory).where(
+                    TaskRunHistory.triggered_by == TriggeredBy.SCHEDULE,
+                    TaskRunHistory.scheduled_for <= cutoff,
+                )
+            ).all()
         claimed = [(r.queued_at - r.scheduled_for).total_seconds() * 1000 for r in runs]
         begun = [(r.started_at - r.scheduled_for).total_seconds() * 1000 for r in runs if r.started_at]
-        duplicates = sum(count - 1 for count in Counter((r.schedule_id, r.scheduled_for) for r in runs).values())
+        duplicates = sum(
+            count - 1 for count in Counter((r.schedule_id, r.scheduled_for) for r in runs).values()
+        )
         expected = schedule_count * int((cutoff - started).total_seconds() * 1000 // interval_ms)
-        print(f"  slots run: {len(runs)} (about {expected} due), duplicates: {duplicates}, "
-              f"missed (coalesced): {sum(r.missed_slots for r in runs)}, "
-              f"throughput: {len(runs) / max(1.0, (cutoff - started).total_seconds()):.1f} slots/s")
+        print(
+            f"  slots run: {len(runs)} (about {expected} due), duplicates: {duplicates}, "
+            f"missed (coalesced): {sum(r.missed_slots for r in runs)}, "
+            f"throughput: {len(runs) / max(1.0, (cutoff - started).total_seconds()):.1f} slots/s"
+        )
         print("  " + describe_ms("slot -> claimed", claimed))
         print("  " + describe_ms("slot -> handler started", begun))
     finally:
@@ -116,7 +152,9 @@ def bench_firing(schedule_count: int, interval_ms: int, seconds: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--schedules", type=int, default=100)
     parser.add_argument("--interval-ms", type=int, default=2000)
     parser.add_argument("--seconds", type=int, default=30)

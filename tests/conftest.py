@@ -27,7 +27,9 @@ from shared.db import upgrade_to_head
 from shared.runtime import Runtime, build_runtime
 from shared.settings import Settings
 
-ADMIN_DATABASE_URL = os.environ.get("TEST_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+ADMIN_DATABASE_URL = os.environ.get(
+    "TEST_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672")
 OUTPUT_DIR = Path(__file__).resolve().parent.parent / "test-output"
 RUN_ID = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
@@ -97,8 +99,10 @@ def _rabbitmqctl(*args: str) -> None:
         pytest.fail("rabbitmqctl is not on PATH: the tests create a RabbitMQ vhost per run with it")
     result = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60)
     if result.returncode != 0:
-        pytest.fail(f"rabbitmqctl {' '.join(args)} failed ({result.stderr.strip()}); is RabbitMQ running? "
-                    "Start it with: rabbitmq-server -detached")
+        pytest.fail(
+            f"rabbitmqctl {' '.join(args)} failed ({result.stderr.strip()}); is RabbitMQ running? "
+            "Start it with: rabbitmq-server -detached"
+        )
 
 
 @pytest.fixture(scope="session")
@@ -127,8 +131,13 @@ def broker_url(make_vhost: Callable[[str], str]) -> str:
 
 
 def make_settings(database_url: str, broker_url: str, **overrides: object) -> Settings:
-    base = Settings(database_url=database_url, broker_url=broker_url, simulated_work_ms=50,
-                    retry_base_delay_ms=200, pump_grace_s=5)
+    base = Settings(
+        database_url=database_url,
+        broker_url=broker_url,
+        simulated_work_ms=50,
+        retry_base_delay_ms=200,
+        pump_grace_s=5,
+    )
     return Settings(**{**base.__dict__, **overrides})
 
 
@@ -163,13 +172,22 @@ def environment(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment a ``cronwork`` process reads its Settings from."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("DATABASE_", "BROKER_"))}
     env.update(
-        DATABASE_URL=settings.database_url, BROKER_URL=settings.broker_url, PORT=str(settings.port),
-        TICK_HORIZON_S=str(settings.tick_horizon_s), PUMP_GRACE_S=str(settings.pump_grace_s),
-        SIMULATED_WORK_MS=str(settings.simulated_work_ms), RETRY_BASE_DELAY_MS=str(settings.retry_base_delay_ms),
-        TASK_TIME_LIMIT_S=str(settings.task_time_limit_s), RUN_LEASE_MARGIN_S=str(settings.run_lease_margin_s),
-        WORKER_PROCESSES=str(settings.worker_processes), WORKER_THREADS=str(settings.worker_threads),
-        TICK_THREADS=str(settings.tick_threads), GUNICORN_WORKERS="1", LOG_LEVEL="INFO",
-        HEARTBEAT_DIR=settings.heartbeat_dir, PYTHONUNBUFFERED="1",
+        DATABASE_URL=settings.database_url,
+        BROKER_URL=settings.broker_url,
+        PORT=str(settings.port),
+        TICK_HORIZON_S=str(settings.tick_horizon_s),
+        PUMP_GRACE_S=str(settings.pump_grace_s),
+        SIMULATED_WORK_MS=str(settings.simulated_work_ms),
+        RETRY_BASE_DELAY_MS=str(settings.retry_base_delay_ms),
+        TASK_TIME_LIMIT_S=str(settings.task_time_limit_s),
+        RUN_LEASE_MARGIN_S=str(settings.run_lease_margin_s),
+        WORKER_PROCESSES=str(settings.worker_processes),
+        WORKER_THREADS=str(settings.worker_threads),
+        TICK_THREADS=str(settings.tick_threads),
+        GUNICORN_WORKERS="1",
+        LOG_LEVEL="INFO",
+        HEARTBEAT_DIR=settings.heartbeat_dir,
+        PYTHONUNBUFFERED="1",
     )
     env.update(extra)
     return env
@@ -214,8 +232,12 @@ class Services:
         log_path = self.log_dir / f"{role}-{len(self.started)}.log"
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "services", role, *args], env=env, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, cwd=cwd,
+                [sys.executable, "-m", "services", role, *args],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=cwd,
             )
         service = Service(role, process, log_path)
         self.started.append(service)
@@ -250,10 +272,16 @@ class LiveSystem:
 
 
 @pytest.fixture(scope="session")
-def live_system(make_database: Callable[[str], str], make_vhost: Callable[[str], str]) -> Iterator[LiveSystem]:
+def live_system(
+    make_database: Callable[[str], str], make_vhost: Callable[[str], str]
+) -> Iterator[LiveSystem]:
     """The whole system as deployed: gunicorn API, a worker and a beat, on their own database and vhost."""
-    settings = Settings(database_url=make_database("live"), broker_url=make_vhost("live"), port=free_port(),
-                        simulated_work_ms=1500)
+    settings = Settings(
+        database_url=make_database("live"),
+        broker_url=make_vhost("live"),
+        port=free_port(),
+        simulated_work_ms=1500,
+    )
     running = Services(OUTPUT_DIR / "logs" / "live_system")
     env = environment(settings)
     running.start("api", env)

@@ -22,14 +22,26 @@ class SchedulerCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         now = utcnow()
         with self.runtime.sessions() as session:
-            by_enabled = dict(session.execute(
-                select(TaskSchedule.enabled, func.count()).group_by(TaskSchedule.enabled)).all())
-            unfinished = dict(session.execute(
-                select(TaskRunHistory.status, func.count())
-                .where(TaskRunHistory.status.in_((RunStatus.QUEUED, RunStatus.RUNNING)))
-                .group_by(TaskRunHistory.status)).all())
-            overdue = session.scalar(select(func.count()).where(
-                TaskSchedule.enabled.is_(True), TaskSchedule.next_run_at < now - self.runtime.grace)) or 0
+            by_enabled = dict(
+                session.execute(
+                    select(TaskSchedule.enabled, func.count()).group_by(TaskSchedule.enabled)
+                ).all()
+            )
+            unfinished = dict(
+                session.execute(
+                    select(TaskRunHistory.status, func.count())
+                    .where(TaskRunHistory.status.in_((RunStatus.QUEUED, RunStatus.RUNNING)))
+                    .group_by(TaskRunHistory.status)
+                ).all()
+            )
+            overdue = (
+                session.scalar(
+                    select(func.count()).where(
+                        TaskSchedule.enabled.is_(True), TaskSchedule.next_run_at < now - self.runtime.grace
+                    )
+                )
+                or 0
+            )
         schedules = GaugeMetricFamily("cronwork_schedules", "User schedules", labels=["enabled"])
         for enabled in (True, False):
             schedules.add_metric([str(enabled).lower()], by_enabled.get(enabled, 0))
@@ -38,6 +50,8 @@ class SchedulerCollector(Collector):
         for status in (RunStatus.QUEUED, RunStatus.RUNNING):
             runs.add_metric([status], unfinished.get(status, 0))
         yield runs
-        yield GaugeMetricFamily("cronwork_schedules_overdue",
-                                "Enabled schedules whose slot is overdue past the pump's grace period",
-                                value=overdue)
+        yield GaugeMetricFamily(
+            "cronwork_schedules_overdue",
+            "Enabled schedules whose slot is overdue past the pump's grace period",
+            value=overdue,
+        )

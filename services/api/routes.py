@@ -27,8 +27,12 @@ from shared.runtime import Runtime
 from shared.system_tasks import SYSTEM_TASK_TYPE, SYSTEM_TASKS
 from shared.task_types import TASK_TYPES
 
-blp = Blueprint("scheduler", __name__, url_prefix="/api/scheduler",
-                description="Schedules, their runs, and the system crons")
+blp = Blueprint(
+    "scheduler",
+    __name__,
+    url_prefix="/api/scheduler",
+    description="Schedules, their runs, and the system crons",
+)
 
 PAGINATION = {"page_size": 100, "max_page_size": 1000}
 IDENTITY_MAX_CHARS = 255  # task_schedules.created_by
@@ -49,16 +53,23 @@ def identify_caller() -> None:
     if not user:
         abort(401, message=f"no identity: the {settings.auth_header} header is missing")
     if len(user) > IDENTITY_MAX_CHARS:
-        abort(401, message=f"the {settings.auth_header} header is longer than {IDENTITY_MAX_CHARS} characters")
+        abort(
+            401, message=f"the {settings.auth_header} header is longer than {IDENTITY_MAX_CHARS} characters"
+        )
     g.user = user
 
 
 def task_view(schedule: TaskSchedule, last_run_status: str | None) -> dict[str, Any]:
     view = {column: getattr(schedule, column) for column in schedules.FIELDS.values()}
     view.update(
-        id=schedule.id, created_by=schedule.created_by, created_at=schedule.created_at,
-        updated_at=schedule.updated_at, last_run_at=schedule.last_run_at, next_run_at=schedule.next_run_at,
-        version=schedule.version, description=schedules.describe_schedule(schedule),
+        id=schedule.id,
+        created_by=schedule.created_by,
+        created_at=schedule.created_at,
+        updated_at=schedule.updated_at,
+        last_run_at=schedule.last_run_at,
+        next_run_at=schedule.next_run_at,
+        version=schedule.version,
+        description=schedules.describe_schedule(schedule),
         last_run_status=last_run_status,
     )
     return view
@@ -159,8 +170,12 @@ class History(MethodView):
     @blp.paginate(**PAGINATION)
     def get(self, filters: dict[str, Any], pagination_parameters: Any) -> Any:
         """Runs, newest first."""
-        query = schedules.history_query(filters.get("scheduleId"), filters.get("status"),
-                                        filters.get("triggeredBy"), filters.get("systemTask"))
+        query = schedules.history_query(
+            filters.get("scheduleId"),
+            filters.get("status"),
+            filters.get("triggeredBy"),
+            filters.get("systemTask"),
+        )
         page = schedules.Page(pagination_parameters.page, pagination_parameters.page_size)
         with runtime().sessions() as session:
             pagination_parameters.item_count = schedules.count(session, query)
@@ -177,8 +192,12 @@ class SystemTasks(MethodView):
             last = schedules.latest_runs(session, system_tasks=[task.id for task in SYSTEM_TASKS])
             return [
                 {
-                    "id": task.id, "name": task.name, "taskType": SYSTEM_TASK_TYPE,
-                    "cronExpression": task.cron_expression, "timezone": "UTC", "description": task.description,
+                    "id": task.id,
+                    "name": task.name,
+                    "taskType": SYSTEM_TASK_TYPE,
+                    "cronExpression": task.cron_expression,
+                    "timezone": "UTC",
+                    "description": task.description,
                     "lastRunAt": last[task.id].started_at if task.id in last else None,
                     "lastStatus": last[task.id].status if task.id in last else None,
                     "nextRunAt": next(iter_cron_slots(CronSpec.parse(task.cron_expression), "UTC", now)),

@@ -54,8 +54,12 @@ def tick(schedule_id: int, slot: str, dedupe_key: str) -> None:
     protocol.claim_slot(runtime, schedule_id, datetime.fromisoformat(slot), dedupe_key)
 
 
-@dramatiq.actor(actor_name=RUN_ACTOR, queue_name=RUN_QUEUE, time_limit=settings.task_time_limit_s * 1000,
-                **TRANSPORT_RETRIES)
+@dramatiq.actor(
+    actor_name=RUN_ACTOR,
+    queue_name=RUN_QUEUE,
+    time_limit=settings.task_time_limit_s * 1000,
+    **TRANSPORT_RETRIES,
+)
 def execute_run(history_id: int) -> None:
     protocol.execute_run(runtime, history_id)
 
@@ -73,9 +77,14 @@ def declare_system_actor(task: SystemTask) -> dramatiq.Actor:
         protocol.run_system_slot(runtime, task.id, SYSTEM_TASK_TYPE, slot, task.work)
 
     run_system_task.__name__ = task.id
-    return dramatiq.actor(run_system_task, actor_name=task.id, queue_name=SYSTEM_QUEUE,
-                          periodic=cron(task.cron_expression), max_retries=0,
-                          time_limit=settings.task_time_limit_s * 1000)
+    return dramatiq.actor(
+        run_system_task,
+        actor_name=task.id,
+        queue_name=SYSTEM_QUEUE,
+        periodic=cron(task.cron_expression),
+        max_retries=0,
+        time_limit=settings.task_time_limit_s * 1000,
+    )
 
 
 system_actors = {task.id: declare_system_actor(task) for task in SYSTEM_TASKS}

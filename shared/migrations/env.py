@@ -1,6 +1,7 @@
 """Alembic environment: the URL comes from the Config (``shared.db.alembic_config``) or from Settings."""
 
 from alembic import context
+
 from shared.db import Base, create_db_engine
 from shared.models import TaskRunHistory, TaskSchedule  # noqa: F401  (registers the tables)
 from shared.settings import Settings
@@ -13,8 +14,11 @@ def run_migrations() -> None:
     engine = create_db_engine(url)
     with engine.connect() as connection:
         # SQLite cannot ALTER most things in place; batch mode rebuilds tables when a migration needs to.
-        context.configure(connection=connection, target_metadata=Base.metadata,
-                          render_as_batch=engine.dialect.name == "sqlite")
+        context.configure(
+            connection=connection,
+            target_metadata=Base.metadata,
+            render_as_batch=engine.dialect.name == "sqlite",
+        )
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()

@@ -26,7 +26,9 @@ def _require_tool(name: str) -> str:
     path = shutil.which(name)
     if path:
         return path
-    pytest.fail(f"{name} is not on PATH: `source deploy/tools.sh` (run by `make test`) puts the deploy tools there")
+    pytest.fail(
+        f"{name} is not on PATH: `source deploy/tools.sh` (run by `make test`) puts the deploy tools there"
+    )
 
 
 def _run(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -15,18 +15,29 @@ from tests.conftest import Services, environment, free_port, http_ok, wait_for
 
 
 def call(base_url: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    request = urllib.request.Request(f"{base_url}{path}", method=method,
-                                     data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{base_url}{path}",
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read() or "null")
 
 
 def a_schedule_fires(base_url: str) -> None:
-    task = call(base_url, "POST", "/api/scheduler/tasks", {
-        "name": "hello", "taskType": "data_export", "scheduleType": "interval", "intervalMs": 1000,
-        "config": {"format": "csv"},
-    })
+    task = call(
+        base_url,
+        "POST",
+        "/api/scheduler/tasks",
+        {
+            "name": "hello",
+            "taskType": "data_export",
+            "scheduleType": "interval",
+            "intervalMs": 1000,
+            "config": {"format": "csv"},
+        },
+    )
 
     def succeeded() -> bool:
         runs = call(base_url, "GET", f"/api/scheduler/history?scheduleId={task['id']}&status=success")
@@ -41,7 +52,9 @@ def test_embedded_mode_runs_everything_in_one_process_on_sqlite(services: Servic
     env.update(PORT=str(port), SIMULATED_WORK_MS="50", HEARTBEAT_DIR=str(tmp_path))
     embedded = services.start("run", env, cwd=tmp_path)
     base_url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: http_ok(f"{base_url}/readyz") or embedded.process.poll() is not None, 60, "the embedded API")
+    wait_for(
+        lambda: http_ok(f"{base_url}/readyz") or embedded.process.poll() is not None, 60, "the embedded API"
+    )
     assert embedded.process.poll() is None, embedded.log()
 
     a_schedule_fires(base_url)
@@ -52,14 +65,25 @@ def test_embedded_mode_runs_everything_in_one_process_on_sqlite(services: Servic
 def test_run_starts_api_worker_and_beat_against_the_real_servers(
     services: Services, make_database: Callable[[str], str], make_vhost: Callable[[str], str], tmp_path: Path
 ) -> None:
-    settings = Settings(database_url=make_database("runmode"), broker_url=make_vhost("runmode"),
-                        port=free_port(), simulated_work_ms=50, heartbeat_dir=str(tmp_path))
+    settings = Settings(
+        database_url=make_database("runmode"),
+        broker_url=make_vhost("runmode"),
+        port=free_port(),
+        simulated_work_ms=50,
+        heartbeat_dir=str(tmp_path),
+    )
     system = services.start("run", environment(settings))
     base_url = f"http://127.0.0.1:{settings.port}"
     wait_for(lambda: http_ok(f"{base_url}/readyz") or system.process.poll() is not None, 60, "the API")
     assert system.process.poll() is None, system.log()
 
     a_schedule_fires(base_url)
-    wait_for(lambda: (tmp_path / "cronwork-worker.heartbeat").exists()
-             and (tmp_path / "cronwork-beat.heartbeat").exists(), 30, "worker and beat heartbeats")
+    wait_for(
+        lambda: (
+            (tmp_path / "cronwork-worker.heartbeat").exists()
+            and (tmp_path / "cronwork-beat.heartbeat").exists()
+        ),
+        30,
+        "worker and beat heartbeats",
+    )
     assert system.terminate() == 0

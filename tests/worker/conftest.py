@@ -34,20 +34,30 @@ class Engine:
 
     def start_worker(self, **env: str) -> Service:
         heartbeat_dir = self.tmp_path / f"worker-{len(self.services.started)}"
-        service = self.services.start("worker", environment(self.settings, HEARTBEAT_DIR=str(heartbeat_dir), **env))
-        wait_for(lambda: heartbeat_path(str(heartbeat_dir), "worker").exists() or service.process.poll() is not None,
-                 60, "the worker to boot")
+        service = self.services.start(
+            "worker", environment(self.settings, HEARTBEAT_DIR=str(heartbeat_dir), **env)
+        )
+        wait_for(
+            lambda: (
+                heartbeat_path(str(heartbeat_dir), "worker").exists() or service.process.poll() is not None
+            ),
+            60,
+            "the worker to boot",
+        )
         assert service.process.poll() is None, service.log()
         # Both Dramatiq groups (ticks, runs) write the heartbeat; wait until each has booted its consumers.
-        wait_for(lambda: service.log().count("is ready for action") >= 2, 60, "both worker groups to be ready")
+        wait_for(
+            lambda: service.log().count("is ready for action") >= 2, 60, "both worker groups to be ready"
+        )
         return service
 
     def start_beat(self) -> Service:
         return self.services.start("beat", environment(self.settings))
 
     def create(self, **fields: Any) -> TaskSchedule:
-        return schedules.create_schedule(self.runtime, {"name": "engine test", **EMAIL, **fields}, "tests",
-                                         allow_seconds=True)
+        return schedules.create_schedule(
+            self.runtime, {"name": "engine test", **EMAIL, **fields}, "tests", allow_seconds=True
+        )
 
     def update(self, schedule_id: int, **fields: Any) -> TaskSchedule:
         updated = schedules.update_schedule(self.runtime, schedule_id, fields, allow_seconds=True)
@@ -60,8 +70,9 @@ class Engine:
             assert found is not None
             return found
 
-    def runs(self, schedule_id: int | None = None, triggered_by: str | None = None,
-             system_task: str | None = None) -> list[TaskRunHistory]:
+    def runs(
+        self, schedule_id: int | None = None, triggered_by: str | None = None, system_task: str | None = None
+    ) -> list[TaskRunHistory]:
         """Runs oldest first."""
         query = select(TaskRunHistory).order_by(TaskRunHistory.id)
         if schedule_id is not None:
@@ -76,8 +87,9 @@ class Engine:
     def scheduled_runs(self, schedule_id: int) -> list[TaskRunHistory]:
         return self.runs(schedule_id, TriggeredBy.SCHEDULE)
 
-    def wait_for_runs(self, schedule_id: int, count: int, timeout_s: float, status: str | None = None
-                      ) -> list[TaskRunHistory]:
+    def wait_for_runs(
+        self, schedule_id: int, count: int, timeout_s: float, status: str | None = None
+    ) -> list[TaskRunHistory]:
         def enough() -> list[TaskRunHistory] | None:
             runs = [r for r in self.scheduled_runs(schedule_id) if status is None or r.status == status]
             return runs if len(runs) >= count else None
@@ -97,15 +109,23 @@ class Engine:
 
 
 @pytest.fixture
-def make_engine(database_url: str, make_vhost: Callable[[str], str], services: Services, tmp_path: Path
-                ) -> Iterator[Callable[..., Engine]]:
+def make_engine(
+    database_url: str, make_vhost: Callable[[str], str], services: Services, tmp_path: Path
+) -> Iterator[Callable[..., Engine]]:
     brokers: list[RabbitmqBroker] = []
 
     def make(**overrides: Any) -> Engine:
         truncate(database_url)
-        defaults: dict[str, Any] = {"simulated_work_ms": 100, "task_time_limit_s": 10, "run_lease_margin_s": 2,
-                                    "worker_processes": 1, "worker_threads": 4}
-        settings = make_settings(database_url, make_vhost(f"engine{len(brokers)}"), **{**defaults, **overrides})
+        defaults: dict[str, Any] = {
+            "simulated_work_ms": 100,
+            "task_time_limit_s": 10,
+            "run_lease_margin_s": 2,
+            "worker_processes": 1,
+            "worker_threads": 4,
+        }
+        settings = make_settings(
+            database_url, make_vhost(f"engine{len(brokers)}"), **{**defaults, **overrides}
+        )
         broker = RabbitmqBroker(url=settings.broker_url, confirm_delivery=True)
         for queue in QUEUES:
             broker.declare_queue(queue)

@@ -16,8 +16,14 @@ def test_two_beats_give_one_system_run_per_slot(engine: Engine) -> None:
 
     def a_slot_sent_by_both() -> str | None:
         # periodiq logs "Scheduling <actor> at <slot>." for every message it sends.
-        sent = [set(line.split(" at ")[-1] for line in beat.log().splitlines() if "Scheduling Actor(" in line
-                    and "pump" in line) for beat in beats]
+        sent = [
+            set(
+                line.split(" at ")[-1]
+                for line in beat.log().splitlines()
+                if "Scheduling Actor(" in line and "pump" in line
+            )
+            for beat in beats
+        ]
         common = sent[0] & sent[1]
         return sorted(common)[0] if common else None
 
@@ -27,8 +33,11 @@ def test_two_beats_give_one_system_run_per_slot(engine: Engine) -> None:
     system_runs = engine.runs(triggered_by=TriggeredBy.SYSTEM)
     per_slot = Counter((run.system_task, run.scheduled_for) for run in system_runs)
     assert per_slot and max(per_slot.values()) == 1
-    wait_for(lambda: all(r.status == RunStatus.SUCCESS for r in engine.runs(triggered_by=TriggeredBy.SYSTEM)),
-             20, "the system runs to succeed")
+    wait_for(
+        lambda: all(r.status == RunStatus.SUCCESS for r in engine.runs(triggered_by=TriggeredBy.SYSTEM)),
+        20,
+        "the system runs to succeed",
+    )
     pump_runs = engine.runs(system_task="pump")
     assert pump_runs and all(run.scheduled_for.second == 0 for run in pump_runs)
 

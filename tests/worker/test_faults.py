@@ -32,7 +32,10 @@ def test_the_same_tick_published_three_times_runs_once(engine: Engine) -> None:
 
     engine.wait_for_runs(schedule.id, 2, timeout_s=15)
     runs = engine.scheduled_runs(schedule.id)
-    assert [run.scheduled_for for run in runs][:2] == [armed.next_run_at, armed.next_run_at + timedelta(seconds=3)]
+    assert [run.scheduled_for for run in runs][:2] == [
+        armed.next_run_at,
+        armed.next_run_at + timedelta(seconds=3),
+    ]
     assert_each_slot_ran_once(engine, schedule.id)
     # The duplicates were stopped by the row's key/slot check, not by the unique index behind it.
     assert "already has a run" not in worker.log()
@@ -109,7 +112,9 @@ def test_chains_survive_a_rabbitmq_restart(engine: Engine) -> None:
         protocol.pump(engine.runtime)
         return len(engine.scheduled_runs(chain.id)) >= count + 2
 
-    wait_for(fired_again, engine.settings.pump_grace_s + 40, "the chain to fire after the restart", interval_s=1)
+    wait_for(
+        fired_again, engine.settings.pump_grace_s + 40, "the chain to fire after the restart", interval_s=1
+    )
     assert any(r.started_at and r.started_at > restarted_at for r in engine.scheduled_runs(chain.id))
     assert_each_slot_ran_once(engine, chain.id)
 

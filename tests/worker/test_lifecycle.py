@@ -44,8 +44,14 @@ def test_disabled_schedule_never_fires_again(engine: Engine) -> None:
 
     disabled = engine.update(schedule.id, enabled=False)
     assert disabled.next_run_at is None
-    wait_for(lambda: all(r.status != RunStatus.RUNNING and r.status != RunStatus.QUEUED
-                         for r in engine.scheduled_runs(schedule.id)), 10, "in-flight runs to finish")
+    wait_for(
+        lambda: all(
+            r.status != RunStatus.RUNNING and r.status != RunStatus.QUEUED
+            for r in engine.scheduled_runs(schedule.id)
+        ),
+        10,
+        "in-flight runs to finish",
+    )
     observe_quiet(lambda: len(engine.scheduled_runs(schedule.id)), seconds=4)  # four intervals
 
     enabled = engine.update(schedule.id, enabled=True)
@@ -91,6 +97,9 @@ def test_run_now_on_a_disabled_schedule_runs(engine: Engine) -> None:
     assert engine.schedule(schedule.id).next_run_at is None
 
     schedules.run_now(engine.runtime, schedule.id)
-    wait_for(lambda: [r.status for r in engine.runs(schedule.id, TriggeredBy.MANUAL)] == [RunStatus.SUCCESS],
-             15, "the manual run of a disabled schedule to succeed")
+    wait_for(
+        lambda: [r.status for r in engine.runs(schedule.id, TriggeredBy.MANUAL)] == [RunStatus.SUCCESS],
+        15,
+        "the manual run of a disabled schedule to succeed",
+    )
     assert engine.schedule(schedule.id).next_run_at is None

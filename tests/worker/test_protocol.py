@@ -32,8 +32,9 @@ def test_a_schedule_created_while_the_broker_is_down_is_stored_and_published_by_
     runtime: Runtime,
 ) -> None:
     down = unreachable_broker_runtime(runtime)
-    schedule = schedules.create_schedule(down, {"name": "born in an outage", "scheduleType": "interval",
-                                                "intervalMs": 5000, **EMAIL}, "tests")
+    schedule = schedules.create_schedule(
+        down, {"name": "born in an outage", "scheduleType": "interval", "intervalMs": 5000, **EMAIL}, "tests"
+    )
     with runtime.sessions() as session:
         stored = session.get(TaskSchedule, schedule.id)
         assert stored is not None and stored.next_run_at is not None
@@ -47,7 +48,9 @@ def test_a_schedule_created_while_the_broker_is_down_is_stored_and_published_by_
 
 
 def test_a_run_whose_message_was_lost_is_dispatched_again_by_the_pump(runtime: Runtime) -> None:
-    schedule = schedules.create_schedule(runtime, {"name": "manual", "scheduleType": "manual", **EMAIL}, "tests")
+    schedule = schedules.create_schedule(
+        runtime, {"name": "manual", "scheduleType": "manual", **EMAIL}, "tests"
+    )
     run = schedules.run_now(unreachable_broker_runtime(runtime), schedule.id)
     assert run is not None
     with runtime.sessions.begin() as session:  # it has been waiting longer than the grace period
@@ -63,8 +66,9 @@ def test_a_run_whose_message_was_lost_is_dispatched_again_by_the_pump(runtime: R
 
 
 def test_a_slot_beyond_the_horizon_is_published_by_the_pump_once_it_enters_it(runtime: Runtime) -> None:
-    schedule = schedules.create_schedule(runtime, {"name": "hourly", "scheduleType": "interval",
-                                                   "intervalMs": 3_600_000, **EMAIL}, "tests")
+    schedule = schedules.create_schedule(
+        runtime, {"name": "hourly", "scheduleType": "interval", "intervalMs": 3_600_000, **EMAIL}, "tests"
+    )
     with runtime.sessions() as session:
         assert session.get(TaskSchedule, schedule.id).tick_published_at is None, "an hour away: beyond H"
     protocol.pump(runtime)
@@ -78,8 +82,9 @@ def test_a_slot_beyond_the_horizon_is_published_by_the_pump_once_it_enters_it(ru
 
 
 def test_a_stale_tick_is_dropped_and_a_current_one_claims_its_slot_once(runtime: Runtime) -> None:
-    schedule = schedules.create_schedule(runtime, {"name": "claim", "scheduleType": "interval",
-                                                   "intervalMs": 60_000, **EMAIL}, "tests")
+    schedule = schedules.create_schedule(
+        runtime, {"name": "claim", "scheduleType": "interval", "intervalMs": 60_000, **EMAIL}, "tests"
+    )
     with runtime.sessions.begin() as session:
         row = session.get(TaskSchedule, schedule.id)
         row.next_run_at = utcnow() - timedelta(milliseconds=10)
@@ -99,10 +104,21 @@ def test_retention_deletes_only_finished_runs_older_than_the_limit(runtime: Runt
     old = utcnow() - timedelta(days=runtime.settings.history_retention_days + 1)
     recent = utcnow() - timedelta(days=1)
     with runtime.sessions.begin() as session:
-        for queued_at, status in ((old, RunStatus.SUCCESS), (old, RunStatus.FAILED), (old, RunStatus.RUNNING),
-                                  (recent, RunStatus.SUCCESS)):
-            session.add(TaskRunHistory(task_type="send_email", status=status, triggered_by=TriggeredBy.MANUAL,
-                                       queued_at=queued_at, due_at=queued_at))
+        for queued_at, status in (
+            (old, RunStatus.SUCCESS),
+            (old, RunStatus.FAILED),
+            (old, RunStatus.RUNNING),
+            (recent, RunStatus.SUCCESS),
+        ):
+            session.add(
+                TaskRunHistory(
+                    task_type="send_email",
+                    status=status,
+                    triggered_by=TriggeredBy.MANUAL,
+                    queued_at=queued_at,
+                    due_at=queued_at,
+                )
+            )
     assert protocol.delete_old_history(runtime).startswith("deleted 2 run(s)")
     with runtime.sessions() as session:
         left = sorted((r.status, r.queued_at > old) for r in session.scalars(select(TaskRunHistory)))

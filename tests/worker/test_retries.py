@@ -41,11 +41,17 @@ def failing_upstream() -> Iterator[str]:
     server.shutdown()
 
 
-def test_a_failing_http_request_is_retried_to_its_maximum_and_ends_failed(engine: Engine,
-                                                                          failing_upstream: str) -> None:
+def test_a_failing_http_request_is_retried_to_its_maximum_and_ends_failed(
+    engine: Engine, failing_upstream: str
+) -> None:
     engine.start_worker()
-    schedule = engine.create(name="probe upstream", scheduleType="cron", cronExpression="0 0 1 1 *",
-                             taskType="http_request", config={"url": failing_upstream, "timeoutS": 5})
+    schedule = engine.create(
+        name="probe upstream",
+        scheduleType="cron",
+        cronExpression="0 0 1 1 *",
+        taskType="http_request",
+        config={"url": failing_upstream, "timeoutS": 5},
+    )
     next_slot = engine.schedule(schedule.id).next_run_at
     schedules.run_now(engine.runtime, schedule.id)
 
