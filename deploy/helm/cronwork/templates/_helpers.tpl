@@ -114,6 +114,9 @@ PUMP_GRACE_S: {{ .Values.config.pumpGraceS | quote }}
 SIMULATED_WORK_MS: {{ .Values.config.simulatedWorkMs | quote }}
 HISTORY_RETENTION_DAYS: {{ .Values.config.historyRetentionDays | quote }}
 TASK_TIME_LIMIT_S: {{ .Values.config.taskTimeLimitS | quote }}
+RUN_LEASE_MARGIN_S: {{ .Values.config.runLeaseMarginS | quote }}
+RETRY_BASE_DELAY_MS: {{ .Values.config.retryBaseDelayMs | quote }}
+WORKER_TIMEOUT_MS: {{ .Values.config.workerTimeoutMs | quote }}
 LOG_LEVEL: {{ .Values.config.logLevel | quote }}
 GUNICORN_WORKERS: {{ .Values.api.gunicornWorkers | quote }}
 WORKER_PROCESSES: {{ .Values.worker.processes | quote }}
