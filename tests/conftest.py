@@ -66,7 +66,7 @@ def make_database() -> Iterator[Callable[[str], str]]:
     created: list[str] = []
 
     def make(purpose: str) -> str:
-        name = f"cronwork_test_{purpose}_{RUN_ID}"
+        name = f"cronwork_test_{purpose}{len(created)}_{RUN_ID}"
         with _admin_connection() as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
             admin.execute(f'CREATE DATABASE "{name}"')
@@ -111,7 +111,7 @@ def make_vhost() -> Iterator[Callable[[str], str]]:
     created: list[str] = []
 
     def make(purpose: str) -> str:
-        name = f"cronwork_test_{purpose}_{RUN_ID}"
+        name = f"cronwork_test_{purpose}{len(created)}_{RUN_ID}"
         _rabbitmqctl("add_vhost", name)
         _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
         created.append(name)

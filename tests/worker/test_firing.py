@@ -32,3 +32,18 @@ def test_interval_and_cron_fire_on_exactly_their_slots_with_two_workers(engine: 
     finished = [run for run in interval_runs[:SLOTS] + cron_runs[:SLOTS] if run.status == RunStatus.SUCCESS]
     assert len(finished) >= 2 * SLOTS - 2
     assert max(run.started_at - run.scheduled_for for run in finished) < timedelta(seconds=1.5)
+
+
+def test_long_handlers_never_delay_the_ticks_of_other_slots(make_engine) -> None:
+    # One handler thread, four-second handlers, a one-second chain: runs pile up, claims must not.
+    engine: Engine = make_engine(simulated_work_ms=4000, worker_processes=1, worker_threads=1)
+    engine.start_worker()
+    schedule = engine.create(scheduleType="interval", intervalMs=1000)
+
+    runs = engine.wait_for_runs(schedule.id, 8, timeout_s=30)
+    claim_lateness = [run.queued_at - run.scheduled_for for run in runs[:8]]
+    assert max(claim_lateness) < timedelta(seconds=0.8), claim_lateness
+    assert [run.scheduled_for for run in runs[:8]] == [
+        runs[0].scheduled_for + k * timedelta(seconds=1) for k in range(8)
+    ]
+    assert sum(run.status == RunStatus.QUEUED for run in runs) >= 3, "the handlers really were the bottleneck"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
@@ -129,3 +130,24 @@ def test_build_runtime_connects_with_publisher_confirms(settings: Settings) -> N
     built = build_runtime(settings)
     assert isinstance(built.broker, RabbitmqBroker) and built.broker.confirm_delivery
     built.broker.close()
+
+
+def test_a_run_delivered_twice_at_once_starts_once(runtime: Runtime) -> None:
+    schedule = schedules.create_schedule(
+        runtime, {"name": "manual", "scheduleType": "manual", **EMAIL}, "tests"
+    )
+    run = schedules.run_now(runtime, schedule.id)
+    assert run is not None
+    outcomes: list[str | None] = []
+    deliveries = [
+        threading.Thread(target=lambda: outcomes.append(protocol.execute_run(runtime, run.id)))
+        for _ in range(4)
+    ]
+    for delivery in deliveries:
+        delivery.start()
+    for delivery in deliveries:
+        delivery.join()
+    assert sorted(outcomes, key=str) == [None, None, None, RunStatus.SUCCESS]
+    with runtime.sessions() as session:
+        assert session.get(TaskRunHistory, run.id).status == RunStatus.SUCCESS
+        assert session.scalars(select(TaskRunHistory)).all() == [session.get(TaskRunHistory, run.id)]

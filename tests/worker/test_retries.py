@@ -70,3 +70,41 @@ def test_a_failing_http_request_is_retried_to_its_maximum_and_ends_failed(
     assert first_wait.total_seconds() >= 0.2 and second_wait.total_seconds() >= 0.4
     assert Upstream.calls == 3, "no fourth attempt"
     assert engine.schedule(schedule.id).next_run_at == next_slot, "retries never move the chain"
+
+
+class Receiver(BaseHTTPRequestHandler):
+    """Answers 204 and keeps what it was sent."""
+
+    received: list[tuple[str, str, bytes]] = []
+
+    def do_POST(self) -> None:  # noqa: N802
+        length = int(self.headers.get("Content-Length", 0))
+        Receiver.received.append((self.path, self.headers.get("Content-Type", ""), self.rfile.read(length)))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_successful_http_request_posts_its_body_once(engine: Engine) -> None:
+    Receiver.received = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        engine.start_worker()
+        url = f"http://127.0.0.1:{server.server_address[1]}/hooks/nightly"
+        schedule = engine.create(
+            scheduleType="manual",
+            taskType="http_request",
+            config={"url": url, "method": "POST", "body": '{"report": "nightly"}'},
+        )
+        schedules.run_now(engine.runtime, schedule.id)
+        wait_for(
+            lambda: [r.status for r in engine.runs(schedule.id)] == [RunStatus.SUCCESS],
+            20,
+            "the request to succeed",
+        )
+    finally:
+        server.shutdown()
+    assert Receiver.received == [("/hooks/nightly", "application/json", b'{"report": "nightly"}')]

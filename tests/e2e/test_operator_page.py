@@ -1,0 +1,570 @@
+"""The operator's page in a real browser (Debian's Chromium, driven by Playwright) against the real API,
+worker and beat started by the ``live_system`` fixture.
+
+Each test makes its own tasks with unique names, so the tests share one system without seeing each other.
+Screenshots of the main views land in ``test-output/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
+VIEWER_TIMEZONE = "America/New_York"  # not UTC, so "your local time" is visibly converted
+DESKTOP = {"width": 1360, "height": 900}
+RUN_TIMEOUT_MS = 30_000
+
+
+# ---- the REST API, for setting the scene faster than clicking ----------------------------------------------
+
+
+class RestClient:
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            self.base_url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            raw = response.read()
+        return json.loads(raw) if raw else None
+
+    def create_task(self, name: str, **fields: Any) -> dict[str, Any]:
+        task = {
+            "name": name,
+            "taskType": "report_publish",
+            "scheduleType": "cron",
+            "cronExpression": "0 9 * * 1-5",
+            "timezone": "UTC",
+            "config": {"reportId": "compliance-weekly"},
+            **fields,
+        }
+        return self.call("POST", "/api/scheduler/tasks", task)
+
+    def run_now(self, task_id: int) -> dict[str, Any]:
+        return self.call("POST", f"/api/scheduler/tasks/{task_id}/run", {})
+
+    def history(self, task_id: int) -> list[dict[str, Any]]:
+        return self.call("GET", f"/api/scheduler/history?scheduleId={task_id}&page_size=100")
+
+    def wait_until_runs_finish(self, task_id: int, count: int, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            runs = self.history(task_id)
+            if len(runs) >= count and all(run["status"] not in ("queued", "running") for run in runs):
+                return
+            time.sleep(0.3)
+        raise AssertionError(f"the runs of task {task_id} did not finish within {timeout_s} s")
+
+
+# ---- browser fixtures -------------------------------------------------------------------------------------
+
+
+class ConsoleWatch:
+    """Collects console errors and uncaught exceptions; a test may allow the ones it provokes on purpose."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.allowed: list[str] = []
+
+    def allow(self, fragment: str) -> None:
+        self.allowed.append(fragment)
+
+    def unexpected(self) -> list[str]:
+        return [error for error in self.errors if not any(fragment in error for fragment in self.allowed)]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def rest(live_system: Any) -> RestClient:
+    return RestClient(live_system.base_url)
+
+
+@pytest.fixture
+def console() -> ConsoleWatch:
+    return ConsoleWatch()
+
+
+@pytest.fixture
+def page(browser: Browser, live_system: Any, console: ConsoleWatch) -> Iterator[Page]:
+    context = browser.new_context(viewport=DESKTOP, timezone_id=VIEWER_TIMEZONE, locale="en-GB")
+    page = context.new_page()
+    page.on("console", lambda message: message.type == "error" and console.errors.append(message.text))
+    page.on("pageerror", lambda error: console.errors.append(f"uncaught: {error}"))
+    open_page(page, live_system.base_url)
+    yield page
+    context.close()
+    assert console.unexpected() == [], "the page logged errors to the console"
+
+
+def open_page(page: Page, base_url: str) -> None:
+    page.goto(base_url + "/")
+    expect(page.locator("body")).to_have_attribute("data-ready", "true", timeout=15_000)
+
+
+def unique(label: str) -> str:
+    return f"{label} {uuid.uuid4().hex[:6]}"
+
+
+def screenshot(page: Page, name: str, *, full_page: bool = False) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page)
+
+
+# ---- page helpers -----------------------------------------------------------------------------------------
+
+
+def task_row(page: Page, name: str) -> Locator:
+    return page.locator(f'[data-testid="task-row"][data-task-name="{name}"]')
+
+
+def search_for(page: Page, name: str) -> Locator:
+    """Narrow the table to one task with the server-side search (other tests' tasks may fill page one)."""
+    page.get_by_test_id("filter-search").fill(name)
+    expect(page.get_by_test_id("task-row")).to_have_count(1)
+    row = task_row(page, name)
+    expect(row).to_be_visible()
+    return row
+
+
+def open_add_dialog(page: Page) -> Locator:
+    page.get_by_test_id("add-task-button").click()
+    dialog = page.get_by_test_id("task-dialog")
+    expect(dialog).to_be_visible()
+    return dialog
+
+
+def toast(page: Page, kind: str, text: str | re.Pattern[str]) -> Locator:
+    return page.get_by_test_id(f"toast-{kind}").filter(has_text=text)
+
+
+# ---- tests ------------------------------------------------------------------------------------------------
+
+
+def test_page_explains_itself_to_a_newcomer(page: Page) -> None:
+    expect(page).to_have_title(re.compile("Scheduled tasks"))
+    expect(page.get_by_role("heading", name="Scheduled tasks", level=1)).to_be_visible()
+    expect(page.get_by_test_id("intro")).to_contain_text("Run now")
+    expect(page.get_by_test_id("legend")).to_contain_text(f"your local time ({VIEWER_TIMEZONE})")
+    expect(page.get_by_test_id("system-tasks")).to_contain_text("built into the scheduler")
+    expect(page.get_by_test_id("auto-refresh-toggle")).to_have_text("Pause auto-refresh")
+
+
+def test_create_cron_task_with_live_preview_in_both_time_zones(page: Page) -> None:
+    name = unique("Weekday compliance report")
+    dialog = open_add_dialog(page)
+    dialog.get_by_label("Name").fill(name)
+    dialog.get_by_label("Task type").select_option(label="Report Publishing")
+    expect(page.get_by_test_id("task-type-description")).to_have_text("Generates and publishes a report")
+    expect(page.get_by_test_id("cron-preset")).to_have_count(7)
+    dialog.get_by_role("button", name="Every Monday at 09:00").click()
+    dialog.get_by_role("button", name="Weekdays at 09:00").click()
+    expect(dialog.get_by_role("button", name="Weekdays at 09:00")).to_have_attribute("aria-pressed", "true")
+    dialog.get_by_label("Time zone").fill("Europe/Berlin")
+    dialog.get_by_label("Report").select_option(label="Weekly Compliance Report")
+
+    preview = page.get_by_test_id("cron-preview")
+    expect(page.get_by_test_id("cron-description")).to_contain_text("At 09:00, Monday through Friday")
+    expect(preview.get_by_test_id("cron-next-run")).to_have_count(5)
+    expect(preview).to_contain_text("in Europe/Berlin")
+    expect(preview).to_contain_text(f"Your time ({VIEWER_TIMEZONE})")
+    # 09:00 in Berlin is 03:00 (or, in the weeks the two DST calendars differ, 04:00) in New York.
+    first_run = preview.get_by_test_id("cron-next-run").first.locator("td")
+    expect(first_run.nth(0)).to_contain_text("09:00")
+    expect(first_run.nth(1)).not_to_contain_text("09:00")
+    screenshot(page, "add-dialog-cron-preview")
+
+    page.get_by_test_id("task-save").click()
+    expect(dialog).to_be_hidden()
+    expect(toast(page, "success", f"Created “{name}”")).to_be_visible()
+    row = search_for(page, name)
+    expect(row.get_by_test_id("task-schedule")).to_have_text("At 09:00, Monday through Friday")
+    expect(row).to_contain_text("Europe/Berlin")
+    expect(row).to_contain_text("Report Publishing")
+    expect(row.get_by_test_id("task-enabled-state")).to_have_text("Enabled")
+    expect(row.get_by_test_id("task-next-run")).to_contain_text(re.compile(r"in \d+[mhd]"))
+    expect(row.get_by_test_id("task-last-run")).to_have_text("Never")
+
+
+def test_invalid_cron_is_marked_red_and_cannot_be_saved(page: Page) -> None:
+    dialog = open_add_dialog(page)
+    dialog.get_by_label("Name").fill(unique("Never saved"))
+    dialog.get_by_label("Report").select_option(label="Billing Summary")
+    cron = page.get_by_test_id("cron-expression")
+    cron.fill("61 * * * *")
+    expect(page.get_by_test_id("cron-preview-error")).to_be_visible()
+    expect(cron).to_have_attribute("aria-invalid", "true")
+    expect(page.get_by_test_id("task-save")).to_be_disabled()
+    screenshot(page, "add-dialog-invalid-cron")
+
+    cron.fill("*/15 * * * *")
+    expect(page.get_by_test_id("cron-description")).to_contain_text("15 minutes")
+    expect(cron).to_have_attribute("aria-invalid", "false")
+    expect(page.get_by_test_id("task-save")).to_be_enabled()
+    page.get_by_test_id("task-cancel").click()
+    expect(dialog).to_be_hidden()
+
+
+def test_create_interval_task(page: Page) -> None:
+    name = unique("Digest every two hours")
+    dialog = open_add_dialog(page)
+    dialog.get_by_label("Name").fill(name)
+    dialog.get_by_label("Task type").select_option(label="Email Notification")
+    page.get_by_test_id("schedule-type-interval").check()
+    expect(page.get_by_test_id("cron-expression")).to_be_hidden()
+    page.get_by_test_id("interval-value").fill("2")
+    page.get_by_test_id("interval-unit").select_option(label="hours")
+    dialog.get_by_label("Email Template").select_option(label="Weekly Digest")
+    page.get_by_test_id("task-save").click()
+
+    expect(toast(page, "success", f"Created “{name}”")).to_be_visible()
+    row = search_for(page, name)
+    expect(row.get_by_test_id("task-schedule")).to_contain_text("2 hours")
+    expect(row.get_by_test_id("task-next-run")).to_contain_text(re.compile(r"in (2h|1\d\dm|\d+m)"))
+
+
+def test_server_rejection_keeps_the_dialog_and_shows_the_reason_beside_the_field(
+    page: Page, console: ConsoleWatch
+) -> None:
+    console.allow("status of 422")  # Chromium logs every 4xx answer; this test provokes one on purpose
+    name = unique("Too rare")
+    dialog = open_add_dialog(page)
+    dialog.get_by_label("Name").fill(name)
+    dialog.get_by_label("Report").select_option(label="Monthly Usage Report")
+    page.get_by_test_id("schedule-type-interval").check()
+    page.get_by_test_id("interval-value").fill("400")
+    page.get_by_test_id("interval-unit").select_option(label="days")
+    page.get_by_test_id("task-save").click()
+
+    interval_error = dialog.locator('[data-error-for="intervalMs"]')
+    expect(interval_error).to_be_visible()
+    expect(page.get_by_test_id("interval-value")).to_have_attribute("aria-invalid", "true")
+    expect(page.get_by_test_id("form-error")).to_have_text(
+        re.compile(r"^The server did not accept the task.*nothing you typed was lost\.$")
+    )
+    expect(toast(page, "error", "Could not create the task")).to_be_visible()
+    expect(dialog).to_be_visible()
+    expect(dialog.get_by_label("Name")).to_have_value(name)
+    expect(dialog.get_by_label("Report")).to_have_value("usage-monthly")
+    screenshot(page, "add-dialog-server-error")
+
+    page.get_by_test_id("interval-value").fill("30")
+    expect(interval_error).to_be_hidden()
+    page.get_by_test_id("task-save").click()
+    expect(dialog).to_be_hidden()
+    expect(search_for(page, name).get_by_test_id("task-schedule")).to_contain_text("30 days")
+
+
+def test_create_manual_task_then_run_now_reaches_success_in_history(page: Page) -> None:
+    name = unique("On-demand export")
+    dialog = open_add_dialog(page)
+    dialog.get_by_label("Name").fill(name)
+    dialog.get_by_label("Task type").select_option(label="Data Export")
+    page.get_by_test_id("schedule-type-manual").check()
+    expect(page.get_by_test_id("manual-info")).to_be_visible()
+    dialog.get_by_label("Export Format").select_option(label="JSON")
+    page.get_by_test_id("task-save").click()
+    expect(dialog).to_be_hidden()
+
+    row = search_for(page, name)
+    expect(row.get_by_test_id("task-schedule")).to_have_text("Manual only")
+    expect(row.get_by_test_id("task-next-run")).to_have_text("Manual only")
+
+    row.get_by_role("button", name=f"Run “{name}” now").click()
+    expect(toast(page, "info", f"Queued a run of “{name}”")).to_be_visible()
+    row.get_by_role("button", name=f"History of “{name}”").click()
+    history = page.get_by_test_id("history-dialog")
+    expect(history).to_be_visible()
+    expect(history.get_by_role("heading")).to_have_text(f"Run history: {name}")
+    first = history.get_by_test_id("history-row").first
+    expect(first).to_have_attribute("data-status", "success", timeout=RUN_TIMEOUT_MS)
+    expect(first.get_by_test_id("run-status")).to_have_text("Success")
+    expect(first.get_by_test_id("run-trigger")).to_have_text("Manual")
+    expect(first.get_by_test_id("history-duration")).to_contain_text(re.compile(r"\d"))
+    expect(history.get_by_test_id("history-range")).to_have_text("1–1 of 1")
+    screenshot(page, "history-dialog")
+    page.keyboard.press("Escape")
+    expect(history).to_be_hidden()
+
+    expect(toast(page, "success", f"“{name}” ran successfully")).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    expect(row.get_by_test_id("run-now")).to_be_enabled()
+    expect(row.get_by_test_id("run-status")).to_have_text("Success")
+    expect(row.get_by_test_id("task-last-run")).to_contain_text(re.compile(r"Just now|\dm ago"))
+
+
+def test_run_now_spins_while_the_run_is_queued_or_running(page: Page, rest: RestClient) -> None:
+    name = unique("Spinner check")
+    rest.create_task(name, scheduleType="manual", cronExpression=None)
+    row = search_for(page, name)
+    button = row.get_by_test_id("run-now")
+    button.click()
+    # The page follows the run until its history row leaves queued/running, then stops spinning.
+    expect(button).to_have_attribute("aria-busy", "true")
+    expect(button).to_be_disabled()
+    expect(row.locator(".spin")).to_be_visible()
+    expect(toast(page, "success", f"“{name}” ran successfully")).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    expect(button).to_be_enabled()
+    expect(row.locator(".spin")).to_have_count(0)
+
+
+def test_failed_run_expands_to_its_error(page: Page, rest: RestClient) -> None:
+    name = unique("Unreachable endpoint")
+    task = rest.create_task(
+        name,
+        taskType="http_request",
+        scheduleType="manual",
+        cronExpression=None,
+        config={"url": "http://127.0.0.1:9/never", "timeoutS": 2},
+    )
+    rest.run_now(task["id"])
+    row = search_for(page, name)
+    row.get_by_test_id("history").click()
+    history = page.get_by_test_id("history-dialog")
+    failed = history.locator('[data-testid="history-row"][data-status="failed"]').first
+    expect(failed).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    expect(failed.get_by_test_id("run-status")).to_have_text("Failed")
+    error = history.get_by_test_id("history-error").first
+    expect(error).to_be_hidden()
+    failed.get_by_test_id("history-expand").click()
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("127.0.0.1:9")
+    screenshot(page, "history-dialog-failed-run")
+
+
+def test_edit_changes_name_and_switches_cron_to_interval(page: Page, rest: RestClient) -> None:
+    original = unique("Nightly export")
+    rest.create_task(original, taskType="data_export", cronExpression="30 2 * * *", config={"format": "csv"})
+    row = search_for(page, original)
+    row.get_by_role("button", name=f"Edit “{original}”").click()
+    dialog = page.get_by_test_id("task-dialog")
+    expect(dialog.get_by_role("heading", name=f"Edit “{original}”")).to_be_visible()
+    expect(dialog.get_by_label("Name")).to_have_value(original)
+    expect(page.get_by_test_id("cron-expression")).to_have_value("30 2 * * *")
+    expect(dialog.get_by_label("Export Format")).to_have_value("csv")
+    expect(page.get_by_test_id("task-enabled")).to_be_checked()
+
+    renamed = unique("Half-hourly export")
+    dialog.get_by_label("Name").fill(renamed)
+    page.get_by_test_id("schedule-type-interval").check()
+    page.get_by_test_id("interval-value").fill("30")
+    page.get_by_test_id("interval-unit").select_option(label="minutes")
+    page.get_by_test_id("task-save").click()
+    expect(dialog).to_be_hidden()
+    expect(toast(page, "success", f"Saved “{renamed}”")).to_be_visible()
+
+    row = search_for(page, renamed)
+    expect(row.get_by_test_id("task-schedule")).to_contain_text("30 minutes")
+    expect(row.locator(".cron-code")).to_have_count(0)
+
+
+def test_disable_pauses_the_task_and_the_enabled_filter_finds_it(page: Page, rest: RestClient) -> None:
+    name = unique("Pausable digest")
+    rest.create_task(name, taskType="send_email", config={"templateId": "monthly-summary"})
+    row = search_for(page, name)
+    row.get_by_test_id("edit").click()
+    page.get_by_test_id("task-enabled").uncheck()
+    page.get_by_test_id("task-save").click()
+    expect(page.get_by_test_id("task-dialog")).to_be_hidden()
+
+    expect(row.get_by_test_id("task-enabled-state")).to_have_text("Disabled")
+    expect(row.get_by_test_id("task-next-run")).to_have_text("Paused (disabled)")
+    page.get_by_test_id("filter-enabled").select_option(label="Enabled only")
+    expect(page.get_by_test_id("tasks-empty")).to_have_text("No tasks match these filters.")
+    page.get_by_test_id("filter-enabled").select_option(label="Disabled only")
+    expect(task_row(page, name)).to_be_visible()
+    assert "enabled=false" in page.url  # the filtered view can be bookmarked
+
+
+def test_delete_asks_for_confirmation_naming_the_task(page: Page, rest: RestClient) -> None:
+    name = unique("Doomed report")
+    rest.create_task(name)
+    row = search_for(page, name)
+    row.get_by_role("button", name=f"Delete “{name}”").click()
+    confirm = page.get_by_test_id("confirm-dialog")
+    expect(confirm).to_be_visible()
+    expect(confirm.get_by_test_id("confirm-task-name")).to_have_text(f"“{name}”")
+    expect(page.get_by_test_id("confirm-cancel")).to_be_focused()  # the safe choice
+    page.get_by_test_id("confirm-cancel").click()
+    expect(confirm).to_be_hidden()
+    expect(row).to_be_visible()
+
+    row.get_by_test_id("delete").click()
+    page.get_by_test_id("confirm-ok").click()
+    expect(toast(page, "success", f"Deleted “{name}”")).to_be_visible()
+    expect(task_row(page, name)).to_have_count(0)
+    expect(page.get_by_test_id("tasks-empty")).to_be_visible()
+
+
+def test_history_is_paginated_by_the_server(page: Page, rest: RestClient) -> None:
+    name = unique("Busy manual task")
+    task = rest.create_task(name, scheduleType="manual", cronExpression=None)
+    for _ in range(12):
+        rest.run_now(task["id"])
+    rest.wait_until_runs_finish(task["id"], 12)
+
+    search_for(page, name).get_by_test_id("history").click()
+    history = page.get_by_test_id("history-dialog")
+    rows = history.get_by_test_id("history-row")
+    expect(history.get_by_test_id("history-range")).to_have_text("1–10 of 12")
+    expect(rows).to_have_count(10)
+    expect(history.get_by_test_id("history-page-label")).to_have_text("Page 1 of 2")
+    expect(history.get_by_test_id("history-prev")).to_be_disabled()
+
+    history.get_by_test_id("history-next").click()
+    expect(history.get_by_test_id("history-range")).to_have_text("11–12 of 12")
+    expect(rows).to_have_count(2)
+    expect(history.get_by_test_id("history-next")).to_be_disabled()
+    history.get_by_test_id("history-prev").click()
+    expect(history.get_by_test_id("history-range")).to_have_text("1–10 of 12")
+
+    history.get_by_test_id("history-page-size").select_option("25")
+    expect(history.get_by_test_id("history-range")).to_have_text("1–12 of 12")
+    expect(rows).to_have_count(12)
+    expect(history.get_by_test_id("history-next")).to_be_disabled()
+
+
+def test_task_list_is_paginated_and_filtered_by_the_server(page: Page, rest: RestClient) -> None:
+    batch = uuid.uuid4().hex[:6]
+    for number in range(26):
+        rest.create_task(f"Batch {batch} report {number:02}")
+    rest.create_task(f"Batch {batch} export", taskType="data_export", config={"format": "xlsx"})
+
+    page.get_by_test_id("filter-search").fill(f"Batch {batch}")
+    expect(page.get_by_test_id("task-range")).to_have_text("1–25 of 27")
+    expect(page.get_by_test_id("task-row")).to_have_count(25)
+    page.get_by_test_id("task-next").click()
+    expect(page.get_by_test_id("task-range")).to_have_text("26–27 of 27")
+    expect(page.get_by_test_id("task-row")).to_have_count(2)
+    expect(page.get_by_test_id("task-next")).to_be_disabled()
+
+    page.get_by_test_id("filter-type").select_option(label="Data Export")
+    expect(page.get_by_test_id("task-range")).to_have_text("1–1 of 1")
+    expect(task_row(page, f"Batch {batch} export")).to_be_visible()
+    page.get_by_role("button", name="Clear filters").click()
+    expect(page.get_by_test_id("filter-search")).to_have_value("")
+
+
+def test_keyboard_dialogs_trap_focus_and_close_on_escape(page: Page) -> None:
+    add = page.get_by_test_id("add-task-button")
+    add.focus()
+    page.keyboard.press("Enter")
+    dialog = page.get_by_test_id("task-dialog")
+    expect(dialog).to_be_visible()
+    expect(dialog.get_by_label("Name")).to_be_focused()
+    for _ in range(25):
+        page.keyboard.press("Tab")
+        inside = page.evaluate(
+            "() => document.getElementById('task-dialog').contains(document.activeElement)"
+            " || document.activeElement === document.body"
+        )
+        assert inside, "Tab left the open dialog"
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    expect(add).to_be_focused()
+
+
+def test_auto_refresh_can_be_paused_and_refresh_is_manual_too(page: Page, rest: RestClient) -> None:
+    toggle = page.get_by_test_id("auto-refresh-toggle")
+    toggle.click()
+    expect(toggle).to_have_text("Resume auto-refresh")
+    expect(toggle).to_have_attribute("aria-pressed", "false")
+    expect(page.locator("#updated-at")).to_contain_text("paused")
+
+    name = unique("Appears on refresh")
+    page.get_by_test_id("filter-search").fill(name)
+    expect(page.get_by_test_id("tasks-empty")).to_be_visible()
+    rest.create_task(name)
+    page.get_by_test_id("refresh-button").click()
+    expect(toast(page, "info", "Task list refreshed")).to_be_visible()
+    expect(task_row(page, name)).to_be_visible()
+
+    page.reload()  # the choice is remembered
+    expect(page.get_by_test_id("auto-refresh-toggle")).to_have_text("Resume auto-refresh")
+    page.get_by_test_id("auto-refresh-toggle").click()
+    expect(page.get_by_test_id("auto-refresh-toggle")).to_have_text("Pause auto-refresh")
+
+
+def test_dark_theme(page: Page, rest: RestClient) -> None:
+    rest.create_task(unique("Dark mode sample"))
+    page.get_by_test_id("theme-toggle").click()
+    expect(page.locator("html")).to_have_attribute("data-theme", "dark")
+    background = page.evaluate("() => getComputedStyle(document.body).backgroundColor")
+    red, green, blue = (int(part) for part in re.findall(r"\d+", background)[:3])
+    assert red + green + blue < 120, f"the dark theme's background is not dark: {background}"
+    screenshot(page, "task-table-dark", full_page=True)
+    page.reload()
+    expect(page.locator("html")).to_have_attribute("data-theme", "dark")
+    expect(page.get_by_test_id("theme-toggle")).to_have_attribute("aria-label", "Switch to light theme")
+
+
+def test_usable_on_a_375px_phone(page: Page, rest: RestClient) -> None:
+    name = unique("Phone check")
+    rest.create_task(name, timezone="Europe/Paris")
+    page.set_viewport_size({"width": 375, "height": 812})
+    page.reload()
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    row = search_for(page, name)
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 375, "the page scrolls sideways"
+    box = row.get_by_test_id("delete").bounding_box()
+    assert box is not None and box["x"] + box["width"] <= 375, "the row's actions are off screen"
+    screenshot(page, "task-table-375px", full_page=True)
+
+    open_add_dialog(page)
+    dialog_box = page.get_by_test_id("task-dialog").bounding_box()
+    assert dialog_box is not None and dialog_box["width"] <= 375
+    expect(page.get_by_test_id("task-save")).to_be_in_viewport()
+    screenshot(page, "add-dialog-375px")
+
+
+def test_system_tasks_are_read_only_with_real_runs(page: Page, live_system: Any) -> None:
+    system = page.get_by_test_id("system-tasks")
+    rows = system.get_by_test_id("system-task-row")
+    expect(rows.first).to_be_visible()
+    expect(rows.first.get_by_test_id("system-badge")).to_have_text("SYSTEM")
+    expect(rows.first.get_by_test_id("read-only")).to_be_visible()
+    for action in ("run-now", "edit", "delete"):
+        expect(system.get_by_test_id(action)).to_have_count(0)
+    expect(rows.first.get_by_test_id("task-next-run")).to_contain_text(re.compile(r"in \d+"))
+
+    # The pump runs every minute: wait (refreshing) until its real last run shows.
+    pump = rows.filter(has_text="Pump")
+    deadline = time.monotonic() + 90
+    while "Never" in pump.get_by_test_id("task-last-run").inner_text() and time.monotonic() < deadline:
+        page.wait_for_timeout(2_000)
+        page.get_by_test_id("refresh-button").click()
+    expect(pump.get_by_test_id("task-last-run")).to_contain_text(re.compile(r"ago|Just now"))
+    screenshot(page, "task-table", full_page=True)
+
+    pump.get_by_test_id("history").click()
+    history = page.get_by_test_id("history-dialog")
+    expect(history.get_by_test_id("history-row").first.get_by_test_id("run-trigger")).to_have_text("System")

@@ -1,0 +1,65 @@
+"""Both databases keep times in UTC and hand them back timezone-aware, and keep config as JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from shared.db import create_db_engine, create_session_factory, upgrade_to_head
+from shared.models import TaskSchedule
+from shared.settings import Settings
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path, make_database: Callable[[str], str]) -> str:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/cronwork.sqlite3"
+    else:
+        url = Settings(database_url=make_database("dbtypes"), broker_url="amqp://x").sqlalchemy_url
+    upgrade_to_head(url)
+    return url
+
+
+def test_times_come_back_aware_in_utc_and_config_as_a_document(database: str) -> None:
+    sessions = create_session_factory(create_db_engine(database))
+    paris_evening = datetime(2026, 7, 1, 21, 30, tzinfo=timezone(timedelta(hours=2)))
+    with sessions.begin() as session:
+        session.add(
+            TaskSchedule(
+                name="t",
+                task_type="send_email",
+                schedule_type="cron",
+                cron_expression="0 9 * * *",
+                config={"templateId": "weekly-digest", "nested": {"n": [1, 2]}},
+                created_by="tests",
+                next_run_at=paris_evening,
+            )
+        )
+    with sessions() as session:
+        stored = session.query(TaskSchedule).one()
+    assert stored.next_run_at == paris_evening and stored.next_run_at.utcoffset() == timedelta(0)
+    assert stored.created_at.tzinfo is not None
+    assert stored.config == {"templateId": "weekly-digest", "nested": {"n": [1, 2]}}
+    assert stored.timezone == "UTC" and stored.enabled is True
+
+
+def test_a_naive_time_is_refused_rather_than_guessed(database: str) -> None:
+    sessions = create_session_factory(create_db_engine(database))
+    with pytest.raises(Exception, match="naive"), sessions.begin() as session:
+        session.add(
+            TaskSchedule(
+                name="t",
+                task_type="send_email",
+                schedule_type="manual",
+                config={},
+                created_by="tests",
+                next_run_at=datetime(2026, 1, 1),
+            )
+        )
+
+
+def test_migrating_twice_is_harmless(database: str) -> None:
+    upgrade_to_head(database)
