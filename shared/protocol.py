@@ -13,12 +13,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from dramatiq.errors import BrokerError
+from dramatiq.middleware import TimeLimitExceeded
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.engine import CursorResult
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Delete, Update
 
@@ -30,6 +31,7 @@ from shared.runtime import Runtime
 from shared.task_types import RunContext, TaskFailed, get_task_type
 
 logger = logging.getLogger("cronwork.protocol")
+T = TypeVar("T")
 
 RETRY_MAX_DELAY = timedelta(minutes=5)  # well under RabbitMQ's consumer_timeout, like every delay we publish
 ERROR_MESSAGE_CHARS = 2000
@@ -280,22 +282,40 @@ def execute_run(runtime: Runtime, history_id: int) -> str | None:
         task_type.handler(RunContext(config=config, simulated_work_ms=runtime.settings.simulated_work_ms))
     except TaskFailed as exc:
         error = str(exc)
+    except TimeLimitExceeded:  # Dramatiq interrupts the thread with this BaseException at the actor's limit
+        error = f"time limit exceeded ({runtime.settings.task_time_limit_s} s)"
     except Exception as exc:  # a handler bug is a failed run, not a crashed worker
         error = f"{type(exc).__name__}: {exc}"
-    except BaseException as exc:  # dramatiq's TimeLimitExceeded and Shutdown interrupts derive from this
-        if type(exc).__name__ not in ("TimeLimitExceeded", "Shutdown"):
-            raise
-        error = "time limit exceeded" if type(exc).__name__ == "TimeLimitExceeded" else "worker shut down"
     duration_ms = int((time.monotonic() - begun) * 1000)
     status = RunStatus.FAILED if error else RunStatus.SUCCESS
-    retry_id = None
-    with runtime.sessions.begin() as session:
-        recorded = _record_outcome(session, run.id, utcnow(), status, error, duration_ms)
-        if recorded and error and run.attempt < task_type.max_attempts:
-            retry_id = _queue_retry(session, run, runtime.settings.retry_base_delay_ms)
+
+    def record() -> int | None:
+        with runtime.sessions.begin() as session:
+            recorded = _record_outcome(session, run.id, utcnow(), status, error, duration_ms)
+            if recorded and error and run.attempt < task_type.max_attempts:
+                return _queue_retry(session, run, runtime.settings.retry_base_delay_ms)
+        return None
+
+    # The handler has run: its outcome must not be lost to a database blip (a restart, a failover), or a
+    # finished run would end up "abandoned". Keep trying for as long as the lease's margin allows.
+    retry_id = _retrying_while_database_is_away(record, give_up_after_s=runtime.settings.run_lease_margin_s)
     if retry_id is not None:
         dispatch_run(runtime, retry_id)
     return status
+
+
+def _retrying_while_database_is_away(work: Callable[[], T], give_up_after_s: float) -> T:
+    deadline = time.monotonic() + give_up_after_s
+    pause_s = 0.25
+    while True:
+        try:
+            return work()
+        except (OperationalError, InterfaceError):
+            if time.monotonic() + pause_s > deadline:
+                raise
+            logger.warning("database unavailable while recording an outcome; retrying in %.2f s", pause_s)
+            time.sleep(pause_s)
+            pause_s = min(pause_s * 2, 5.0)
 
 
 def _record_outcome(

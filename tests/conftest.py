@@ -271,7 +271,7 @@ class LiveSystem:
     services: Services
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # module: its processes must not load the machine during other tests' timing
 def live_system(
     make_database: Callable[[str], str], make_vhost: Callable[[str], str]
 ) -> Iterator[LiveSystem]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 import threading
@@ -180,3 +181,31 @@ def test_sigterm_drains_the_run_in_flight(make_engine) -> None:
     assert worker.terminate(timeout_s=30) == 0
     [run] = engine.runs(schedule.id, TriggeredBy.MANUAL)
     assert run.status == RunStatus.SUCCESS and run.duration_ms >= 3000
+
+
+def restart_postgresql() -> None:
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart", "-m", "fast"],
+                   check=True, timeout=120)
+
+
+def test_chains_survive_a_database_restart(engine: Engine) -> None:
+    worker = engine.start_worker()
+    chain = engine.create(scheduleType="interval", intervalMs=1000)
+    engine.wait_for_runs(chain.id, 2, timeout_s=15)
+
+    restart_postgresql()  # every connection of every process is cut; claims in flight fail and are retried
+    restarted_at = utcnow()
+    count = len(engine.scheduled_runs(chain.id))
+
+    def fired_again() -> bool:
+        protocol.pump(engine.runtime)
+        return len(engine.scheduled_runs(chain.id)) >= count + 3
+
+    wait_for(fired_again, engine.settings.pump_grace_s + 30, "the chain to fire after the restart", interval_s=1)
+    assert any(r.queued_at > restarted_at for r in engine.scheduled_runs(chain.id))
+    assert_each_slot_ran_once(engine, chain.id)
+    assert worker.process.poll() is None, "the worker rides out the outage"
+    # Runs that finished while the database was away still have their outcome: none is left "running".
+    wait_for(lambda: all(r.status == RunStatus.SUCCESS for r in engine.scheduled_runs(chain.id)), 20,
+             "every run to record its success")
