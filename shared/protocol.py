@@ -208,7 +208,6 @@ def _claim_in_transaction(
     session.add(run)
     schedule.next_run_at = following
     schedule.tick_published_at = None
-    schedule.last_run_at = now
     session.flush()
     if missed:
         logger.info("schedule %s: %d slot(s) after %s were missed and coalesced", schedule.id, missed, slot)
@@ -261,6 +260,13 @@ def start_run(runtime: Runtime, history_id: int) -> tuple[TaskRunHistory, dict[s
             reason = "its schedule was deleted before it started" if task_type else "unknown task type"
             _record_outcome(session, run.id, now, RunStatus.ABANDONED, reason)
             return None
+        # "Last run" is the latest start of any run of the schedule, scheduled, manual or retry.
+        session.execute(
+            update(TaskSchedule)
+            .where(TaskSchedule.id == schedule.id)
+            .where(or_(TaskSchedule.last_run_at.is_(None), TaskSchedule.last_run_at < now))
+            .values(last_run_at=now)
+        )
         session.refresh(run)
         return run, dict(schedule.config or {})
 
