@@ -94,7 +94,7 @@ def child_environment(settings: Settings) -> dict[str, str]:
 def supervise(commands: Sequence[list[str]], env: dict[str, str]) -> int:
     """Run ``commands`` side by side; forward SIGTERM; when one exits, stop the rest (so the
     container restarts whole) and return the first exit code."""
-    children = [subprocess.Popen(command, env=env) for command in commands]
+    children: list[subprocess.Popen[bytes]] = []
     stopping = False
 
     def stop(signum: int, _frame: object = None) -> None:
@@ -107,9 +107,14 @@ def supervise(commands: Sequence[list[str]], env: dict[str, str]) -> int:
             if child.poll() is None:
                 child.send_signal(signum)
 
+    # Handlers first: a SIGTERM arriving while the children start must still reach them.
     signal.signal(signal.SIGTERM, stop)
     # Ctrl-C reaches the children directly (same process group); forwarding it too would be a second signal.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for command in commands:
+        children.append(subprocess.Popen(command, env=env))
+        if stopping:
+            children[-1].send_signal(signal.SIGTERM)
     while all(child.poll() is None for child in children):
         time.sleep(0.2)
     asked_to_stop = stopping

@@ -1,7 +1,7 @@
 """The embedded mode: API, worker and beat in one process, on SQLite and Dramatiq's in-memory broker.
 
 For a newcomer's first look (``make run`` with nothing configured), not for production: one process is one
-point of failure, and the in-memory broker forgets everything on exit (the pump re-arms it all on the next start).
+point of failure, and the in-memory broker forgets everything on exit (it is all published again on the next start).
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ def drive_system_tasks(stopped: threading.Event) -> None:
 def run_embedded(settings: Settings) -> int:
     from services.api.app import create_app
     from services.worker.actors import runtime
-    from shared.protocol import pump
+    from shared.protocol import republish_after_broker_loss
 
-    pump(runtime)  # the in-memory broker starts empty: publish every armed chain's tick again
+    republish_after_broker_loss(runtime)  # the in-memory broker starts empty
     worker = Worker(
         runtime.broker,
         worker_threads=settings.worker_threads + settings.tick_threads,

@@ -7,6 +7,7 @@ in the database, and the receiver checks that row before acting (see ``shared.pr
 from __future__ import annotations
 
 from datetime import datetime
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
@@ -35,7 +36,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     if settings.broker_url:
         # Without confirms a publish the broker refused or lost goes unnoticed; with them it raises, and the
         # outbox flag stays unset for the pump to retry.
-        broker = RabbitmqBroker(url=settings.broker_url, confirm_delivery=True)
+        broker = RabbitmqBroker(url=with_connection_timeouts(settings.broker_url), confirm_delivery=True)
     else:
         broker = StubBroker()
     broker.add_middleware(CurrentMessage())
@@ -43,6 +44,17 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     for queue in QUEUES:
         broker.declare_queue(queue)
     return broker
+
+
+def with_connection_timeouts(url: str) -> str:
+    """The broker URL with bounded waits, unless it sets its own: a RabbitMQ under a memory or disk alarm blocks
+    publishers, and a publish made while holding a row lock must fail (and leave the outbox to the pump)
+    rather than hang."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    for key, value in (("blocked_connection_timeout", "30"), ("socket_timeout", "10"), ("heartbeat", "60")):
+        query.setdefault(key, value)
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 def send_tick(

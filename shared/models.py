@@ -39,8 +39,9 @@ class RunStatus:
     SUCCESS = "success"
     FAILED = "failed"
     ABANDONED = "abandoned"  # its worker vanished; the lease ran out before an outcome was recorded
-    ALL = (QUEUED, RUNNING, SUCCESS, FAILED, ABANDONED)
-    FINISHED = (SUCCESS, FAILED, ABANDONED)
+    SKIPPED = "skipped"  # never started: its schedule was disabled first (errorMessage says so)
+    ALL = (QUEUED, RUNNING, SUCCESS, FAILED, ABANDONED, SKIPPED)
+    FINISHED = (SUCCESS, FAILED, ABANDONED, SKIPPED)
 
 
 class TriggeredBy:

@@ -19,7 +19,7 @@ from dramatiq.errors import BrokerError
 from dramatiq.middleware import TimeLimitExceeded
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.engine import CursorResult
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Delete, Update
 
@@ -97,18 +97,26 @@ def arm(schedule: TaskSchedule, now: datetime, keep_slot: bool = False) -> None:
         schedule.next_run_at = first_slot(schedule, now)
 
 
-def publish_tick(runtime: Runtime, schedule_id: int) -> bool:
+def lock_schedule(session: Session, schedule_id: int, skip_locked: bool = False) -> TaskSchedule | None:
+    """The schedule row, locked for this transaction. ``FOR NO KEY UPDATE`` (key_share), so run inserts, whose
+    foreign-key check takes a key-share lock on it, neither block nor are blocked by it."""
+    return session.execute(
+        select(TaskSchedule)
+        .where(TaskSchedule.id == schedule_id)
+        .with_for_update(key_share=True, skip_locked=skip_locked)
+    ).scalar_one_or_none()
+
+
+def publish_tick(runtime: Runtime, schedule_id: int, skip_locked: bool = False) -> bool:
     """Hand the broker the tick for a schedule's armed slot, once, if the slot is within the horizon.
 
-    The row lock makes the API, the claiming worker and any number of pumps agree on who publishes; the flag is
-    set in the same transaction, so a failed publish (broker down, publish not confirmed) leaves it unset for
-    the pump to retry.
+    The row lock makes the API, the claiming worker and any number of pumps agree on who publishes (pumps skip
+    rows someone else holds; the others wait); the flag is set in the same transaction, so a failed publish
+    (broker down, publish not confirmed, database gone) leaves it unset for the pump to retry.
     """
     try:
         with runtime.sessions.begin() as session:
-            schedule = session.execute(
-                select(TaskSchedule).where(TaskSchedule.id == schedule_id).with_for_update(skip_locked=True)
-            ).scalar_one_or_none()
+            schedule = lock_schedule(session, schedule_id, skip_locked)
             if schedule is None or schedule.tick_published_at is not None or schedule.next_run_at is None:
                 return False
             now = utcnow()
@@ -119,12 +127,12 @@ def publish_tick(runtime: Runtime, schedule_id: int) -> bool:
             send_tick(runtime.broker, schedule.id, schedule.next_run_at, schedule.dedupe_key, delay_ms)
             schedule.tick_published_at = now
             return True
-    except BrokerError as exc:
+    except (BrokerError, SQLAlchemyError) as exc:
         logger.warning("schedule %s: tick not published (%s); the pump will retry", schedule_id, exc)
         return False
 
 
-def dispatch_run(runtime: Runtime, history_id: int) -> bool:
+def dispatch_run(runtime: Runtime, history_id: int, skip_locked: bool = False) -> bool:
     """Hand the broker the message that starts a queued run, and record that it was sent (the run's outbox);
     a failed publish leaves the run queued for the pump to dispatch again."""
     try:
@@ -132,7 +140,7 @@ def dispatch_run(runtime: Runtime, history_id: int) -> bool:
             run = session.execute(
                 select(TaskRunHistory)
                 .where(TaskRunHistory.id == history_id)
-                .with_for_update(skip_locked=True)
+                .with_for_update(key_share=True, skip_locked=skip_locked)
             ).scalar_one_or_none()
             if run is None or run.status != RunStatus.QUEUED:
                 return False
@@ -140,9 +148,22 @@ def dispatch_run(runtime: Runtime, history_id: int) -> bool:
             send_run(runtime.broker, run.id, int((run.due_at - now).total_seconds() * 1000))
             run.dispatched_at = now
             return True
-    except BrokerError as exc:
+    except (BrokerError, SQLAlchemyError) as exc:
         logger.warning("run %s: not dispatched (%s); the pump will retry", history_id, exc)
         return False
+
+
+def republish_after_broker_loss(runtime: Runtime) -> None:
+    """After a broker that lost every message (the embedded mode's in-memory one, on restart): publish every
+    armed tick and dispatch every queued run again at once, instead of waiting for the pump's grace period."""
+    with runtime.sessions.begin() as session:
+        session.execute(update(TaskSchedule).values(tick_published_at=None))
+        queued = session.scalars(
+            select(TaskRunHistory.id).where(TaskRunHistory.status == RunStatus.QUEUED)
+        ).all()
+    pump(runtime)
+    for history_id in queued:
+        dispatch_run(runtime, history_id)
 
 
 # --- Claim ----------------------------------------------------------------------------------------------------
@@ -170,29 +191,29 @@ def claim_slot(runtime: Runtime, schedule_id: int, slot: datetime, dedupe_key: s
         return None
     try:
         with runtime.sessions.begin() as session:
-            claim = _claim_in_transaction(session, schedule_id, slot, dedupe_key, now)
+            schedule = lock_schedule(session, schedule_id)
+            if schedule is None or not schedule.enabled:
+                return None
+            if schedule.dedupe_key != dedupe_key or schedule.next_run_at != slot:
+                return None
+            claim = record_due_slot(session, schedule, now)
     except IntegrityError:
-        # The unique (schedule, slot, attempt) index: this slot already has its run. Only reachable if the row
-        # checks above were bypassed; it is the last line of defence, not the mechanism.
-        logger.warning("schedule %s slot %s already has a run; tick dropped", schedule_id, slot.isoformat())
-        return None
-    if claim is None:
+        # The unique (schedule, slot, attempt) index: this slot already has its run, so the row was re-armed
+        # onto a slot that ran (an edit re-timed it while hosts' clocks disagreed). Move past it, or the pump
+        # would re-arm the same slot forever.
+        logger.warning("schedule %s slot %s already has a run; moving past it", schedule_id, slot.isoformat())
+        _move_past_slot_that_ran(runtime, schedule_id, slot, dedupe_key)
         return None
     publish_tick(runtime, schedule_id)
     dispatch_run(runtime, claim.history_id)
     return claim
 
 
-def _claim_in_transaction(
-    session: Session, schedule_id: int, slot: datetime, dedupe_key: str, now: datetime
-) -> Claim | None:
-    schedule = session.execute(
-        select(TaskSchedule).where(TaskSchedule.id == schedule_id).with_for_update()
-    ).scalar_one_or_none()
-    if schedule is None or not schedule.enabled:
-        return None
-    if schedule.dedupe_key != dedupe_key or schedule.next_run_at != slot:
-        return None
+def record_due_slot(session: Session, schedule: TaskSchedule, now: datetime) -> Claim:
+    """Insert the run of the schedule's due slot, coalescing the slots missed since, and advance the row to
+    the next future slot. The caller holds the row lock and commits, then publishes and dispatches."""
+    slot = schedule.next_run_at
+    assert slot is not None
     following, missed = slots_after(schedule, slot, now)
     run = TaskRunHistory(
         schedule_id=schedule.id,
@@ -212,6 +233,16 @@ def _claim_in_transaction(
     if missed:
         logger.info("schedule %s: %d slot(s) after %s were missed and coalesced", schedule.id, missed, slot)
     return Claim(schedule.id, run.id, missed)
+
+
+def _move_past_slot_that_ran(runtime: Runtime, schedule_id: int, slot: datetime, dedupe_key: str) -> None:
+    with runtime.sessions.begin() as session:
+        schedule = lock_schedule(session, schedule_id)
+        if schedule is None or schedule.dedupe_key != dedupe_key or schedule.next_run_at != slot:
+            return
+        schedule.next_run_at, _ = slots_after(schedule, slot, slot)
+        schedule.tick_published_at = None
+    publish_tick(runtime, schedule_id)
 
 
 # --- Run ------------------------------------------------------------------------------------------------------
@@ -259,6 +290,12 @@ def start_run(runtime: Runtime, history_id: int) -> tuple[TaskRunHistory, dict[s
         if task_type is None or schedule is None:
             reason = "its schedule was deleted before it started" if task_type else "unknown task type"
             _record_outcome(session, run.id, now, RunStatus.ABANDONED, reason)
+            return None
+        if run.triggered_by == TriggeredBy.SCHEDULE and not schedule.enabled:
+            # A disabled schedule starts no new run; Run Now (manual) still does, as the operator asked for it.
+            _record_outcome(
+                session, run.id, now, RunStatus.SKIPPED, "its schedule was disabled before it started"
+            )
             return None
         # "Last run" is the latest start of any run of the schedule, scheduled, manual or retry.
         session.execute(
@@ -450,14 +487,16 @@ def pump(runtime: Runtime) -> str:
             select(TaskRunHistory.id).where(
                 TaskRunHistory.status == RunStatus.QUEUED,
                 TaskRunHistory.due_at < now - runtime.grace,
+                # Never sent: after the grace period. Sent but not started: only after a lease, so that a deep
+                # but moving run queue is not fed one more copy of every run each minute.
                 or_(
-                    TaskRunHistory.dispatched_at.is_(None), TaskRunHistory.dispatched_at < now - runtime.grace
+                    TaskRunHistory.dispatched_at.is_(None), TaskRunHistory.dispatched_at < now - runtime.lease
                 ),
             )
         ).all()
-    published = sum(publish_tick(runtime, schedule_id) for schedule_id in unpublished)
+    published = sum(publish_tick(runtime, schedule_id, skip_locked=True) for schedule_id in unpublished)
     rearmed = sum(_rearm_lost(runtime, schedule_id, now) for schedule_id in lost)
-    redispatched = sum(dispatch_run(runtime, history_id) for history_id in stuck_runs)
+    redispatched = sum(dispatch_run(runtime, history_id, skip_locked=True) for history_id in stuck_runs)
     with runtime.sessions.begin() as session:
         abandoned = _rows_changed(
             session,
@@ -478,9 +517,7 @@ def pump(runtime: Runtime) -> str:
 
 def _rearm_lost(runtime: Runtime, schedule_id: int, now: datetime) -> bool:
     with runtime.sessions.begin() as session:
-        schedule = session.execute(
-            select(TaskSchedule).where(TaskSchedule.id == schedule_id).with_for_update(skip_locked=True)
-        ).scalar_one_or_none()
+        schedule = lock_schedule(session, schedule_id, skip_locked=True)
         if schedule is None or schedule.next_run_at is None or schedule.next_run_at >= now - runtime.grace:
             return False
         if schedule.tick_published_at is None or schedule.tick_published_at >= now - runtime.grace:
@@ -491,7 +528,7 @@ def _rearm_lost(runtime: Runtime, schedule_id: int, now: datetime) -> bool:
             schedule.next_run_at.isoformat(),
         )
         arm(schedule, now, keep_slot=True)  # same slot, new key: claim coalesces whatever was missed
-    return publish_tick(runtime, schedule_id)
+    return publish_tick(runtime, schedule_id, skip_locked=True)
 
 
 def delete_old_history(runtime: Runtime) -> str:

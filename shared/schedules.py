@@ -22,7 +22,15 @@ from shared.cron import (
 )
 from shared.db import utcnow
 from shared.models import ScheduleType, TaskRunHistory, TaskSchedule
-from shared.protocol import Runtime, arm, dispatch_run, publish_tick, queue_manual_run
+from shared.protocol import (
+    Runtime,
+    arm,
+    dispatch_run,
+    lock_schedule,
+    publish_tick,
+    queue_manual_run,
+    record_due_slot,
+)
 from shared.task_types import get_task_type
 
 # API field -> column. ``enabled`` and ``config`` apply to every schedule type.
@@ -155,9 +163,7 @@ def update_schedule(
     """
     now = utcnow()
     with runtime.sessions.begin() as session:
-        schedule = session.execute(
-            select(TaskSchedule).where(TaskSchedule.id == schedule_id).with_for_update()
-        ).scalar_one_or_none()
+        schedule = lock_schedule(session, schedule_id)
         if schedule is None:
             return None
         values = _merge(_values_of(schedule), sent)
@@ -165,12 +171,23 @@ def update_schedule(
         if errors:
             raise ValidationFailed(errors)
         timing_changed = any(values[field] != getattr(schedule, FIELDS[field]) for field in TIMING_FIELDS)
+        due = None
+        if timing_changed and schedule.enabled and values["enabled"] and _is_due(schedule, now):
+            # A slot already due under the old timing, its tick still on the way: it runs, rather than being
+            # replaced unrecorded. The edit takes effect from the next slot.
+            due = record_due_slot(session, schedule, now)
         _apply(schedule, values)
         schedule.updated_at = now
         schedule.version += 1
         arm(schedule, now, keep_slot=not timing_changed)
     publish_tick(runtime, schedule_id)
+    if due is not None:
+        dispatch_run(runtime, due.history_id)
     return schedule
+
+
+def _is_due(schedule: TaskSchedule, now: datetime) -> bool:
+    return schedule.next_run_at is not None and schedule.next_run_at <= now
 
 
 def delete_schedule(runtime: Runtime, schedule_id: int) -> bool:

@@ -17,7 +17,7 @@ class SettingsError(ValueError):
     """An environment variable holds a value the service cannot start with."""
 
 
-def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
+def _int(env: dict[str, str], name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -27,7 +27,16 @@ def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
         raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
     if value < minimum:
         raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise SettingsError(f"{name} must be at most {maximum}, got {value}")
     return value
+
+
+# RabbitMQ closes a channel that holds a delivery unacked for consumer_timeout (30 min by default), dropping
+# the worker's delayed ticks with it: no delay we publish, and no handler run, may come near it.
+LONGEST_UNACKED_S = 1500
+# The pump runs every minute; a horizon shorter than that (plus margin) leaves slots unpublished until late.
+SHORTEST_HORIZON_S = 90
 
 
 def normalise_database_url(url: str) -> str:
@@ -109,8 +118,10 @@ class Settings:
             auth_mode=auth_mode,
             mock_user_email=env.get("MOCK_USER_EMAIL", "dev@localhost") or "dev@localhost",
             auth_header=env.get("AUTH_HEADER", "X-Forwarded-Email") or "X-Forwarded-Email",
-            tick_horizon_s=_int(env, "TICK_HORIZON_S", 300, minimum=5),
-            pump_grace_s=_int(env, "PUMP_GRACE_S", 60, minimum=1),
+            tick_horizon_s=_int(
+                env, "TICK_HORIZON_S", 300, minimum=SHORTEST_HORIZON_S, maximum=LONGEST_UNACKED_S
+            ),
+            pump_grace_s=_int(env, "PUMP_GRACE_S", 60, minimum=5),
             simulated_work_ms=_int(env, "SIMULATED_WORK_MS", 1000),
             retry_base_delay_ms=_int(env, "RETRY_BASE_DELAY_MS", 5000),
             history_retention_days=_int(env, "HISTORY_RETENTION_DAYS", 90, minimum=1),
@@ -118,7 +129,7 @@ class Settings:
             worker_threads=_int(env, "WORKER_THREADS", 4, minimum=1),
             tick_threads=_int(env, "TICK_THREADS", 2, minimum=1),
             worker_timeout_ms=_int(env, "WORKER_TIMEOUT_MS", 100, minimum=10),
-            task_time_limit_s=_int(env, "TASK_TIME_LIMIT_S", 300, minimum=1),
+            task_time_limit_s=_int(env, "TASK_TIME_LIMIT_S", 300, minimum=1, maximum=LONGEST_UNACKED_S),
             run_lease_margin_s=_int(env, "RUN_LEASE_MARGIN_S", 30, minimum=1),
             gunicorn_workers=_int(env, "GUNICORN_WORKERS", 2, minimum=1),
             heartbeat_dir=env.get("HEARTBEAT_DIR", "/tmp") or "/tmp",

@@ -42,7 +42,9 @@ class WorkerHeartbeat(Middleware):
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self.heartbeat.start()
 
-    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        # Not before: a SIGTERM drain can last the whole task time limit, and the liveness probe must not kill
+        # the pod halfway through it.
         self.heartbeat.stop()
 
 

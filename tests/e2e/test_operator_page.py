@@ -521,7 +521,7 @@ def test_dark_theme(page: Page, rest: RestClient) -> None:
     background = page.evaluate("() => getComputedStyle(document.body).backgroundColor")
     red, green, blue = (int(part) for part in re.findall(r"\d+", background)[:3])
     assert red + green + blue < 120, f"the dark theme's background is not dark: {background}"
-    screenshot(page, "task-table-dark", full_page=True)
+    screenshot(page, "task-table-dark")
     page.reload()
     expect(page.locator("html")).to_have_attribute("data-theme", "dark")
     expect(page.get_by_test_id("theme-toggle")).to_have_attribute("aria-label", "Switch to light theme")
@@ -563,7 +563,8 @@ def test_system_tasks_are_read_only_with_real_runs(page: Page, live_system: Any)
         page.wait_for_timeout(2_000)
         page.get_by_test_id("refresh-button").click()
     expect(pump.get_by_test_id("task-last-run")).to_contain_text(re.compile(r"ago|Just now"))
-    screenshot(page, "task-table", full_page=True)
+    screenshot(page, "task-table")
+    system.screenshot(path=str(SCREENSHOTS / "system-tasks.png"))
 
     pump.get_by_test_id("history").click()
     history = page.get_by_test_id("history-dialog")

@@ -25,7 +25,7 @@ def call(base_url: str, method: str, path: str, body: dict[str, Any] | None = No
         return json.loads(response.read() or "null")
 
 
-def a_schedule_fires(base_url: str) -> None:
+def a_schedule_fires(base_url: str) -> dict[str, Any]:
     task = call(
         base_url,
         "POST",
@@ -44,6 +44,7 @@ def a_schedule_fires(base_url: str) -> None:
         return len(runs) >= 2
 
     wait_for(succeeded, 30, "the new schedule to run twice", interval_s=0.5)
+    return task
 
 
 def test_embedded_mode_runs_everything_in_one_process_on_sqlite(services: Services, tmp_path: Path) -> None:
@@ -57,9 +58,23 @@ def test_embedded_mode_runs_everything_in_one_process_on_sqlite(services: Servic
     )
     assert embedded.process.poll() is None, embedded.log()
 
-    a_schedule_fires(base_url)
+    task = a_schedule_fires(base_url)
     assert (tmp_path / "var" / "cronwork.sqlite3").exists()
     assert embedded.terminate() == 0
+
+    # Restarted, the in-memory broker is empty: the chain is published again at once, not after the grace.
+    restarted = services.start("run", env, cwd=tmp_path)
+    wait_for(lambda: http_ok(f"{base_url}/readyz") or restarted.process.poll() is not None, 60, "the restart")
+    runs_before = len(call(base_url, "GET", f"/api/scheduler/history?scheduleId={task['id']}&page_size=1000"))
+    wait_for(
+        lambda: (
+            len(call(base_url, "GET", f"/api/scheduler/history?scheduleId={task['id']}&page_size=1000"))
+            >= runs_before + 2
+        ),
+        15,
+        "the chain to fire again after a restart",
+        interval_s=0.5,
+    )
 
 
 def test_run_starts_api_worker_and_beat_against_the_real_servers(

@@ -79,7 +79,10 @@ def test_every_variable_is_read() -> None:
     ("environ", "named"),
     [
         ({"PORT": "eighty"}, "PORT"),
-        ({"TICK_HORIZON_S": "1"}, "TICK_HORIZON_S"),
+        ({"TICK_HORIZON_S": "30"}, "TICK_HORIZON_S"),  # shorter than the pump's period
+        ({"TICK_HORIZON_S": "1800"}, "TICK_HORIZON_S"),  # RabbitMQ's consumer_timeout
+        ({"TASK_TIME_LIMIT_S": "3600"}, "TASK_TIME_LIMIT_S"),
+        ({"PUMP_GRACE_S": "1"}, "PUMP_GRACE_S"),
         ({"AUTH_MODE": "oauth"}, "AUTH_MODE"),
         ({"DATABASE_URL": "postgresql://db/x"}, "BROKER_URL"),
         ({"BROKER_URL": "amqp://mq"}, "DATABASE_URL"),

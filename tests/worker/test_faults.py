@@ -185,8 +185,11 @@ def test_sigterm_drains_the_run_in_flight(make_engine) -> None:
 
 def restart_postgresql() -> None:
     version = sorted(os.listdir("/etc/postgresql"))[-1]
-    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart", "-m", "fast"],
-                   check=True, timeout=120)
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart", "-m", "fast"],
+        check=True,
+        timeout=120,
+    )
 
 
 def test_chains_survive_a_database_restart(engine: Engine) -> None:
@@ -202,10 +205,15 @@ def test_chains_survive_a_database_restart(engine: Engine) -> None:
         protocol.pump(engine.runtime)
         return len(engine.scheduled_runs(chain.id)) >= count + 3
 
-    wait_for(fired_again, engine.settings.pump_grace_s + 30, "the chain to fire after the restart", interval_s=1)
+    wait_for(
+        fired_again, engine.settings.pump_grace_s + 30, "the chain to fire after the restart", interval_s=1
+    )
     assert any(r.queued_at > restarted_at for r in engine.scheduled_runs(chain.id))
     assert_each_slot_ran_once(engine, chain.id)
     assert worker.process.poll() is None, "the worker rides out the outage"
     # Runs that finished while the database was away still have their outcome: none is left "running".
-    wait_for(lambda: all(r.status == RunStatus.SUCCESS for r in engine.scheduled_runs(chain.id)), 20,
-             "every run to record its success")
+    wait_for(
+        lambda: all(r.status == RunStatus.SUCCESS for r in engine.scheduled_runs(chain.id)),
+        20,
+        "every run to record its success",
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from sqlalchemy import select, update
@@ -151,3 +151,90 @@ def test_a_run_delivered_twice_at_once_starts_once(runtime: Runtime) -> None:
     with runtime.sessions() as session:
         assert session.get(TaskRunHistory, run.id).status == RunStatus.SUCCESS
         assert session.scalars(select(TaskRunHistory)).all() == [session.get(TaskRunHistory, run.id)]
+
+
+def due_now(runtime: Runtime, schedule_id: int) -> tuple[datetime, str]:
+    """Make the schedule's armed slot due (as if its time had come) and return (slot, key)."""
+    with runtime.sessions.begin() as session:
+        row = session.get(TaskSchedule, schedule_id)
+        row.next_run_at = utcnow() - timedelta(milliseconds=10)
+        return row.next_run_at, row.dedupe_key
+
+
+def test_a_slot_re_armed_after_it_ran_is_moved_past_instead_of_retried_forever(runtime: Runtime) -> None:
+    schedule = schedules.create_schedule(
+        runtime, {"name": "skewed", "scheduleType": "interval", "intervalMs": 60_000, **EMAIL}, "tests"
+    )
+    slot, key = due_now(runtime, schedule.id)
+    assert protocol.claim_slot(runtime, schedule.id, slot, key) is not None
+    with runtime.sessions.begin() as session:  # an edit on a host whose clock is behind re-arms the same slot
+        row = session.get(TaskSchedule, schedule.id)
+        row.next_run_at, row.dedupe_key, row.tick_published_at = slot, "rearmed", None
+
+    assert protocol.claim_slot(runtime, schedule.id, slot, "rearmed") is None
+    with runtime.sessions() as session:
+        assert session.get(TaskSchedule, schedule.id).next_run_at == slot + timedelta(minutes=1)
+        assert len(session.scalars(select(TaskRunHistory)).all()) == 1
+
+
+def test_publishing_is_not_blocked_by_a_run_being_inserted_for_the_schedule(runtime: Runtime) -> None:
+    schedule = schedules.create_schedule(
+        runtime, {"name": "busy", "scheduleType": "interval", "intervalMs": 60_000, **EMAIL}, "tests"
+    )
+    with runtime.sessions.begin() as session:
+        session.get(TaskSchedule, schedule.id).tick_published_at = None
+    inserting = runtime.sessions()
+    inserting.begin()
+    # The foreign-key check of this uncommitted insert holds a key-share lock on the schedule row.
+    inserting.add(
+        TaskRunHistory(
+            schedule_id=schedule.id,
+            task_type="send_email",
+            status=RunStatus.QUEUED,
+            triggered_by=TriggeredBy.MANUAL,
+        )
+    )
+    inserting.flush()
+    published: list[bool] = []
+    publisher = threading.Thread(target=lambda: published.append(protocol.publish_tick(runtime, schedule.id)))
+    publisher.start()
+    publisher.join(timeout=10)
+    finished_while_insert_was_open = not publisher.is_alive()
+    inserting.rollback()
+    inserting.close()
+    publisher.join()
+    assert finished_while_insert_was_open, "publishing waited for an unrelated insert"
+    assert published == [True], "the tick was published, not skipped"
+
+
+def test_re_timing_a_schedule_whose_slot_is_due_runs_that_slot_first(runtime: Runtime) -> None:
+    schedule = schedules.create_schedule(
+        runtime, {"name": "retime", "scheduleType": "interval", "intervalMs": 60_000, **EMAIL}, "tests"
+    )
+    slot, _key = due_now(runtime, schedule.id)  # its tick is still on the way
+
+    schedules.update_schedule(runtime, schedule.id, {"intervalMs": 120_000})
+    with runtime.sessions() as session:
+        [run] = session.scalars(select(TaskRunHistory)).all()
+        assert (run.scheduled_for, run.triggered_by, run.status) == (
+            slot,
+            TriggeredBy.SCHEDULE,
+            RunStatus.QUEUED,
+        )
+        assert run.dispatched_at is not None
+        assert session.get(TaskSchedule, schedule.id).next_run_at > utcnow() + timedelta(seconds=119)
+
+
+def test_a_scheduled_run_whose_schedule_was_disabled_before_it_started_is_skipped(runtime: Runtime) -> None:
+    schedule = schedules.create_schedule(
+        runtime, {"name": "stopped", "scheduleType": "interval", "intervalMs": 60_000, **EMAIL}, "tests"
+    )
+    slot, key = due_now(runtime, schedule.id)
+    claim = protocol.claim_slot(runtime, schedule.id, slot, key)
+    assert claim is not None
+    schedules.update_schedule(runtime, schedule.id, {"enabled": False})
+
+    assert protocol.execute_run(runtime, claim.history_id) is None
+    with runtime.sessions() as session:
+        run = session.get(TaskRunHistory, claim.history_id)
+        assert run.status == RunStatus.SKIPPED and "disabled" in run.error_message

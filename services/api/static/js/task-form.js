@@ -313,9 +313,10 @@ export class TaskForm {
     const verb = this.editing ? "save the changes" : "create the task";
     if (error.status === 422 && Object.keys(error.fieldErrors).length) {
       this.showErrors(error.fieldErrors, "The server did not accept the task. Fix the highlighted fields and save again; nothing you typed was lost.");
-    } else {
-      this.showBanner([`Could not ${verb}: ${error.message}`]);
+      toast(`Could not ${verb}: fix the highlighted fields.`, "error");
+      return;
     }
+    this.showBanner([`Could not ${verb}: ${error.message}`]);
     toast(`Could not ${verb}: ${error.message}`, "error");
   }
 
