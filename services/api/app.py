@@ -8,6 +8,7 @@ from flask import Flask, Response, send_from_directory
 from flask_smorest import Api
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy import text
+from swagger_ui_bundle import swagger_ui_path
 
 from services.api.metrics import SchedulerCollector
 from services.api.routes import blp
@@ -30,7 +31,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         OPENAPI_URL_PREFIX="/api",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5.17.14/",
+        # Served from the swagger-ui-bundle package, so the docs work where the cluster reaches no CDN.
+        OPENAPI_SWAGGER_UI_URL="/api/docs/assets/",
         JSON_SORT_KEYS=False,
     )
     app.extensions["cronwork"] = runtime
@@ -43,6 +45,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     @app.get("/")
     def operator_page() -> Response:
         return send_from_directory(STATIC_DIR, "index.html")
+
+    @app.get("/api/docs/assets/<path:filename>")
+    def swagger_ui_assets(filename: str) -> Response:
+        return send_from_directory(swagger_ui_path, filename)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

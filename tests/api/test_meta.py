@@ -240,6 +240,14 @@ def test_swagger_ui_is_served_at_api_docs(client: FlaskClient) -> None:
 # --- Health, readiness, metrics -----------------------------------------------------------------------------
 
 
+def test_swagger_ui_loads_its_scripts_from_this_server_not_a_cdn(client: FlaskClient) -> None:
+    page = client.get("/api/docs").get_data(as_text=True)
+    assert "cdn" not in page.lower()
+    for asset in ("swagger-ui.css", "swagger-ui-bundle.js", "swagger-ui-standalone-preset.js"):
+        assert f"/api/docs/assets/{asset}" in page
+        assert client.get(f"/api/docs/assets/{asset}").status_code == 200
+
+
 def test_healthz_answers_while_the_process_is_alive(client: FlaskClient) -> None:
     response = client.get("/healthz")
 
