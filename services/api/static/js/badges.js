@@ -8,7 +8,7 @@ const RUN_STATUSES = {
   success: { label: "Success", hint: "Finished without error." },
   failed: { label: "Failed", hint: "Finished with an error; open the run in History to read it." },
   abandoned: { label: "Abandoned", hint: "The worker running it stopped responding, so the run was given up." },
-  skipped: { label: "Skipped", hint: "Not run: the slot was missed or the previous run was still going." },
+  skipped: { label: "Skipped", hint: "Not run: its schedule was disabled after the slot was claimed." },
 };
 
 const TRIGGERS = {
