@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import pytest
 
-from shared import protocol
+from shared import protocol, schedules
 from shared.db import utcnow
 from shared.messaging import send_tick
 from shared.models import RunStatus, TriggeredBy
@@ -50,7 +50,6 @@ def test_a_worker_killed_mid_run_leaves_the_chain_going_and_the_run_abandoned(ma
     doomed = engine.start_worker()
     long_run = engine.create(name="long", scheduleType="manual")
     chain = engine.create(name="chain", scheduleType="interval", intervalMs=2000)
-    from shared import schedules
 
     run = schedules.run_now(engine.runtime, long_run.id)
     assert run is not None
@@ -156,7 +155,6 @@ def test_sigterm_drains_the_run_in_flight(make_engine) -> None:
     engine: Engine = make_engine(simulated_work_ms=3000)
     worker = engine.start_worker()
     schedule = engine.create(scheduleType="manual")
-    from shared import schedules
 
     schedules.run_now(engine.runtime, schedule.id)
     wait_for(lambda: engine.runs(schedule.id)[0].status == RunStatus.RUNNING, 15, "the run to start")
