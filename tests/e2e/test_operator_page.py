@@ -515,12 +515,17 @@ def test_auto_refresh_can_be_paused_and_refresh_is_manual_too(page: Page, rest: 
 
 
 def test_dark_theme(page: Page, rest: RestClient) -> None:
-    rest.create_task(unique("Dark mode sample"))
+    name = unique("Dark mode sample")
+    rest.create_task(name)
+    page.get_by_test_id("refresh-button").click()
+    expect(page.get_by_text(name)).to_be_visible()
     page.get_by_test_id("theme-toggle").click()
     expect(page.locator("html")).to_have_attribute("data-theme", "dark")
     background = page.evaluate("() => getComputedStyle(document.body).backgroundColor")
     red, green, blue = (int(part) for part in re.findall(r"\d+", background)[:3])
     assert red + green + blue < 120, f"the dark theme's background is not dark: {background}"
+    # Buttons fade to the dark surface (a short CSS transition): let it finish before the screenshot.
+    expect(page.get_by_test_id("refresh-button")).to_have_css("background-color", "rgb(13, 35, 51)")
     screenshot(page, "task-table-dark")
     page.reload()
     expect(page.locator("html")).to_have_attribute("data-theme", "dark")
