@@ -1,7 +1,7 @@
 """`make bench`: numbers, not assertions. Slot lateness and throughput through real worker processes over the
 real PostgreSQL and RabbitMQ, and the cost of the scheduling core.
 
-    python -m tests.bench [--schedules 100] [--interval-ms 2000] [--seconds 30]
+    python -m tests.bench [--schedules 100] [--interval-ms 2000] [--seconds 30] [--history-rows 1000000]
 """
 
 from __future__ import annotations
@@ -14,13 +14,16 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from sqlalchemy import select
 
+from services.api.app import create_app
 from shared import schedules
 from shared.cron import CronSpec, iter_cron_slots
 from shared.db import upgrade_to_head
@@ -63,7 +66,7 @@ def bench_scheduling_core() -> None:
         print(f"  {expression:<14} {zone:<20} {per_slot_us:8.1f} us per slot")
 
 
-def bench_firing(schedule_count: int, interval_ms: int, seconds: int) -> None:
+def bench_firing_and_history(schedule_count: int, interval_ms: int, seconds: int, history_rows: int) -> None:
     run_id = uuid.uuid4().hex[:8]
     database = f"cronwork_bench_{run_id}"
     vhost = f"cronwork_bench_{run_id}"
@@ -141,6 +144,9 @@ def bench_firing(schedule_count: int, interval_ms: int, seconds: int) -> None:
         )
         print("  " + describe_ms("slot -> claimed", claimed))
         print("  " + describe_ms("slot -> handler started", begun))
+        worker.terminate()
+        worker.wait(60)
+        bench_history_queries(settings.database_url, lambda: runtime, history_rows)
     finally:
         worker.terminate()
         worker.wait(60)
@@ -151,6 +157,49 @@ def bench_firing(schedule_count: int, interval_ms: int, seconds: int) -> None:
         subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], check=False)
 
 
+def bench_history_queries(database_url: str, runtime_factory: Callable[[], Any], rows: int) -> None:
+    """The API's history endpoint on a table of ``rows`` runs: newest first, per schedule and overall."""
+    schedule_count = 1000
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        connection.execute(
+            "INSERT INTO task_schedules (name, task_type, schedule_type, interval_ms, config, created_by,"
+            " created_at, updated_at) SELECT 'history ' || n, 'send_email', 'interval', 60000, '{}', 'bench',"
+            " now(), now() FROM generate_series(1, %s) AS n",
+            (schedule_count,),
+        )
+        first_id = connection.execute(
+            "SELECT min(id) FROM task_schedules WHERE created_by = 'bench'"
+        ).fetchone()[0]
+        connection.execute(
+            "INSERT INTO task_run_history (schedule_id, task_type, status, triggered_by, scheduled_for,"
+            " queued_at, due_at, started_at, completed_at, duration_ms, attempt, missed_slots)"
+            " SELECT %s + n %% %s, 'send_email', 'success', 'schedule',"
+            " now() - n * interval '1 second', now() - n * interval '1 second', now() - n * interval '1 second',"
+            " now() - n * interval '1 second', now() - n * interval '1 second', 10, 1, 0"
+            " FROM generate_series(1, %s) AS n",
+            (first_id, schedule_count, rows),
+        )
+        connection.execute("ANALYZE")
+    client = create_app(runtime=runtime_factory()).test_client()
+    some_schedule = first_id + schedule_count // 2
+    print(f"\nhistory API on {rows:,} runs of {schedule_count} schedules (median of 20 requests)")
+    for label, path in (
+        ("one schedule, newest 50", f"/api/scheduler/history?scheduleId={some_schedule}&page_size=50"),
+        ("one schedule, page 10", f"/api/scheduler/history?scheduleId={some_schedule}&page_size=50&page=10"),
+        ("all, newest 50", "/api/scheduler/history?page_size=50"),
+        ("all failed, newest 50", "/api/scheduler/history?status=failed&page_size=50"),
+    ):
+        timings = []
+        for _ in range(20):
+            started = time.perf_counter()
+            response = client.get(path)
+            timings.append((time.perf_counter() - started) * 1000)
+            assert response.status_code == 200, response.get_data(as_text=True)
+        print(
+            f"  {label:<28} {percentile(timings, 0.5):8.1f} ms   (total {response.headers['X-Pagination']})"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -158,9 +207,10 @@ def main() -> None:
     parser.add_argument("--schedules", type=int, default=100)
     parser.add_argument("--interval-ms", type=int, default=2000)
     parser.add_argument("--seconds", type=int, default=30)
+    parser.add_argument("--history-rows", type=int, default=1_000_000)
     args = parser.parse_args()
     bench_scheduling_core()
-    bench_firing(args.schedules, args.interval_ms, args.seconds)
+    bench_firing_and_history(args.schedules, args.interval_ms, args.seconds, args.history_rows)
 
 
 if __name__ == "__main__":
