@@ -107,6 +107,14 @@ def lock_schedule(session: Session, schedule_id: int, skip_locked: bool = False)
     ).scalar_one_or_none()
 
 
+def lock_run(session: Session, history_id: int, skip_locked: bool = False) -> TaskRunHistory | None:
+    return session.execute(
+        select(TaskRunHistory)
+        .where(TaskRunHistory.id == history_id)
+        .with_for_update(key_share=True, skip_locked=skip_locked)
+    ).scalar_one_or_none()
+
+
 def publish_tick(runtime: Runtime, schedule_id: int, skip_locked: bool = False) -> bool:
     """Hand the broker the tick for a schedule's armed slot, once, if the slot is within the horizon.
 
@@ -116,17 +124,7 @@ def publish_tick(runtime: Runtime, schedule_id: int, skip_locked: bool = False) 
     """
     try:
         with runtime.sessions.begin() as session:
-            schedule = lock_schedule(session, schedule_id, skip_locked)
-            if schedule is None or schedule.tick_published_at is not None or schedule.next_run_at is None:
-                return False
-            now = utcnow()
-            if schedule.next_run_at > now + runtime.horizon:
-                return False  # the pump publishes it when it enters the horizon
-            assert schedule.dedupe_key
-            delay_ms = int((schedule.next_run_at - now).total_seconds() * 1000)
-            send_tick(runtime.broker, schedule.id, schedule.next_run_at, schedule.dedupe_key, delay_ms)
-            schedule.tick_published_at = now
-            return True
+            return _send_tick_of(runtime, lock_schedule(session, schedule_id, skip_locked))
     except (BrokerError, SQLAlchemyError) as exc:
         logger.warning("schedule %s: tick not published (%s); the pump will retry", schedule_id, exc)
         return False
@@ -137,20 +135,34 @@ def dispatch_run(runtime: Runtime, history_id: int, skip_locked: bool = False) -
     a failed publish leaves the run queued for the pump to dispatch again."""
     try:
         with runtime.sessions.begin() as session:
-            run = session.execute(
-                select(TaskRunHistory)
-                .where(TaskRunHistory.id == history_id)
-                .with_for_update(key_share=True, skip_locked=skip_locked)
-            ).scalar_one_or_none()
-            if run is None or run.status != RunStatus.QUEUED:
-                return False
-            now = utcnow()
-            send_run(runtime.broker, run.id, int((run.due_at - now).total_seconds() * 1000))
-            run.dispatched_at = now
-            return True
+            return _send_run_of(runtime, lock_run(session, history_id, skip_locked))
     except (BrokerError, SQLAlchemyError) as exc:
         logger.warning("run %s: not dispatched (%s); the pump will retry", history_id, exc)
         return False
+
+
+def _send_tick_of(runtime: Runtime, schedule: TaskSchedule | None) -> bool:
+    """Publish the locked schedule's tick unless it was published already or its slot is beyond H."""
+    if schedule is None or schedule.tick_published_at is not None or schedule.next_run_at is None:
+        return False
+    now = utcnow()
+    if schedule.next_run_at > now + runtime.horizon:
+        return False  # the pump publishes it when it enters the horizon
+    assert schedule.dedupe_key
+    delay_ms = int((schedule.next_run_at - now).total_seconds() * 1000)
+    send_tick(runtime.broker, schedule.id, schedule.next_run_at, schedule.dedupe_key, delay_ms)
+    schedule.tick_published_at = now
+    return True
+
+
+def _send_run_of(runtime: Runtime, run: TaskRunHistory | None) -> bool:
+    """Publish the message that starts the locked run, if it is still queued."""
+    if run is None or run.status != RunStatus.QUEUED:
+        return False
+    now = utcnow()
+    send_run(runtime.broker, run.id, int((run.due_at - now).total_seconds() * 1000))
+    run.dispatched_at = now
+    return True
 
 
 def republish_after_broker_loss(runtime: Runtime) -> None:
@@ -204,9 +216,21 @@ def claim_slot(runtime: Runtime, schedule_id: int, slot: datetime, dedupe_key: s
         logger.warning("schedule %s slot %s already has a run; moving past it", schedule_id, slot.isoformat())
         _move_past_slot_that_ran(runtime, schedule_id, slot, dedupe_key)
         return None
-    publish_tick(runtime, schedule_id)
-    dispatch_run(runtime, claim.history_id)
+    _publish_after_claim(runtime, claim)
     return claim
+
+
+def _publish_after_claim(runtime: Runtime, claim: Claim) -> None:
+    """Both outboxes of a claim in one transaction (the tick is the hot path): the run's message, then the
+    next tick. A failure leaves both flags unset; the pump sends them again, and a duplicate is harmless."""
+    try:
+        with runtime.sessions.begin() as session:
+            _send_run_of(runtime, lock_run(session, claim.history_id))
+            _send_tick_of(runtime, lock_schedule(session, claim.schedule_id))
+    except (BrokerError, SQLAlchemyError) as exc:
+        logger.warning(
+            "schedule %s: run or next tick not published (%s); the pump will retry", claim.schedule_id, exc
+        )
 
 
 def record_due_slot(session: Session, schedule: TaskSchedule, now: datetime) -> Claim:

@@ -14,7 +14,8 @@ from shared.runtime import Runtime
 
 
 class SchedulerCollector(Collector):
-    """Schedules by state, unfinished runs by status, and chains overdue past the pump's grace period."""
+    """Schedules by state, unfinished runs by status, chains overdue past the pump's grace period, and ticks
+    in flight (the number that must stay below the workers' delay prefetch)."""
 
     def __init__(self, runtime: Runtime):
         self.runtime = runtime
@@ -42,6 +43,9 @@ class SchedulerCollector(Collector):
                 )
                 or 0
             )
+            in_flight = (
+                session.scalar(select(func.count()).where(TaskSchedule.tick_published_at.is_not(None))) or 0
+            )
         schedules = GaugeMetricFamily("cronwork_schedules", "User schedules", labels=["enabled"])
         for enabled in (True, False):
             schedules.add_metric([str(enabled).lower()], by_enabled.get(enabled, 0))
@@ -54,4 +58,10 @@ class SchedulerCollector(Collector):
             "cronwork_schedules_overdue",
             "Enabled schedules whose slot is overdue past the pump's grace period",
             value=overdue,
+        )
+        yield GaugeMetricFamily(
+            "cronwork_ticks_in_flight",
+            "Ticks published and not yet claimed; keep below 1000 x TICK_THREADS x worker pods (Dramatiq's delay "
+            "prefetch), or due ticks queue behind ones that are not due",
+            value=in_flight,
         )
