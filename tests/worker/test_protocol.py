@@ -238,3 +238,29 @@ def test_a_scheduled_run_whose_schedule_was_disabled_before_it_started_is_skippe
     with runtime.sessions() as session:
         run = session.get(TaskRunHistory, claim.history_id)
         assert run.status == RunStatus.SKIPPED and "disabled" in run.error_message
+
+
+def test_many_concurrent_publishers_put_one_live_tick_in_the_broker(runtime: Runtime) -> None:
+    schedule = schedules.create_schedule(
+        runtime, {"name": "contended", "scheduleType": "interval", "intervalMs": 60_000, **EMAIL}, "tests"
+    )
+    with runtime.sessions.begin() as session:  # as if the first publish had failed: the outbox is open
+        session.get(TaskSchedule, schedule.id).tick_published_at = None
+    before = ready_and_delayed(runtime, TICK_QUEUE)
+    results: list[bool] = []
+    # The API, the claiming worker and pumps on several beats all try at once.
+    publishers = [
+        threading.Thread(
+            target=lambda n=n: results.append(
+                protocol.publish_tick(runtime, schedule.id, skip_locked=n % 2 == 0)
+            )
+        )
+        for n in range(8)
+    ]
+    for publisher in publishers:
+        publisher.start()
+    for publisher in publishers:
+        publisher.join()
+
+    assert results.count(True) == 1
+    assert ready_and_delayed(runtime, TICK_QUEUE) == (before[0], before[1] + 1)
