@@ -32,6 +32,13 @@ def _int(env: dict[str, str], name: str, default: int, minimum: int = 0, maximum
     return value
 
 
+def _log_level(env: dict[str, str]) -> str:
+    level = (env.get("LOG_LEVEL") or "INFO").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise SettingsError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {level!r}")
+    return level
+
+
 # RabbitMQ closes a channel that holds a delivery unacked for consumer_timeout (30 min by default), dropping
 # the worker's delayed ticks with it: no delay we publish, and no handler run, may come near it.
 LONGEST_UNACKED_S = 1500
@@ -133,5 +140,5 @@ class Settings:
             run_lease_margin_s=_int(env, "RUN_LEASE_MARGIN_S", 30, minimum=1),
             gunicorn_workers=_int(env, "GUNICORN_WORKERS", 2, minimum=1),
             heartbeat_dir=env.get("HEARTBEAT_DIR", "/tmp") or "/tmp",
-            log_level=env.get("LOG_LEVEL", "INFO") or "INFO",
+            log_level=_log_level(env),
         )

@@ -10,6 +10,8 @@ from typing import Any, NamedTuple
 import pytest
 import yaml
 
+from shared.settings import Settings
+
 DEPLOYMENTS = ("api", "worker", "beat")
 # Overrides on top of the all-on values for the branches the all-on file cannot show at the same time.
 HPA_INSTEAD_OF_KEDA = ("worker.keda.enabled=false", "worker.autoscaling.enabled=true")
@@ -238,7 +240,7 @@ def test_hpa_and_keda_together_are_refused(chart):
     assert "mutually exclusive" in result.stderr
 
 
-@pytest.mark.parametrize("time_limit_s", [60, 300, 3600])
+@pytest.mark.parametrize("time_limit_s", [60, 300, 1500])
 def test_worker_grace_period_outlasts_the_task_time_limit(chart, time_limit_s):
     manifests = chart.render(f"config.taskTimeLimitS={time_limit_s}")
     worker = only(manifests, "Deployment", "-worker")
@@ -475,11 +477,48 @@ def test_schema_rejects_an_unknown_key(chart, assignment, named):
         ("worker.autoscaling.enabled=yes", "/worker/autoscaling/enabled"),
         ("config.authMode=oauth", "/config/authMode"),
         ("ingress.hosts=example.com", "/ingress/hosts"),
+        # The bounds the services themselves enforce at start-up (shared/settings.py):
+        ("config.tickHorizonS=2000", "/config/tickHorizonS"),
+        ("config.tickHorizonS=30", "/config/tickHorizonS"),
+        ("config.taskTimeLimitS=3600", "/config/taskTimeLimitS"),
+        ("config.pumpGraceS=1", "/config/pumpGraceS"),
+        ("beat.replicaCount=0", "/beat/replicaCount"),
     ],
 )
 def test_schema_rejects_a_wrong_type_or_value(chart, assignment, named):
     result = chart.template(assignment, expect_failure=True)
     assert named in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("assignments", "named"),
+    [
+        (
+            (
+                "worker.autoscaling.enabled=true",
+                "worker.autoscaling.minReplicas=5",
+                "worker.autoscaling.maxReplicas=2",
+            ),
+            "minReplicas",
+        ),
+        (
+            ("worker.keda.enabled=true", "worker.keda.minReplicaCount=5", "worker.keda.maxReplicaCount=2"),
+            "minReplicaCount",
+        ),
+    ],
+)
+def test_an_autoscaler_whose_minimum_exceeds_its_maximum_is_refused(chart, assignments, named):
+    result = chart.template(*assignments, expect_failure=True)
+    assert named in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("values", ["defaults", "all-on"])
+def test_the_services_accept_the_settings_the_chart_renders(chart, values):
+    manifests = chart.render() if values == "defaults" else chart.render_all_on()
+    settings = only(manifests, "ConfigMap")["data"]
+    secrets = {"DATABASE_URL": "postgresql://u:p@db/cronwork", "BROKER_URL": "amqp://u:p@mq/%2F"}
+    parsed = Settings.from_env({**settings, **secrets})  # raises SettingsError, naming the variable, if not
+    assert parsed.task_time_limit_s == int(settings["TASK_TIME_LIMIT_S"])
 
 
 def test_schema_forbids_unknown_keys_at_every_level(chart):

@@ -517,8 +517,7 @@ def test_auto_refresh_can_be_paused_and_refresh_is_manual_too(page: Page, rest: 
 def test_dark_theme(page: Page, rest: RestClient) -> None:
     name = unique("Dark mode sample")
     rest.create_task(name)
-    page.get_by_test_id("refresh-button").click()
-    expect(page.get_by_text(name)).to_be_visible()
+    search_for(page, name)
     page.get_by_test_id("theme-toggle").click()
     expect(page.locator("html")).to_have_attribute("data-theme", "dark")
     background = page.evaluate("() => getComputedStyle(document.body).backgroundColor")

@@ -83,6 +83,7 @@ def test_every_variable_is_read() -> None:
         ({"TICK_HORIZON_S": "1800"}, "TICK_HORIZON_S"),  # RabbitMQ's consumer_timeout
         ({"TASK_TIME_LIMIT_S": "3600"}, "TASK_TIME_LIMIT_S"),
         ({"PUMP_GRACE_S": "1"}, "PUMP_GRACE_S"),
+        ({"LOG_LEVEL": "chatty"}, "LOG_LEVEL"),
         ({"AUTH_MODE": "oauth"}, "AUTH_MODE"),
         ({"DATABASE_URL": "postgresql://db/x"}, "BROKER_URL"),
         ({"BROKER_URL": "amqp://mq"}, "DATABASE_URL"),

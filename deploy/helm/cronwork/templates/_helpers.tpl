@@ -218,6 +218,12 @@ include "cronwork.probe" (dict "timings" .Values.api.livenessProbe "handler" (di
 {{- if and .Values.worker.autoscaling.enabled .Values.worker.keda.enabled }}
 {{- fail "worker.autoscaling.enabled and worker.keda.enabled are mutually exclusive: KEDA creates its own HorizontalPodAutoscaler. Enable one of them." }}
 {{- end }}
+{{- if and .Values.worker.autoscaling.enabled (gt (int .Values.worker.autoscaling.minReplicas) (int .Values.worker.autoscaling.maxReplicas)) }}
+{{- fail "worker.autoscaling.minReplicas must not exceed worker.autoscaling.maxReplicas" }}
+{{- end }}
+{{- if and .Values.worker.keda.enabled (gt (int .Values.worker.keda.minReplicaCount) (int .Values.worker.keda.maxReplicaCount)) }}
+{{- fail "worker.keda.minReplicaCount must not exceed worker.keda.maxReplicaCount" }}
+{{- end }}
 {{- end }}
 
 {{/* The PodDisruptionBudget's budget: minAvailable when set, else maxUnavailable. */}}
