@@ -13,6 +13,7 @@ from services.api.schemas import (
     CronPreviewSchema,
     HistoryFiltersSchema,
     HistorySchema,
+    MeSchema,
     SystemTaskSchema,
     TaskFiltersSchema,
     TaskInSchema,
@@ -204,6 +205,14 @@ class SystemTasks(MethodView):
                 }
                 for task in SYSTEM_TASKS
             ]
+
+
+@blp.route("/me")
+class Me(MethodView):
+    @blp.response(200, MeSchema)
+    def get(self) -> dict[str, str]:
+        """Who the API takes the caller to be (shown in the page's header)."""
+        return {"email": g.user, "authMode": runtime().settings.auth_mode}
 
 
 @blp.route("/task-types")

@@ -119,6 +119,13 @@ class ConfigFieldSchema(Schema):
     type = fields.String()
     required = fields.Boolean()
     options = fields.List(fields.Nested(OptionSchema), allow_none=True)
+    minimum = fields.Float(allow_none=True, metadata={"description": "number fields: the smallest value"})
+    maximum = fields.Float(allow_none=True, metadata={"description": "number fields: the largest value"})
+
+
+class MeSchema(Schema):
+    email = fields.String()
+    authMode = fields.String(metadata={"description": "dev (a fixed user) or header (the proxy's identity)"})
 
 
 class TaskTypeSchema(Schema):

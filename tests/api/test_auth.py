@@ -57,6 +57,14 @@ def test_header_mode_takes_the_user_from_x_forwarded_email(header_client: FlaskC
     assert response.get_json()["createdBy"] == "alice@example.com"
 
 
+def test_me_says_who_the_caller_is(header_client: FlaskClient, app_with: Callable[..., Flask]) -> None:
+    answer = header_client.get("/api/scheduler/me", headers={"X-Forwarded-Email": "ops@example.com"})
+    assert answer.get_json() == {"email": "ops@example.com", "authMode": "header"}
+    assert header_client.get("/api/scheduler/me").status_code == 401
+    dev = app_with(mock_user_email="demo@example.com").test_client().get("/api/scheduler/me").get_json()
+    assert dev == {"email": "demo@example.com", "authMode": "dev"}
+
+
 def test_created_by_is_the_creator_not_the_editor(header_client: FlaskClient) -> None:
     task = header_client.post(
         TASKS, json=cron_task(), headers={"X-Forwarded-Email": "alice@example.com"}

@@ -178,6 +178,7 @@ def test_page_explains_itself_to_a_newcomer(page: Page) -> None:
     expect(page.get_by_test_id("legend")).to_contain_text(f"your local time ({VIEWER_TIMEZONE})")
     expect(page.get_by_test_id("system-tasks")).to_contain_text("built into the scheduler")
     expect(page.get_by_test_id("auto-refresh-toggle")).to_have_text("Pause auto-refresh")
+    expect(page.get_by_test_id("signed-in-user")).to_have_text("Signed in as dev@localhost")
 
 
 def test_create_cron_task_with_live_preview_in_both_time_zones(page: Page) -> None:

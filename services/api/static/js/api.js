@@ -77,6 +77,7 @@ export const api = {
     request("GET", `${BASE}/history`, { query: { scheduleId, systemTask, page, page_size: pageSize } }),
   listSystemTasks: () => request("GET", `${BASE}/system-tasks`).then((r) => r.data),
   listTaskTypes: () => request("GET", `${BASE}/task-types`).then((r) => r.data),
+  whoAmI: () => request("GET", `${BASE}/me`).then((r) => r.data),
   listTimezones: () => request("GET", `${BASE}/timezones`).then((r) => r.data),
   previewCron: ({ expression, timezone, count = 5 }) =>
     request("GET", `${BASE}/cron/preview`, { query: { expression, timezone, count } }).then((r) => r.data),

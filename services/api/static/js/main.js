@@ -249,7 +249,8 @@ function renderTasks() {
     emptyMessage: hasFilters()
       ? "No tasks match these filters."
       : "No tasks yet. Press “Add task” to schedule your first one.",
-    isRunPending: (task) => state.pendingRuns.has(task.id),
+    // Also a run started by the schedule, another operator or before a reload: its status says so.
+    isRunPending: (task) => state.pendingRuns.has(task.id) || isRunInProgress(task.lastRunStatus),
     onRun: runNow,
     onHistory: (task) => historyDialog.open({ name: task.name, scheduleId: task.id }),
     onEdit: (task) => taskForm.openForEdit(task),
@@ -404,6 +405,10 @@ async function loadTaskTypes() {
 
 async function start() {
   el("viewer-timezone").textContent = viewerTimeZone;
+  api.whoAmI().then(
+    (me) => { el("signed-in-user").textContent = `Signed in as ${me.email}`; },
+    () => {},  // the tables' own loads report an identity problem (401) in the banner
+  );
   renderThemeToggle();
   el("theme-toggle").addEventListener("click", toggleTheme);
 

@@ -220,6 +220,8 @@ export class TaskForm {
         autocomplete: "off",
         placeholder: field.type === "url" ? "https://…" : null,
         step: field.type === "number" ? "any" : null,
+        min: field.minimum ?? null,
+        max: field.maximum ?? null,
       });
     }
     return h(
