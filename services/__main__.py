@@ -134,6 +134,7 @@ def exec_replacing_this_process(command: list[str], env: dict[str, str]) -> None
 def migrate(settings: Settings) -> int:
     from shared.db import upgrade_to_head
 
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # a line per plugin, every start
     upgrade_to_head(settings.sqlalchemy_url)
     return 0
 
