@@ -88,23 +88,21 @@ def bench_firing_and_history(schedule_count: int, interval_ms: int, seconds: int
         "HEARTBEAT_DIR": heartbeat_dir,
         "LOG_LEVEL": "WARNING",
     }
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "services", "worker"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    worker_log = Path(heartbeat_dir) / "worker.log"
+    with open(worker_log, "wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "services", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
     broker = RabbitmqBroker(url=settings.broker_url, confirm_delivery=True)
     for queue in QUEUES:
         broker.declare_queue(queue)
     runtime = build_runtime(settings, broker=broker)
     try:
         deadline = time.monotonic() + 60
-        while not (Path(heartbeat_dir) / "cronwork-worker.heartbeat").exists():
-            if time.monotonic() > deadline:
-                raise SystemExit("the worker did not start")
+        while worker_log.read_text(errors="replace").count("is ready for action") < 2:  # both groups
+            if time.monotonic() > deadline or worker.poll() is not None:
+                raise SystemExit(f"the worker did not start:\n{worker_log.read_text(errors='replace')}")
             time.sleep(0.1)
-        time.sleep(3)  # both Dramatiq groups: the heartbeat is written by the first to boot
         print(
             f"\nfiring: {schedule_count} interval schedules every {interval_ms} ms for {seconds} s, "
             f"one worker pod (defaults: 2 run processes x 4 threads, 1 tick process x 2 threads)"
