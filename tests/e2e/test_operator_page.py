@@ -7,12 +7,15 @@ Screenshots of the main views land in ``test-output/screenshots/``.
 
 from __future__ import annotations
 
+import colorsys
 import json
 import re
+import socket
 import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,7 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots
 VIEWER_TIMEZONE = "America/New_York"  # not UTC, so "your local time" is visibly converted
 DESKTOP = {"width": 1360, "height": 900}
 RUN_TIMEOUT_MS = 30_000
+AUTO_REFRESH_MS = 20_000  # AUTO_REFRESH_MS in services/api/static/js/main.js
 
 
 # ---- the REST API, for setting the scene faster than clicking ----------------------------------------------
@@ -78,6 +82,19 @@ class RestClient:
                 return
             time.sleep(0.3)
         raise AssertionError(f"the runs of task {task_id} did not finish within {timeout_s} s")
+
+    def delete_task(self, task_id: int) -> None:
+        self.call("DELETE", f"/api/scheduler/tasks/{task_id}")
+
+
+@contextmanager
+def endpoint_that_never_answers() -> Iterator[str]:
+    """A URL whose port accepts the connection (in the kernel's backlog) but never answers, so an HTTP task
+    calling it stays running until its own timeout."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/never-answers"
 
 
 # ---- browser fixtures -------------------------------------------------------------------------------------
@@ -132,6 +149,21 @@ def open_page(page: Page, base_url: str) -> None:
     expect(page.locator("body")).to_have_attribute("data-ready", "true", timeout=15_000)
 
 
+def open_page_on_a_test_clock(page: Page, base_url: str) -> None:
+    """Reload the page with its timers on Playwright's clock: time flows, and ``page.clock.fast_forward`` skips
+    ahead, firing the 20-second auto-refresh without waiting for it."""
+    page.clock.install()
+    open_page(page, base_url)
+
+
+def mark_rows_as_before_refresh(page: Page) -> Locator:
+    """Tag the task rows on screen; the returned locator finds none once a reload has drawn new rows."""
+    page.get_by_test_id("task-row").evaluate_all(
+        "rows => rows.forEach(row => row.dataset.beforeRefresh = 'yes')"
+    )
+    return page.locator('[data-testid="task-row"][data-before-refresh]')
+
+
 def unique(label: str) -> str:
     return f"{label} {uuid.uuid4().hex[:6]}"
 
@@ -166,6 +198,26 @@ def open_add_dialog(page: Page) -> Locator:
 
 def toast(page: Page, kind: str, text: str | re.Pattern[str]) -> Locator:
     return page.get_by_test_id(f"toast-{kind}").filter(has_text=text)
+
+
+def is_focused(locator: Locator) -> bool:
+    return bool(locator.evaluate("element => element === document.activeElement"))
+
+
+def colour_family(css_colour: str) -> str:
+    """The family of a computed ``rgb(...)`` colour, judged by hue and saturation: red, green, blue or grey."""
+    red, green, blue = (int(part) / 255 for part in re.findall(r"\d+", css_colour)[:3])
+    hue, _, saturation = colorsys.rgb_to_hls(red, green, blue)
+    degrees = hue * 360
+    if saturation < 0.25:
+        return "grey"
+    if degrees < 20 or degrees >= 330:
+        return "red"
+    if 90 <= degrees < 170:
+        return "green"
+    if 190 <= degrees < 260:
+        return "blue"
+    return f"other ({css_colour})"
 
 
 # ---- tests ------------------------------------------------------------------------------------------------
@@ -234,6 +286,34 @@ def test_invalid_cron_is_marked_red_and_cannot_be_saved(page: Page) -> None:
     expect(page.get_by_test_id("task-save")).to_be_enabled()
     page.get_by_test_id("task-cancel").click()
     expect(dialog).to_be_hidden()
+
+
+def test_time_zone_picker_offers_matching_zones_and_the_preview_follows_the_choice(
+    page: Page, console: ConsoleWatch
+) -> None:
+    console.allow("status of 422")  # while only "Kolk" is typed, the preview's server check rejects that zone
+    dialog = open_add_dialog(page)
+    dialog.get_by_role("button", name="Daily at 09:00").click()
+    zone = dialog.get_by_label("Time zone")
+    expect(page.locator('#timezone-options option[value="Asia/Kolkata"]')).to_have_count(1)
+    zone.fill("")
+    zone.press_sequentially("Kolk")
+    expect(dialog.locator('[data-error-for="timezone"]')).to_contain_text("Unknown time zone")
+    # Chromium draws a datalist's suggestions outside the page: read what it offers for the typed text (it
+    # matches anywhere in the name), then choose the suggestion, which puts the full name in the field.
+    offered = zone.evaluate(
+        "input => [...input.list.options].map(option => option.value)"
+        ".filter(value => value.toLowerCase().includes(input.value.toLowerCase()))"
+    )
+    assert "Asia/Kolkata" in offered, f"typing Kolk offers {offered}"
+    zone.fill("Asia/Kolkata")
+
+    preview = page.get_by_test_id("cron-preview")
+    expect(preview.get_by_role("columnheader").first).to_have_text("Next 5 runs in Asia/Kolkata")
+    expect(preview.get_by_role("columnheader").nth(1)).to_have_text(f"Your time ({VIEWER_TIMEZONE})")
+    expect(preview.get_by_test_id("cron-next-run").first.locator("td").first).to_contain_text("09:00")
+    expect(dialog.locator('[data-error-for="timezone"]')).to_be_hidden()
+    page.get_by_test_id("task-cancel").click()
 
 
 def test_create_interval_task(page: Page) -> None:
@@ -362,6 +442,84 @@ def test_failed_run_expands_to_its_error(page: Page, rest: RestClient) -> None:
     screenshot(page, "history-dialog-failed-run")
 
 
+def test_history_badges_are_coloured_by_outcome(page: Page, rest: RestClient) -> None:
+    def colour(badge: Locator) -> str:
+        return colour_family(badge.evaluate("element => getComputedStyle(element).color"))
+
+    quick = unique("Quick report")
+    quick_task = rest.create_task(quick, scheduleType="manual", cronExpression=None)
+    rest.run_now(quick_task["id"])
+    with endpoint_that_never_answers() as url:
+        slow = unique("Slow endpoint")
+        slow_task = rest.create_task(
+            slow,
+            taskType="http_request",
+            scheduleType="manual",
+            cronExpression=None,
+            config={"url": url, "timeoutS": 5},
+        )
+        rest.run_now(slow_task["id"])
+        search_for(page, slow).get_by_test_id("history").click()
+        history = page.get_by_test_id("history-dialog")
+        badge = history.get_by_test_id("run-status")
+
+        running = badge.and_(history.locator('[data-status="running"]'))
+        expect(running).to_be_visible(timeout=RUN_TIMEOUT_MS)
+        assert colour(running) == "blue"
+        assert running.evaluate("element => getComputedStyle(element).animationName") != "none", (
+            "running does not pulse"
+        )
+
+        # After the timeout the run fails, and its automatic retry waits (queued) for 5 s before its attempt.
+        failed = badge.and_(history.locator('[data-status="failed"]'))
+        expect(failed).to_be_visible(timeout=RUN_TIMEOUT_MS)
+        assert colour(failed) == "red"
+        queued = badge.and_(history.locator('[data-status="queued"]'))
+        expect(queued).to_be_visible()
+        assert colour(queued) in ("grey", "blue")
+        assert queued.evaluate("element => getComputedStyle(element).animationName") == "none"
+        page.keyboard.press("Escape")
+
+    search_for(page, quick).get_by_test_id("history").click()
+    success = badge.and_(history.locator('[data-status="success"]'))
+    expect(success).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    assert colour(success) == "green"
+
+
+def test_history_dialog_is_usable_on_a_375px_phone(page: Page, rest: RestClient) -> None:
+    name = unique("Phone history")
+    task = rest.create_task(
+        name,
+        taskType="http_request",
+        scheduleType="manual",
+        cronExpression=None,
+        config={
+            "url": "http://127.0.0.1:9/a/long/path/that/could/push/the/error/text/past/a/phone/screen",
+            "timeoutS": 2,
+        },
+    )
+    rest.run_now(task["id"])
+    page.set_viewport_size({"width": 375, "height": 812})
+    search_for(page, name).get_by_test_id("history").click()
+    history = page.get_by_test_id("history-dialog")
+    failed = history.locator('[data-testid="history-row"][data-status="failed"]').first
+    expect(failed).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    failed.get_by_test_id("history-expand").click()
+    expect(history.get_by_test_id("history-error").first).to_be_visible()
+
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 375, "the page scrolls sideways"
+    box = history.bounding_box()
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 375, (
+        f"the dialog is off screen: {box}"
+    )
+    assert history.evaluate("dialog => dialog.scrollWidth <= dialog.clientWidth"), (
+        "the dialog scrolls sideways"
+    )
+    expect(history.get_by_role("button", name="Close")).to_be_in_viewport()
+    expect(history.get_by_test_id("history-range")).to_have_text(re.compile(r"^1–\d+ of \d+$"))
+    screenshot(page, "history-dialog-375px")
+
+
 def test_edit_changes_name_and_switches_cron_to_interval(page: Page, rest: RestClient) -> None:
     original = unique("Nightly export")
     rest.create_task(original, taskType="data_export", cronExpression="30 2 * * *", config={"format": "csv"})
@@ -426,6 +584,31 @@ def test_delete_asks_for_confirmation_naming_the_task(page: Page, rest: RestClie
     expect(page.get_by_test_id("tasks-empty")).to_be_visible()
 
 
+def test_run_now_and_delete_of_a_task_deleted_elsewhere_explain_and_the_page_recovers(
+    page: Page, rest: RestClient, console: ConsoleWatch
+) -> None:
+    console.allow("status of 404")  # Chromium logs the API's 404 answers this test provokes on purpose
+    name = unique("Deleted elsewhere")
+    task = rest.create_task(name)
+    row = search_for(page, name)
+    rest.delete_task(task["id"])  # another operator, behind this page's back
+
+    row.get_by_role("button", name=f"Run “{name}” now").click()
+    expect(toast(page, "error", f"Could not run “{name}”")).to_be_visible()
+    expect(row.get_by_test_id("run-now")).to_be_enabled()  # no spinner for a run that never started
+    expect(row.get_by_test_id("run-now")).not_to_have_attribute("aria-busy", "true")
+
+    row.get_by_role("button", name=f"Delete “{name}”").click()
+    page.get_by_test_id("confirm-ok").click()
+    expect(toast(page, "error", f"Could not delete “{name}”")).to_be_visible()
+    expect(toast(page, "success", f"Deleted “{name}”")).to_have_count(0)
+
+    page.get_by_test_id("refresh-button").click()
+    expect(task_row(page, name)).to_have_count(0)
+    expect(page.get_by_test_id("tasks-empty")).to_have_text("No tasks match these filters.")
+    expect(page.get_by_test_id("load-error")).to_be_hidden()
+
+
 def test_history_is_paginated_by_the_server(page: Page, rest: RestClient) -> None:
     name = unique("Busy manual task")
     task = rest.create_task(name, scheduleType="manual", cronExpression=None)
@@ -482,16 +665,71 @@ def test_keyboard_dialogs_trap_focus_and_close_on_escape(page: Page) -> None:
     dialog = page.get_by_test_id("task-dialog")
     expect(dialog).to_be_visible()
     expect(dialog.get_by_label("Name")).to_be_focused()
+    stops = []
     for _ in range(25):
         page.keyboard.press("Tab")
-        inside = page.evaluate(
-            "() => document.getElementById('task-dialog').contains(document.activeElement)"
-            " || document.activeElement === document.body"
+        stops.append(
+            page.evaluate(
+                """() => {
+                    const focused = document.activeElement;
+                    if (focused === document.body) return "browser";
+                    const where = document.getElementById("task-dialog").contains(focused) ? "dialog" : "page";
+                    return `${where}:${focused.dataset.testid || focused.getAttribute("aria-label") || focused.tagName}`;
+                }"""
+            )
         )
-        assert inside, "Tab left the open dialog"
+    # Chromium's native modal dialog lets Tab go from its last control to the browser's own toolbar (headless,
+    # that reads as <body>) and then back to its first control; that one stop is all that lies outside it.
+    assert [stop for stop in stops if not stop.startswith("dialog:")] == ["browser"], (
+        f"Tab left the dialog: {stops}"
+    )
+    wrap = stops.index("browser")
+    assert stops[wrap - 1] == "dialog:task-save", f"Tab left the dialog before its last control: {stops}"
+    assert stops[wrap + 1 : wrap + 3] == ["dialog:Close", "dialog:task-name"], (
+        f"Tab did not wrap to the top: {stops}"
+    )
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
     expect(add).to_be_focused()
+
+
+def test_keyboard_reaches_a_rows_actions_and_keeps_its_place_through_auto_refresh(
+    page: Page, rest: RestClient, live_system: Any
+) -> None:
+    open_page_on_a_test_clock(page, live_system.base_url)
+    name = unique("Keyboard reachable")
+    rest.create_task(name)
+    row = search_for(page, name)
+    expect(page.get_by_test_id("filter-search")).to_be_focused()
+    run_now, history, edit, delete = (
+        row.get_by_test_id(action) for action in ("run-now", "history", "edit", "delete")
+    )
+    for _ in range(6):  # past the other filters and Clear filters
+        page.keyboard.press("Tab")
+        if is_focused(run_now):
+            break
+    expect(run_now).to_be_focused()
+    for action in (history, edit, delete):
+        page.keyboard.press("Tab")
+        expect(action).to_be_focused()
+    page.keyboard.press("Shift+Tab")
+    expect(edit).to_be_focused()
+
+    # The 20-second auto-refresh redraws the rows; focus moves to the same button of the new row.
+    old_rows = mark_rows_as_before_refresh(page)
+    page.clock.fast_forward(AUTO_REFRESH_MS)
+    expect(old_rows).to_have_count(0)
+    expect(edit).to_be_focused()
+
+    page.keyboard.press("Enter")
+    dialog = page.get_by_test_id("task-dialog")
+    expect(dialog.get_by_role("heading", name=f"Edit “{name}”")).to_be_visible()
+    old_rows = mark_rows_as_before_refresh(page)
+    page.clock.fast_forward(AUTO_REFRESH_MS)  # a refresh while the dialog is open must not lose its opener
+    expect(old_rows).to_have_count(0)
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    expect(edit).to_be_focused()
 
 
 def test_auto_refresh_can_be_paused_and_refresh_is_manual_too(page: Page, rest: RestClient) -> None:
@@ -503,7 +741,7 @@ def test_auto_refresh_can_be_paused_and_refresh_is_manual_too(page: Page, rest: 
 
     name = unique("Appears on refresh")
     page.get_by_test_id("filter-search").fill(name)
-    expect(page.get_by_test_id("tasks-empty")).to_be_visible()
+    expect(page.get_by_test_id("tasks-empty")).to_have_text("No tasks match these filters.")
     rest.create_task(name)
     page.get_by_test_id("refresh-button").click()
     expect(toast(page, "info", "Task list refreshed")).to_be_visible()
@@ -513,6 +751,48 @@ def test_auto_refresh_can_be_paused_and_refresh_is_manual_too(page: Page, rest: 
     expect(page.get_by_test_id("auto-refresh-toggle")).to_have_text("Resume auto-refresh")
     page.get_by_test_id("auto-refresh-toggle").click()
     expect(page.get_by_test_id("auto-refresh-toggle")).to_have_text("Pause auto-refresh")
+
+
+# Counts the page's GETs of the task list, from the moment it asks (a refresh's request is sent synchronously).
+COUNT_TASK_LIST_LOADS = """
+    window.taskListLoads = 0;
+    const realFetch = window.fetch.bind(window);
+    window.fetch = (resource, init) => {
+        const url = new URL(String(resource), window.location.href);
+        if (url.pathname === "/api/scheduler/tasks" && (init?.method ?? "GET") === "GET") window.taskListLoads += 1;
+        return realFetch(resource, init);
+    };
+"""
+
+
+def test_auto_refresh_brings_in_new_tasks_by_itself_but_not_while_paused(
+    page: Page, rest: RestClient, live_system: Any
+) -> None:
+    page.add_init_script(COUNT_TASK_LIST_LOADS)
+    open_page_on_a_test_clock(page, live_system.base_url)
+    search = page.get_by_test_id("filter-search")
+    empty = page.get_by_test_id("tasks-empty")
+
+    arriving = unique("Arrives by itself")
+    search.fill(arriving)
+    expect(empty).to_have_text("No tasks match these filters.")
+    rest.create_task(arriving)
+    page.clock.fast_forward(AUTO_REFRESH_MS)
+    expect(task_row(page, arriving)).to_be_visible()  # nobody pressed Refresh
+
+    toggle = page.get_by_test_id("auto-refresh-toggle")
+    toggle.click()
+    expect(toggle).to_have_text("Resume auto-refresh")
+    waiting = unique("Waits for Refresh")
+    search.fill(waiting)
+    expect(empty).to_have_text("No tasks match these filters.")
+    rest.create_task(waiting)
+    loads_before = page.evaluate("window.taskListLoads")
+    page.clock.fast_forward(AUTO_REFRESH_MS + 5_000)
+    assert page.evaluate("window.taskListLoads") == loads_before, "the paused page reloaded the task list"
+    expect(task_row(page, waiting)).to_have_count(0)
+    page.get_by_test_id("refresh-button").click()
+    expect(task_row(page, waiting)).to_be_visible()
 
 
 def test_dark_theme(page: Page, rest: RestClient) -> None:

@@ -1,7 +1,7 @@
 // Modal dialogs on the native <dialog> element: it makes the rest of the page inert (focus stays inside),
 // closes on Esc, and we hand focus back to whatever opened it.
 
-import { $, $$ } from "./dom.js";
+import { $, $$, sameControlNow } from "./dom.js";
 import { icon } from "./icons.js";
 import { raiseToasts } from "./toast.js";
 
@@ -22,9 +22,10 @@ export function setUpDialog(dialog, { onClose, closeOnBackdrop = false } = {}) {
   dialog.addEventListener("close", () => {
     document.body.classList.toggle("has-modal", Boolean($("dialog[open]")));
     onClose?.();
-    const opener = dialog._opener;
+    // The opener's row may have been re-rendered by a refresh while the dialog was open: use its successor.
+    const opener = sameControlNow(dialog._opener);
     dialog._opener = null;
-    if (opener?.isConnected) opener.focus();
+    opener?.focus();
   });
 }
 

@@ -47,3 +47,18 @@ export function debounce(fn, delayMs) {
     timer = setTimeout(() => fn(...args), delayMs);
   };
 }
+
+/**
+ * The control that stands where `stale` stood before its table row was re-rendered (the lists reload every
+ * 20 s): the same data-testid in the row of the same task. `stale` itself while it is still on the page;
+ * null when that row or control is gone.
+ */
+export function sameControlNow(stale) {
+  if (!stale || stale.isConnected) return stale;
+  const row = stale.closest("tr");
+  const testId = stale.dataset?.testid;
+  const taskId = row?.dataset.taskId ?? row?.dataset.systemTaskId;
+  if (!testId || taskId === undefined) return null;
+  const rowKey = row.dataset.taskId !== undefined ? "data-task-id" : "data-system-task-id";
+  return document.querySelector(`tr[${rowKey}="${CSS.escape(taskId)}"] [data-testid="${CSS.escape(testId)}"]`);
+}

@@ -3,7 +3,7 @@
 import { api } from "./api.js";
 import { isRunInProgress } from "./badges.js";
 import { confirmAction, setUpDialog } from "./dialog.js";
-import { debounce, h } from "./dom.js";
+import { debounce, h, sameControlNow } from "./dom.js";
 import { formatClock, formatDuration, viewerTimeZone } from "./format.js";
 import { HistoryDialog } from "./history-dialog.js";
 import { icon } from "./icons.js";
@@ -220,10 +220,12 @@ async function loadSystemTasks() {
     return false;
   }
   await Promise.all(state.systemTasks.map((task) => describeCron(task.cronExpression, task.timezone || "UTC")));
-  renderSystemRows(el("system-rows"), state.systemTasks, {
-    describeCron: (task) => state.cronDescriptions.get(`${task.cronExpression}|${task.timezone || "UTC"}`),
-    onHistory: (task) => historyDialog.open({ name: task.name, systemTask: task.id }),
-  });
+  keepingFocus(() =>
+    renderSystemRows(el("system-rows"), state.systemTasks, {
+      describeCron: (task) => state.cronDescriptions.get(`${task.cronExpression}|${task.timezone || "UTC"}`),
+      onHistory: (task) => historyDialog.open({ name: task.name, systemTask: task.id }),
+    }),
+  );
   return true;
 }
 
@@ -243,8 +245,15 @@ async function refresh({ manual = false } = {}) {
 
 // ---- rendering -----------------------------------------------------------------------------------------------
 
+/** Re-render rows without dropping a keyboard user's focus: it moves to the same button of the new row. */
+function keepingFocus(render) {
+  const focused = document.activeElement;
+  render();
+  if (focused && !focused.isConnected) sameControlNow(focused)?.focus();
+}
+
 function renderTasks() {
-  renderTaskRows(el("task-rows"), state.tasks, {
+  keepingFocus(() => renderTaskRows(el("task-rows"), state.tasks, {
     taskTypes: state.taskTypesById,
     emptyMessage: hasFilters()
       ? "No tasks match these filters."
@@ -255,7 +264,7 @@ function renderTasks() {
     onHistory: (task) => historyDialog.open({ name: task.name, scheduleId: task.id }),
     onEdit: (task) => taskForm.openForEdit(task),
     onDelete: deleteTask,
-  });
+  }));
   const { total, totalPages } = state.pagination;
   const first = total === 0 ? 0 : (state.page - 1) * state.pageSize + 1;
   const last = Math.min(total, (state.page - 1) * state.pageSize + state.tasks.length);
