@@ -20,6 +20,7 @@ from pathlib import Path
 from shared.heartbeat import heartbeat_path, is_fresh
 from shared.messaging import RUN_QUEUE, SYSTEM_QUEUE, TICK_QUEUE
 from shared.settings import Settings
+from shared.system_tasks import SYSTEM_TIMEZONE
 
 WORKER_MODULE = "services.worker.actors"
 SHUTDOWN_MARGIN_S = 5
@@ -86,7 +87,7 @@ def child_environment(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
     # Due delayed messages are found on this poll; Dramatiq's 1 s default makes ticks up to 1 s late.
     env["dramatiq_worker_timeout"] = str(settings.worker_timeout_ms)
-    env["TZ"] = "UTC"  # periodiq reads cron specs in the local zone; system crons are UTC
+    env["TZ"] = SYSTEM_TIMEZONE  # periodiq reads cron specs in the process's local zone
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 

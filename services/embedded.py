@@ -14,7 +14,6 @@ from datetime import datetime
 from dramatiq import Worker
 from werkzeug.serving import make_server
 
-from shared.cron import CronSpec, iter_cron_slots
 from shared.db import utcnow
 from shared.settings import Settings
 
@@ -26,10 +25,7 @@ def drive_system_tasks(stopped: threading.Event) -> None:
     from services.worker.actors import system_actors
     from shared.system_tasks import SYSTEM_TASKS
 
-    upcoming = {
-        task.id: iter_cron_slots(CronSpec.parse(task.cron_expression), "UTC", utcnow())
-        for task in SYSTEM_TASKS
-    }
+    upcoming = {task.id: task.slots_after(utcnow()) for task in SYSTEM_TASKS}
     due: dict[str, datetime] = {task_id: next(slots) for task_id, slots in upcoming.items()}
     while not stopped.is_set():
         task_id = min(due, key=due.__getitem__)

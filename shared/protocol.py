@@ -122,23 +122,36 @@ def publish_tick(runtime: Runtime, schedule_id: int, skip_locked: bool = False) 
     rows someone else holds; the others wait); the flag is set in the same transaction, so a failed publish
     (broker down, publish not confirmed, database gone) leaves it unset for the pump to retry.
     """
-    try:
-        with runtime.sessions.begin() as session:
-            return _send_tick_of(runtime, lock_schedule(session, schedule_id, skip_locked))
-    except (BrokerError, SQLAlchemyError) as exc:
-        logger.warning("schedule %s: tick not published (%s); the pump will retry", schedule_id, exc)
-        return False
+    return _in_outbox_transaction(
+        runtime,
+        f"schedule {schedule_id}: tick",
+        lambda session: _send_tick_of(runtime, lock_schedule(session, schedule_id, skip_locked)),
+    )
 
 
 def dispatch_run(runtime: Runtime, history_id: int, skip_locked: bool = False) -> bool:
     """Hand the broker the message that starts a queued run, and record that it was sent (the run's outbox);
     a failed publish leaves the run queued for the pump to dispatch again."""
+    return _in_outbox_transaction(
+        runtime,
+        f"run {history_id}: start message",
+        lambda session: _send_run_of(runtime, lock_run(session, history_id, skip_locked)),
+    )
+
+
+def _in_outbox_transaction(runtime: Runtime, what: str, send: Callable[[Session], bool]) -> bool:
+    """Run ``send`` (lock a row, publish, set its outbox flag) in one transaction. A failed publish or commit
+    leaves the flag unset, which is what the pump looks for: log it and carry on."""
     try:
         with runtime.sessions.begin() as session:
-            return _send_run_of(runtime, lock_run(session, history_id, skip_locked))
+            return send(session)
     except (BrokerError, SQLAlchemyError) as exc:
-        logger.warning("run %s: not dispatched (%s); the pump will retry", history_id, exc)
+        logger.warning("%s not published (%s); the pump will retry", what, exc)
         return False
+
+
+def _ms_until(instant: datetime, now: datetime) -> int:
+    return int((instant - now).total_seconds() * 1000)
 
 
 def _send_tick_of(runtime: Runtime, schedule: TaskSchedule | None) -> bool:
@@ -149,8 +162,13 @@ def _send_tick_of(runtime: Runtime, schedule: TaskSchedule | None) -> bool:
     if schedule.next_run_at > now + runtime.horizon:
         return False  # the pump publishes it when it enters the horizon
     assert schedule.dedupe_key
-    delay_ms = int((schedule.next_run_at - now).total_seconds() * 1000)
-    send_tick(runtime.broker, schedule.id, schedule.next_run_at, schedule.dedupe_key, delay_ms)
+    send_tick(
+        runtime.broker,
+        schedule.id,
+        schedule.next_run_at,
+        schedule.dedupe_key,
+        _ms_until(schedule.next_run_at, now),
+    )
     schedule.tick_published_at = now
     return True
 
@@ -160,7 +178,7 @@ def _send_run_of(runtime: Runtime, run: TaskRunHistory | None) -> bool:
     if run is None or run.status != RunStatus.QUEUED:
         return False
     now = utcnow()
-    send_run(runtime.broker, run.id, int((run.due_at - now).total_seconds() * 1000))
+    send_run(runtime.broker, run.id, _ms_until(run.due_at, now))
     run.dispatched_at = now
     return True
 
@@ -199,7 +217,7 @@ def claim_slot(runtime: Runtime, schedule_id: int, slot: datetime, dedupe_key: s
     now = utcnow()
     if slot > now:
         # Early (another host's clock, or a broker that honoured the delay loosely): wait out the rest, unclaimed.
-        send_tick(runtime.broker, schedule_id, slot, dedupe_key, int((slot - now).total_seconds() * 1000))
+        send_tick(runtime.broker, schedule_id, slot, dedupe_key, _ms_until(slot, now))
         return None
     try:
         with runtime.sessions.begin() as session:
@@ -216,21 +234,19 @@ def claim_slot(runtime: Runtime, schedule_id: int, slot: datetime, dedupe_key: s
         logger.warning("schedule %s slot %s already has a run; moving past it", schedule_id, slot.isoformat())
         _move_past_slot_that_ran(runtime, schedule_id, slot, dedupe_key)
         return None
-    _publish_after_claim(runtime, claim)
+    publish_claim(runtime, claim)
     return claim
 
 
-def _publish_after_claim(runtime: Runtime, claim: Claim) -> None:
+def publish_claim(runtime: Runtime, claim: Claim) -> None:
     """Both outboxes of a claim in one transaction (the tick is the hot path): the run's message, then the
     next tick. A failure leaves both flags unset; the pump sends them again, and a duplicate is harmless."""
-    try:
-        with runtime.sessions.begin() as session:
-            _send_run_of(runtime, lock_run(session, claim.history_id))
-            _send_tick_of(runtime, lock_schedule(session, claim.schedule_id))
-    except (BrokerError, SQLAlchemyError) as exc:
-        logger.warning(
-            "schedule %s: run or next tick not published (%s); the pump will retry", claim.schedule_id, exc
-        )
+
+    def send_both(session: Session) -> bool:
+        _send_run_of(runtime, lock_run(session, claim.history_id))
+        return _send_tick_of(runtime, lock_schedule(session, claim.schedule_id))
+
+    _in_outbox_transaction(runtime, f"schedule {claim.schedule_id}: run or next tick", send_both)
 
 
 def record_due_slot(session: Session, schedule: TaskSchedule, now: datetime) -> Claim:
@@ -299,7 +315,7 @@ def start_run(runtime: Runtime, history_id: int) -> tuple[TaskRunHistory, dict[s
         if run is None or run.status != RunStatus.QUEUED:
             return None
         if run.due_at > now:
-            send_run(runtime.broker, history_id, int((run.due_at - now).total_seconds() * 1000))
+            send_run(runtime.broker, history_id, _ms_until(run.due_at, now))
             return None
         task_type = get_task_type(run.task_type)
         started = _rows_changed(
@@ -363,8 +379,6 @@ def execute_run(runtime: Runtime, history_id: int) -> str | None:
                 return _queue_retry(session, run, runtime.settings.retry_base_delay_ms)
         return None
 
-    # The handler has run: its outcome must not be lost to a database blip (a restart, a failover), or a
-    # finished run would end up "abandoned". Keep trying for as long as the lease's margin allows.
     retry_id = _retrying_while_database_is_away(record, give_up_after_s=runtime.settings.run_lease_margin_s)
     if retry_id is not None:
         dispatch_run(runtime, retry_id)
@@ -372,6 +386,8 @@ def execute_run(runtime: Runtime, history_id: int) -> str | None:
 
 
 def _retrying_while_database_is_away(work: Callable[[], T], give_up_after_s: float) -> T:
+    """Record an outcome through a database blip (a restart, a failover): the work has run, and losing its
+    outcome would leave the run to be called abandoned. Keep trying for as long as the lease's margin allows."""
     deadline = time.monotonic() + give_up_after_s
     pause_s = 0.25
     while True:
@@ -468,16 +484,15 @@ def run_system_slot(
     except Exception as exc:
         logger.exception("system task %s failed", task_id)
         error = f"{type(exc).__name__}: {exc}"
-    with runtime.sessions.begin() as session:
-        _record_outcome(
-            session,
-            run.id,
-            utcnow(),
-            RunStatus.FAILED if error else RunStatus.SUCCESS,
-            error,
-            int((time.monotonic() - begun) * 1000),
-        )
-    return RunStatus.FAILED if error else RunStatus.SUCCESS
+    status = RunStatus.FAILED if error else RunStatus.SUCCESS
+    duration_ms = int((time.monotonic() - begun) * 1000)
+
+    def record() -> None:
+        with runtime.sessions.begin() as session:
+            _record_outcome(session, run.id, utcnow(), status, error, duration_ms)
+
+    _retrying_while_database_is_away(record, give_up_after_s=runtime.settings.run_lease_margin_s)
+    return status
 
 
 # --- Pump -----------------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from shared.protocol import (
     arm,
     dispatch_run,
     lock_schedule,
+    publish_claim,
     publish_tick,
     queue_manual_run,
     record_due_slot,
@@ -180,9 +181,10 @@ def update_schedule(
         schedule.updated_at = now
         schedule.version += 1
         arm(schedule, now, keep_slot=not timing_changed)
-    publish_tick(runtime, schedule_id)
-    if due is not None:
-        dispatch_run(runtime, due.history_id)
+    if due is None:
+        publish_tick(runtime, schedule_id)
+    else:
+        publish_claim(runtime, due)
     return schedule
 
 
@@ -279,9 +281,3 @@ def latest_runs(
     newest = select(func.max(TaskRunHistory.id)).where(key.in_(wanted)).group_by(key)
     runs = session.scalars(select(TaskRunHistory).where(TaskRunHistory.id.in_(newest))).all()
     return {getattr(run, key.key): run for run in runs}
-
-
-def last_started(session: Session, system_task: str) -> datetime | None:
-    return session.scalar(
-        select(func.max(TaskRunHistory.started_at)).where(TaskRunHistory.system_task == system_task)
-    )

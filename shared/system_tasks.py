@@ -4,15 +4,18 @@ when), the worker (what to run) and the API (what to show)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 
 from croniter import croniter
 
-from shared.cron import CronSpec, describe_cron
+from shared.cron import CronSpec, describe_cron, iter_cron_slots
 from shared.protocol import Runtime, delete_old_history, pump
 
 SYSTEM_TASK_TYPE = "SYSTEM"
+# System crons run in UTC: the beat runs periodiq with TZ=UTC, and everything that computes their slots says so.
+SYSTEM_TIMEZONE = "UTC"
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,10 @@ class SystemTask:
     @property
     def description(self) -> str:
         return f"{describe_cron(CronSpec.parse(self.cron_expression))}. {self.summary}"
+
+    def slots_after(self, after: datetime) -> Iterator[datetime]:
+        """This cron's slots strictly after ``after``, in UTC."""
+        return iter_cron_slots(CronSpec.parse(self.cron_expression), SYSTEM_TIMEZONE, after)
 
 
 def session_cleanup(runtime: Runtime) -> str:
@@ -73,5 +80,3 @@ SYSTEM_TASKS: tuple[SystemTask, ...] = tuple(
         ),
     )
 )
-
-SYSTEM_TASKS_BY_ID: dict[str, SystemTask] = {task.id: task for task in SYSTEM_TASKS}

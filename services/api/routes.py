@@ -25,7 +25,7 @@ from shared.cron import CronSpec, InvalidCron, all_timezones, describe_cron, ite
 from shared.db import utcnow
 from shared.models import TaskSchedule
 from shared.runtime import Runtime
-from shared.system_tasks import SYSTEM_TASK_TYPE, SYSTEM_TASKS
+from shared.system_tasks import SYSTEM_TASK_TYPE, SYSTEM_TASKS, SYSTEM_TIMEZONE
 from shared.task_types import TASK_TYPES
 
 blp = Blueprint(
@@ -197,11 +197,11 @@ class SystemTasks(MethodView):
                     "name": task.name,
                     "taskType": SYSTEM_TASK_TYPE,
                     "cronExpression": task.cron_expression,
-                    "timezone": "UTC",
+                    "timezone": SYSTEM_TIMEZONE,
                     "description": task.description,
                     "lastRunAt": last[task.id].started_at if task.id in last else None,
                     "lastStatus": last[task.id].status if task.id in last else None,
-                    "nextRunAt": next(iter_cron_slots(CronSpec.parse(task.cron_expression), "UTC", now)),
+                    "nextRunAt": next(task.slots_after(now)),
                 }
                 for task in SYSTEM_TASKS
             ]
