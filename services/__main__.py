@@ -44,9 +44,13 @@ def api_command(settings: Settings) -> list[str]:
     ]
 
 
+SYSTEM_THREADS = 2  # the pump, retention and cleanup: a slow one never holds the other, nor any claim
+
+
 def worker_commands(settings: Settings) -> list[list[str]]:
-    """Two Dramatiq groups, so a long handler never delays a tick: ticks and system crons in one (small, fast
-    transactions), task handlers in the other. Both drain in-flight work on SIGTERM for up to the time limit."""
+    """Three Dramatiq groups, so that no kind of work waits behind another: ticks (small, batched claims),
+    the system crons (the pump, retention: long set-based work) and task handlers. Each drains its
+    in-flight work on SIGTERM for up to the time limit."""
     dramatiq = [
         sys.executable,
         "-m",
@@ -60,12 +64,12 @@ def worker_commands(settings: Settings) -> list[list[str]]:
             *dramatiq,
             "--queues",
             TICK_QUEUE,
-            SYSTEM_QUEUE,
             "--processes",
             "1",
             "--threads",
             str(settings.tick_threads),
         ],
+        [*dramatiq, "--queues", SYSTEM_QUEUE, "--processes", "1", "--threads", str(SYSTEM_THREADS)],
         [
             *dramatiq,
             "--queues",
@@ -87,6 +91,8 @@ def child_environment(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
     # Due delayed messages are found on this poll; Dramatiq's 1 s default makes ticks up to 1 s late.
     env["dramatiq_worker_timeout"] = str(settings.worker_timeout_ms)
+    # Room for every tick in flight in any one process, so a due tick never waits behind undue ones.
+    env["dramatiq_delay_queue_prefetch"] = str(settings.tick_delay_prefetch)
     env["TZ"] = SYSTEM_TIMEZONE  # periodiq reads cron specs in the process's local zone
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env

@@ -14,6 +14,7 @@ from datetime import datetime
 from dramatiq import Worker
 from werkzeug.serving import make_server
 
+from services.__main__ import SYSTEM_THREADS
 from shared.db import utcnow
 from shared.settings import Settings
 
@@ -40,12 +41,12 @@ def drive_system_tasks(stopped: threading.Event) -> None:
 def run_embedded(settings: Settings) -> int:
     from services.api.app import create_app
     from services.worker.actors import runtime
-    from shared.protocol import republish_after_broker_loss
+    from shared.healing import republish_after_broker_loss
 
     republish_after_broker_loss(runtime)  # the in-memory broker starts empty
     worker = Worker(
         runtime.broker,
-        worker_threads=settings.worker_threads + settings.tick_threads,
+        worker_threads=settings.worker_threads + settings.tick_threads + SYSTEM_THREADS,
         worker_timeout=settings.worker_timeout_ms,
     )
     worker.start()

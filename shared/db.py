@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, create_engine, event
-from sqlalchemy.orm import DeclarativeBase, sessionmaker
+from sqlalchemy import ColumnElement, DateTime, Engine, Table, TextClause, create_engine, event, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -67,6 +69,77 @@ def create_db_engine(url: str) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def is_postgresql(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def update_rows(
+    session: Session,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    only_if: ColumnElement[bool] | None = None,
+) -> list[int]:
+    """Set each row's columns by its ``id``, where ``only_if`` holds; return the ids changed.
+
+    On PostgreSQL one ``UPDATE ... FROM unnest(arrays)``: a batch in one statement and one round trip. On
+    SQLite (the embedded mode, a handful of rows at a time) one statement per row.
+    """
+    if not rows:
+        return []
+    columns = [name for name in rows[0] if name != "id"]
+    if not is_postgresql(session):
+        changed = []
+        for row in rows:
+            statement = update(table).where(table.c.id == row["id"]).values({c: row[c] for c in columns})
+            if only_if is not None:
+                statement = statement.where(only_if)
+            if session.execute(statement.returning(table.c.id)).first() is not None:
+                changed.append(row["id"])
+        return changed
+    dialect = session.get_bind().dialect
+    arrays = ", ".join(
+        f"CAST(:{name} AS {table.c[name].type.compile(dialect=dialect)}[])" for name in ["id", *columns]
+    )
+    assignments = ", ".join(f"{name} = v.{name}" for name in columns)
+    condition = ""
+    if only_if is not None:
+        condition = " AND " + str(only_if.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+    bulk = text(
+        f"UPDATE {table.name} SET {assignments} FROM unnest({arrays}) AS v(id, {', '.join(columns)}) "
+        f"WHERE {table.name}.id = v.id{condition} RETURNING {table.name}.id"
+    )
+    parameters = {name: [row[name] for row in rows] for name in ["id", *columns]}
+    return list(session.scalars(bulk, parameters))
+
+
+def insert_ignoring_conflicts(
+    session: Session,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    unique_index: Sequence[str],
+    index_where: TextClause | None = None,
+) -> list[Any]:
+    """Insert ``rows`` in one statement, skipping those that would break ``unique_index`` (a partial one when
+    ``index_where`` is its predicate, as literal SQL: PostgreSQL cannot match a bound parameter to an index
+    predicate once the statement is prepared); return the new rows' ``id`` and unique columns."""
+    if not rows:
+        return []
+    insert = postgresql.insert if is_postgresql(session) else sqlite.insert
+    statement = (
+        insert(table)
+        .values(list(rows))
+        .on_conflict_do_nothing(index_elements=list(unique_index) or None, index_where=index_where)
+        .returning(table.c.id, *(table.c[name] for name in unique_index))
+    )
+    return list(session.execute(statement).all())
+
+
+def lock_for_transaction(session: Session, lock_id: int) -> None:
+    """Serialise every transaction that takes ``lock_id`` until it ends (SQLite's writers already are)."""
+    if is_postgresql(session):
+        session.execute(text("SELECT pg_advisory_xact_lock(:lock_id)"), {"lock_id": lock_id})
 
 
 def create_session_factory(engine: Engine) -> sessionmaker:

@@ -79,15 +79,38 @@ class TaskSchedule(Base):
     version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
     __table_args__ = (
-        # The pump's scan: armed schedules by slot.
+        # The pump's scan for lost ticks: armed schedules by slot.
         Index(
             "ix_task_schedules_armed",
             "next_run_at",
             postgresql_where=text("enabled"),
             sqlite_where=text("enabled"),
         ),
+        # Slots waiting for their tick, earliest first: what every publisher takes from, in slot order.
+        Index(
+            "ix_task_schedules_unpublished",
+            "next_run_at",
+            postgresql_where=text("enabled AND tick_published_at IS NULL AND next_run_at IS NOT NULL"),
+            sqlite_where=text("enabled AND tick_published_at IS NULL AND next_run_at IS NOT NULL"),
+        ),
         Index("ix_task_schedules_task_type", "task_type"),
     )
+
+
+class TickInFlight(Base):
+    """A tick message the broker holds: the ledger of the tick budget.
+
+    A row is inserted in the transaction that publishes the tick and deleted by the claim that consumes it,
+    whether its slots were still current or stale, so ticks made stale by an edit still count until they
+    arrive. A row whose tick is overdue past the grace period was lost (or is stuck behind a backlog), and the
+    pump forgets it.
+    """
+
+    __tablename__ = "ticks_in_flight"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    slot_count: Mapped[int] = mapped_column(Integer)
 
 
 class TaskRunHistory(Base):

@@ -1,53 +1,77 @@
-"""What happens when a schedule fires, top to bottom: arm, publish, claim, run, record, pump.
+"""What happens when a schedule fires, top to bottom: arm, publish, claim, start, record.
 
 PostgreSQL is the source of truth and RabbitMQ only a transport, so every step below checks the database row
 before acting, and every message may be lost, duplicated or late without a slot running twice or silently not
-at all. ``../shared/docs/ARCHITECTURE.md`` (beside the checkout) states the invariants this module keeps.
+at all. ``../shared/docs/ARCHITECTURE.md`` (beside the checkout) states the invariants this module keeps;
+``shared.healing`` (the pump) repairs what a lost message or a dead worker leaves behind.
+
+At volume the work is done in batches: a tick names every slot due in one short bucket, a worker's tick
+threads hand their slots to one claimer (``shared.batching``) that claims them in one transaction, and the
+runs and next ticks that follow go to the broker in one commit. A run's outcome is recorded the same way.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import time
-import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from itertools import groupby
+from typing import Any, TypeVar, cast
 
 from dramatiq.errors import BrokerError
 from dramatiq.middleware import TimeLimitExceeded
-from sqlalchemy import delete, or_, select, update
-from sqlalchemy.engine import CursorResult
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy import (
+    Select,
+    Table,
+    and_,
+    case,
+    false,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.dml import Delete, Update
 
 from shared.cron import CronSpec, iter_cron_slots, next_interval_slot
-from shared.db import utcnow
-from shared.messaging import send_run, send_tick
-from shared.models import RunStatus, ScheduleType, TaskRunHistory, TaskSchedule, TriggeredBy
+from shared.db import UTCDateTime, insert_ignoring_conflicts, lock_for_transaction, update_rows, utcnow
+from shared.messaging import Outgoing, TickSlot, run_message, tick_message
+from shared.models import RunStatus, ScheduleType, TaskRunHistory, TaskSchedule, TickInFlight, TriggeredBy
 from shared.runtime import Runtime
 from shared.task_types import RunContext, TaskFailed, get_task_type
 
 logger = logging.getLogger("cronwork.protocol")
 T = TypeVar("T")
 
+# Core tables for the batch statements of the hot path (the ORM's per-object bookkeeping costs more than they do).
+SCHEDULES = cast(Table, TaskSchedule.__table__)
+RUNS = cast(Table, TaskRunHistory.__table__)
+TICKS = cast(Table, TickInFlight.__table__)
+
 RETRY_MAX_DELAY = timedelta(minutes=5)  # well under RabbitMQ's consumer_timeout, like every delay we publish
 ERROR_MESSAGE_CHARS = 2000
-
-
-def _rows_changed(session: Session, statement: Update | Delete) -> int:
-    """Run an UPDATE or DELETE and say how many rows it changed (a compare-and-set's answer)."""
-    result: CursorResult[Any] = session.execute(statement)  # type: ignore[assignment]
-    return int(result.rowcount)
+# The most slots one tick carries: a minute's burst of 10,000 schedules is 20 messages for Dramatiq's delay
+# queue to move, instead of 10,000 (it moves them one confirmed publish at a time).
+TICK_MAX_SLOTS = 500
+# Serialises everyone who publishes ticks, so that the count of ticks in flight and the ticks added to it are
+# one decision: the budget is never exceeded, whatever the number of workers, pumps and API processes.
+TICK_BUDGET_LOCK = 0x63726F6E  # "cron"
+SCHEDULED_RUN_KEY = ("schedule_id", "scheduled_for", "attempt")  # uq_task_run_history_schedule_slot
 
 
 # --- Slots ------------------------------------------------------------------------------------------------
 
 
 def slots_after(
-    schedule: TaskSchedule, previous_slot: datetime, after: datetime
+    schedule: ArmedRow | TaskSchedule, previous_slot: datetime, after: datetime
 ) -> tuple[datetime | None, int]:
     """The first slot of ``schedule`` strictly after ``after``, following on from ``previous_slot``, and how many
     slots lie in between (slots missed while nothing ran)."""
@@ -81,215 +105,304 @@ def first_slot(schedule: TaskSchedule, now: datetime) -> datetime | None:
 # --- Arm and publish ----------------------------------------------------------------------------------------
 
 
-def arm(schedule: TaskSchedule, now: datetime, keep_slot: bool = False) -> None:
-    """Point the row at its next slot with a fresh dedupe key, inside the caller's transaction.
+def arm(schedule: TaskSchedule, now: datetime) -> None:
+    """Point the row at its first slot from now with a fresh dedupe key, inside the caller's transaction.
 
-    Every tick already in the broker carries the old key and becomes stale, so edits, disables and deletes
-    never have to find messages. ``keep_slot`` re-arms the same slot (a lost tick, or an edit that does not
-    touch the timing). The tick itself is published after the commit, by ``publish_tick``.
+    Every tick already in the broker carries the old key and becomes stale, so timing edits, disables and
+    deletes never have to find messages. The tick itself is published after the commit, by ``publish_tick``.
     """
-    schedule.dedupe_key = uuid.uuid4().hex
+    schedule.dedupe_key = secrets.token_hex(16)
     schedule.tick_published_at = None
     if not schedule.enabled or schedule.schedule_type == ScheduleType.MANUAL:
         schedule.next_run_at = None
         return
-    if not keep_slot or schedule.next_run_at is None:
-        schedule.next_run_at = first_slot(schedule, now)
+    schedule.next_run_at = first_slot(schedule, now)
 
 
-def lock_schedule(session: Session, schedule_id: int, skip_locked: bool = False) -> TaskSchedule | None:
+def lock_schedule(session: Session, schedule_id: int) -> TaskSchedule | None:
     """The schedule row, locked for this transaction. ``FOR NO KEY UPDATE`` (key_share), so run inserts, whose
     foreign-key check takes a key-share lock on it, neither block nor are blocked by it."""
     return session.execute(
-        select(TaskSchedule)
-        .where(TaskSchedule.id == schedule_id)
-        .with_for_update(key_share=True, skip_locked=skip_locked)
+        select(TaskSchedule).where(TaskSchedule.id == schedule_id).with_for_update(key_share=True)
     ).scalar_one_or_none()
 
 
-def lock_run(session: Session, history_id: int, skip_locked: bool = False) -> TaskRunHistory | None:
-    return session.execute(
-        select(TaskRunHistory)
-        .where(TaskRunHistory.id == history_id)
-        .with_for_update(key_share=True, skip_locked=skip_locked)
-    ).scalar_one_or_none()
+def publish_tick(runtime: Runtime, schedule_id: int) -> bool:
+    """Publish the tick of one schedule's armed slot, alone (an API create or edit), if it is within the
+    horizon and the budget allows; otherwise the pump publishes it in slot order. True when published."""
+    _runs, slots = publish_outboxes(runtime, f"schedule {schedule_id}: tick", tick_schedule_ids=[schedule_id])
+    return slots > 0
 
 
-def publish_tick(runtime: Runtime, schedule_id: int, skip_locked: bool = False) -> bool:
-    """Hand the broker the tick for a schedule's armed slot, once, if the slot is within the horizon.
+def dispatch_runs(runtime: Runtime, what: str, candidates: Select[Any]) -> int:
+    """Publish the start messages of the queued runs whose ids ``candidates`` selects; the number sent."""
+    runs, _slots = publish_outboxes(runtime, what, run_candidates=candidates)
+    return runs
 
-    The row lock makes the API, the claiming worker and any number of pumps agree on who publishes (pumps skip
-    rows someone else holds; the others wait); the flag is set in the same transaction, so a failed publish
-    (broker down, publish not confirmed, database gone) leaves it unset for the pump to retry.
+
+def publish_outboxes(
+    runtime: Runtime,
+    what: str,
+    run_candidates: Select[Any] | None = None,
+    tick_schedule_ids: Sequence[int] = (),
+    earliest_ticks: int = 0,
+) -> tuple[int, int]:
+    """Empty the outboxes in one transaction and one broker commit; return (runs, tick slots) published.
+
+    ``run_candidates`` selects queued runs to send; ``tick_schedule_ids`` names schedules whose tick to send
+    (waiting for their row locks); ``earliest_ticks`` adds up to that many other unpublished slots, earliest
+    first, skipping rows someone else holds. Every row is locked and its outbox flag set in the same
+    transaction as the publish, so concurrent publishers never send the same thing twice, and a publish the
+    broker did not take (or a commit that failed) leaves the flags unset for the pump.
     """
-    return _in_outbox_transaction(
-        runtime,
-        f"schedule {schedule_id}: tick",
-        lambda session: _send_tick_of(runtime, lock_schedule(session, schedule_id, skip_locked)),
-    )
-
-
-def dispatch_run(runtime: Runtime, history_id: int, skip_locked: bool = False) -> bool:
-    """Hand the broker the message that starts a queued run, and record that it was sent (the run's outbox);
-    a failed publish leaves the run queued for the pump to dispatch again."""
-    return _in_outbox_transaction(
-        runtime,
-        f"run {history_id}: start message",
-        lambda session: _send_run_of(runtime, lock_run(session, history_id, skip_locked)),
-    )
-
-
-def _in_outbox_transaction(runtime: Runtime, what: str, send: Callable[[Session], bool]) -> bool:
-    """Run ``send`` (lock a row, publish, set its outbox flag) in one transaction. A failed publish or commit
-    leaves the flag unset, which is what the pump looks for: log it and carry on."""
     try:
         with runtime.sessions.begin() as session:
-            return send(session)
+            now = utcnow()
+            runs = _take_runs(session, now, run_candidates) if run_candidates is not None else []
+            ticks = _take_ticks(session, runtime, now, tick_schedule_ids, earliest_ticks)
+            runtime.publisher.publish([*runs, *ticks])
     except (BrokerError, SQLAlchemyError) as exc:
         logger.warning("%s not published (%s); the pump will retry", what, exc)
-        return False
+        return 0, 0
+    return len(runs), sum(len(outgoing.message.args[1]) for outgoing in ticks)
 
 
 def _ms_until(instant: datetime, now: datetime) -> int:
     return int((instant - now).total_seconds() * 1000)
 
 
-def _send_tick_of(runtime: Runtime, schedule: TaskSchedule | None) -> bool:
-    """Publish the locked schedule's tick unless it was published already or its slot is beyond H."""
-    if schedule is None or schedule.tick_published_at is not None or schedule.next_run_at is None:
-        return False
-    now = utcnow()
-    if schedule.next_run_at > now + runtime.horizon:
-        return False  # the pump publishes it when it enters the horizon
-    assert schedule.dedupe_key
-    send_tick(
-        runtime.broker,
-        schedule.id,
-        schedule.next_run_at,
-        schedule.dedupe_key,
-        _ms_until(schedule.next_run_at, now),
+def _take_runs(session: Session, now: datetime, candidates: Select[Any]) -> list[Outgoing]:
+    """Flag the selected runs that are still queued as dispatched, and return their start messages."""
+    dispatched = session.execute(
+        update(TaskRunHistory)
+        .where(TaskRunHistory.id.in_(candidates.scalar_subquery()), TaskRunHistory.status == RunStatus.QUEUED)
+        .values(dispatched_at=now)
+        .returning(TaskRunHistory.id, TaskRunHistory.due_at)
+    ).all()
+    return [Outgoing(run_message(history_id), _ms_until(due_at, now)) for history_id, due_at in dispatched]
+
+
+def _take_ticks(
+    session: Session, runtime: Runtime, now: datetime, schedule_ids: Sequence[int], earliest: int
+) -> list[Outgoing]:
+    """Under the budget lock: lock unpublished slots within the horizon, group them into ticks by bucket, keep
+    the earliest ticks that fit in the budget, record them in ``ticks_in_flight`` and flag their rows."""
+    if not schedule_ids and not earliest:
+        return []
+    lock_for_transaction(session, TICK_BUDGET_LOCK)
+    in_flight = session.scalar(select(func.count()).select_from(TickInFlight)) or 0
+    room = runtime.settings.tick_budget - in_flight
+    if room <= 0:
+        return []
+    unpublished = select(TaskSchedule.id, TaskSchedule.next_run_at, TaskSchedule.dedupe_key).where(
+        TaskSchedule.enabled.is_(True),
+        TaskSchedule.tick_published_at.is_(None),
+        TaskSchedule.next_run_at.is_not(None),
+        TaskSchedule.next_run_at <= now + runtime.horizon,
     )
-    schedule.tick_published_at = now
-    return True
+    queries = []
+    if schedule_ids:  # wait for these rows: their claim or edit just released them
+        named = unpublished.where(TaskSchedule.id.in_(schedule_ids)).order_by(TaskSchedule.id)
+        queries.append(named.with_for_update(key_share=True))
+    if earliest:  # others' slots too, earliest first, so that the budget goes in slot order
+        others = unpublished.order_by(TaskSchedule.next_run_at).limit(earliest)
+        queries.append(others.with_for_update(key_share=True, skip_locked=True))
+    found: dict[int, TickSlot] = {}
+    for query in queries:
+        for schedule_id, slot, key in session.execute(query):
+            assert slot is not None and key is not None  # an enabled, armed row
+            found[schedule_id] = TickSlot(schedule_id, slot, key)
+    ticks = group_into_ticks(sorted(found.values(), key=lambda s: s.slot), runtime.settings.tick_bucket_ms)
+    ticks = ticks[:room]
+    if not ticks:
+        return []
+    ids = [secrets.randbits(62) for _ in ticks]
+    session.execute(
+        insert(TickInFlight),
+        [
+            {"id": i, "due_at": tick[-1].slot, "slot_count": len(tick)}
+            for i, tick in zip(ids, ticks, strict=True)
+        ],
+    )
+    published = [slot.schedule_id for tick in ticks for slot in tick]
+    session.execute(update(TaskSchedule).where(TaskSchedule.id.in_(published)).values(tick_published_at=now))
+    return [
+        Outgoing(tick_message(i, tick), _ms_until(tick[-1].slot, now))
+        for i, tick in zip(ids, ticks, strict=True)
+    ]
 
 
-def _send_run_of(runtime: Runtime, run: TaskRunHistory | None) -> bool:
-    """Publish the message that starts the locked run, if it is still queued."""
-    if run is None or run.status != RunStatus.QUEUED:
-        return False
-    now = utcnow()
-    send_run(runtime.broker, run.id, _ms_until(run.due_at, now))
-    run.dispatched_at = now
-    return True
+def group_into_ticks(slots: Sequence[TickSlot], bucket_ms: int) -> list[list[TickSlot]]:
+    """Slots (in slot order) grouped into ticks: those due in the same ``bucket_ms`` share one, up to
+    ``TICK_MAX_SLOTS``. A tick is delivered at its latest slot, so none of its slots is claimed early; the
+    earliest is late by less than a bucket."""
 
+    def bucket(slot: TickSlot) -> int:
+        return int(slot.slot.timestamp() * 1000) // bucket_ms if bucket_ms else id(slot)
 
-def republish_after_broker_loss(runtime: Runtime) -> None:
-    """After a broker that lost every message (the embedded mode's in-memory one, on restart): publish every
-    armed tick and dispatch every queued run again at once, instead of waiting for the pump's grace period."""
-    with runtime.sessions.begin() as session:
-        session.execute(update(TaskSchedule).values(tick_published_at=None))
-        queued = session.scalars(
-            select(TaskRunHistory.id).where(TaskRunHistory.status == RunStatus.QUEUED)
-        ).all()
-    pump(runtime)
-    for history_id in queued:
-        dispatch_run(runtime, history_id)
+    ticks: list[list[TickSlot]] = []
+    for _bucket, together in groupby(slots, key=bucket):
+        same = list(together)
+        ticks.extend(same[start : start + TICK_MAX_SLOTS] for start in range(0, len(same), TICK_MAX_SLOTS))
+    return ticks
 
 
 # --- Claim ----------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Claim:
-    schedule_id: int
-    history_id: int
-    missed_slots: int
+class ClaimRequest:
+    """One slot of a delivered tick, handed to the claimer."""
+
+    tick_id: int
+    slot: TickSlot
 
 
-def claim_slot(runtime: Runtime, schedule_id: int, slot: datetime, dedupe_key: str) -> Claim | None:
-    """Turn a tick into exactly one run of its slot, and move the schedule to its next slot.
+@dataclass(frozen=True)
+class ArmedRow:
+    """The columns a claim reads from a locked schedule row."""
 
-    In one transaction: lock the row; drop the tick unless its key and slot are the row's (stale: edited,
-    disabled, deleted, re-armed or already claimed); coalesce slots missed while nothing ran into this run;
-    insert the run; advance the row. Then publish the next tick and dispatch the run. Returns None for a
-    stale tick.
+    id: int
+    enabled: bool
+    dedupe_key: str | None
+    next_run_at: datetime | None
+    schedule_type: str
+    cron_expression: str | None
+    interval_ms: int | None
+    timezone: str
+    task_type: str
+
+    @classmethod
+    def of(cls, schedule: TaskSchedule) -> ArmedRow:
+        return cls(**{name: getattr(schedule, name) for name in cls.__dataclass_fields__})
+
+
+ARMED_COLUMNS = [SCHEDULES.c[name] for name in ArmedRow.__dataclass_fields__]
+
+
+def claim_ticks(runtime: Runtime, requests: list[ClaimRequest]) -> list[bool]:
+    """Turn the slots of delivered ticks into exactly one run each, and move each schedule to its next slot.
+
+    The claimer's batch (``shared.batching``): one transaction claims every slot whose key and slot are still
+    its row's (the others are stale: edited, disabled, deleted, re-armed, already claimed, or a duplicate) and
+    forgets the ticks in ``ticks_in_flight``; then one more publishes the runs and the next ticks. Returns, per
+    request, whether it claimed its slot. A failure of the first transaction raises, so the ticks are
+    delivered again; one of the second leaves the outboxes to the pump.
     """
-    now = utcnow()
-    if slot > now:
-        # Early (another host's clock, or a broker that honoured the delay loosely): wait out the rest, unclaimed.
-        send_tick(runtime.broker, schedule_id, slot, dedupe_key, _ms_until(slot, now))
-        return None
-    try:
-        with runtime.sessions.begin() as session:
-            schedule = lock_schedule(session, schedule_id)
-            if schedule is None or not schedule.enabled:
-                return None
-            if schedule.dedupe_key != dedupe_key or schedule.next_run_at != slot:
-                return None
-            claim = record_due_slot(session, schedule, now)
-    except IntegrityError:
-        # The unique (schedule, slot, attempt) index: this slot already has its run, so the row was re-armed
-        # onto a slot that ran (an edit re-timed it while hosts' clocks disagreed). Move past it, or the pump
-        # would re-arm the same slot forever.
-        logger.warning("schedule %s slot %s already has a run; moving past it", schedule_id, slot.isoformat())
-        _move_past_slot_that_ran(runtime, schedule_id, slot, dedupe_key)
-        return None
-    publish_claim(runtime, claim)
-    return claim
-
-
-def publish_claim(runtime: Runtime, claim: Claim) -> None:
-    """Both outboxes of a claim in one transaction (the tick is the hot path): the run's message, then the
-    next tick. A failure leaves both flags unset; the pump sends them again, and a duplicate is harmless."""
-
-    def send_both(session: Session) -> bool:
-        _send_run_of(runtime, lock_run(session, claim.history_id))
-        return _send_tick_of(runtime, lock_schedule(session, claim.schedule_id))
-
-    _in_outbox_transaction(runtime, f"schedule {claim.schedule_id}: run or next tick", send_both)
-
-
-def record_due_slot(session: Session, schedule: TaskSchedule, now: datetime) -> Claim:
-    """Insert the run of the schedule's due slot, coalescing the slots missed since, and advance the row to
-    the next future slot. The caller holds the row lock and commits, then publishes and dispatches."""
-    slot = schedule.next_run_at
-    assert slot is not None
-    following, missed = slots_after(schedule, slot, now)
-    run = TaskRunHistory(
-        schedule_id=schedule.id,
-        task_type=schedule.task_type,
-        status=RunStatus.QUEUED,
-        triggered_by=TriggeredBy.SCHEDULE,
-        scheduled_for=slot,
-        queued_at=now,
-        due_at=now,
-        attempt=1,
-        missed_slots=missed,
-    )
-    session.add(run)
-    schedule.next_run_at = following
-    schedule.tick_published_at = None
-    session.flush()
-    if missed:
-        logger.info("schedule %s: %d slot(s) after %s were missed and coalesced", schedule.id, missed, slot)
-    return Claim(schedule.id, run.id, missed)
-
-
-def _move_past_slot_that_ran(runtime: Runtime, schedule_id: int, slot: datetime, dedupe_key: str) -> None:
     with runtime.sessions.begin() as session:
-        schedule = lock_schedule(session, schedule_id)
-        if schedule is None or schedule.dedupe_key != dedupe_key or schedule.next_run_at != slot:
-            return
-        schedule.next_run_at, _ = slots_after(schedule, slot, slot)
-        schedule.tick_published_at = None
-    publish_tick(runtime, schedule_id)
+        now = utcnow()
+        claimed = claim_locked_slots(session, lock_armed_rows(session, requests), requests, now)
+        session.execute(TICKS.delete().where(TICKS.c.id.in_({r.tick_id for r in requests})))
+    # Runs of every slot named, claimed now or by an earlier delivery whose publishes never happened (it was
+    # killed between its two transactions): this redelivery completes them.
+    slots = [(r.slot.schedule_id, r.slot.slot) for r in requests]
+    publish_outboxes(
+        runtime,
+        f"{sum(claimed)} claimed slot(s): runs or next ticks",
+        run_candidates=undispatched_runs_of(slots),
+        tick_schedule_ids=sorted({r.slot.schedule_id for r in requests}),
+        earliest_ticks=len(requests),
+    )
+    return claimed
+
+
+def undispatched_runs_of(slots: Sequence[tuple[int, datetime]]) -> Select[Any]:
+    """The scheduled runs of these (schedule, slot) pairs whose start message was never sent."""
+    return select(TaskRunHistory.id).where(
+        tuple_(TaskRunHistory.schedule_id, TaskRunHistory.scheduled_for).in_(slots),
+        TaskRunHistory.triggered_by == TriggeredBy.SCHEDULE,
+        TaskRunHistory.status == RunStatus.QUEUED,
+        TaskRunHistory.dispatched_at.is_(None),
+    )
+
+
+def lock_armed_rows(session: Session, requests: Sequence[ClaimRequest]) -> dict[int, ArmedRow]:
+    """The schedule rows the requests name, locked in id order (so concurrent claims never deadlock)."""
+    ids = sorted({request.slot.schedule_id for request in requests})
+    rows = session.execute(
+        select(*ARMED_COLUMNS)
+        .where(SCHEDULES.c.id.in_(ids))
+        .order_by(SCHEDULES.c.id)
+        .with_for_update(key_share=True)
+    ).all()
+    return {row.id: ArmedRow(*row) for row in rows}
+
+
+def claim_locked_slots(
+    session: Session, rows: dict[int, ArmedRow], requests: Sequence[ClaimRequest], now: datetime
+) -> list[bool]:
+    """Inside the caller's transaction, holding the rows' locks: insert one run per current request (its
+    slots missed since coalesced into it) and advance each row to its next future slot. Returns, per request,
+    whether it claimed."""
+    following: dict[tuple[Any, ...], tuple[datetime | None, int]] = {}
+    claimed_rows: dict[int, tuple[ArmedRow, datetime | None, int]] = {}
+    verdicts = []
+    for request in requests:
+        row = rows.get(request.slot.schedule_id)
+        is_current = (
+            row is not None
+            and row.enabled
+            and row.dedupe_key == request.slot.dedupe_key
+            and row.next_run_at == request.slot.slot
+            and row.id not in claimed_rows  # the same slot twice in one batch (a duplicated tick)
+        )
+        verdicts.append(is_current)
+        if not is_current:
+            continue
+        assert row is not None and row.next_run_at is not None
+        # Schedules that share a timing share their next slot: a minute's burst computes it once.
+        timing = (row.schedule_type, row.cron_expression, row.interval_ms, row.timezone, row.next_run_at)
+        if timing not in following:
+            following[timing] = slots_after(row, row.next_run_at, now)
+        claimed_rows[row.id] = (row, *following[timing])
+    if not claimed_rows:
+        return verdicts
+    update_rows(
+        session,
+        SCHEDULES,
+        [
+            {"id": row.id, "next_run_at": next_slot, "tick_published_at": None}
+            for row, next_slot, _ in claimed_rows.values()
+        ],
+    )
+    inserted = insert_ignoring_conflicts(
+        session,
+        RUNS,
+        [
+            {
+                "schedule_id": row.id,
+                "task_type": row.task_type,
+                "status": RunStatus.QUEUED,
+                "triggered_by": TriggeredBy.SCHEDULE,
+                "scheduled_for": row.next_run_at,
+                "queued_at": now,
+                "due_at": now,
+                "attempt": 1,
+                "missed_slots": missed,
+            }
+            for row, _, missed in claimed_rows.values()
+        ],
+        SCHEDULED_RUN_KEY,
+        index_where=text("triggered_by = 'schedule'"),
+    )
+    if len(inserted) < len(claimed_rows):
+        # The unique (schedule, slot, attempt) index: a slot that already has its run was armed again (an edit
+        # re-timed it while hosts' clocks disagreed). The row has moved past it anyway.
+        ran_before = set(claimed_rows) - {row.schedule_id for row in inserted}
+        logger.warning("schedules %s: slot already has a run; moved past it", sorted(ran_before))
+    for row, _, missed in claimed_rows.values():
+        if missed:
+            logger.info(
+                "schedule %s: %d slot(s) after %s were missed and coalesced", row.id, missed, row.next_run_at
+            )
+    return verdicts
 
 
 # --- Run ------------------------------------------------------------------------------------------------------
 
 
 def queue_manual_run(session: Session, schedule: TaskSchedule, now: datetime) -> TaskRunHistory:
-    """Insert a Run Now request; the caller commits, then calls ``dispatch_run``. The chain is not touched."""
+    """Insert a Run Now request; the caller commits, then dispatches it. The chain is not touched."""
     run = TaskRunHistory(
         schedule_id=schedule.id,
         task_type=schedule.task_type,
@@ -304,90 +417,225 @@ def queue_manual_run(session: Session, schedule: TaskSchedule, now: datetime) ->
     return run
 
 
-def start_run(runtime: Runtime, history_id: int) -> tuple[TaskRunHistory, dict[str, Any]] | None:
+@dataclass(frozen=True)
+class StartedRun:
+    """A run this worker moved to ``running``, with what its handler and its outcome need."""
+
+    id: int
+    schedule_id: int | None
+    task_type: str
+    system_task: str | None
+    triggered_by: str
+    scheduled_for: datetime | None
+    attempt: int
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended; ``may_retry`` when a failure should be followed by another attempt."""
+
+    run: StartedRun
+    status: str
+    error: str | None
+    duration_ms: int | None
+    may_retry: bool = False
+
+
+SCHEDULE_OF_RUN = SCHEDULES.c.id == RUNS.c.schedule_id
+_schedule_enabled = select(SCHEDULES.c.enabled).where(SCHEDULE_OF_RUN).scalar_subquery()
+_schedule_config = select(SCHEDULES.c.config).where(SCHEDULE_OF_RUN).scalar_subquery()
+_is_orphan = _schedule_enabled.is_(None)  # its schedule was deleted (schedule_id set null) before it started
+_is_disabled_slot = and_(RUNS.c.triggered_by == TriggeredBy.SCHEDULE, _schedule_enabled.is_(false()))
+WHY_NOT_STARTED = case(
+    (_is_orphan, "its schedule was deleted before it started"),
+    # A disabled schedule starts no new run; Run Now (manual) still does, as the operator asked for it.
+    (_is_disabled_slot, "its schedule was disabled before it started"),
+)
+
+
+def start_run(runtime: Runtime, history_id: int) -> StartedRun | None:
     """Move a run ``queued -> running`` by compare-and-set: of any number of deliveries, one starts it.
 
-    Returns the run and its schedule's config, or None when the message is a duplicate or early.
+    One statement decides and records the start, or that the run will never start (its schedule deleted or,
+    for a scheduled run, disabled). Returns the started run, or None when this delivery has nothing to run.
     """
     now = utcnow()
     with runtime.sessions.begin() as session:
-        run = session.get(TaskRunHistory, history_id)
-        if run is None or run.status != RunStatus.QUEUED:
-            return None
-        if run.due_at > now:
-            send_run(runtime.broker, history_id, _ms_until(run.due_at, now))
-            return None
-        task_type = get_task_type(run.task_type)
-        started = _rows_changed(
-            session,
-            update(TaskRunHistory)
-            .where(TaskRunHistory.id == history_id, TaskRunHistory.status == RunStatus.QUEUED)
-            .values(status=RunStatus.RUNNING, started_at=now, lease_expires_at=now + runtime.lease),
-        )
-        if started != 1:
-            return None
-        schedule = session.get(TaskSchedule, run.schedule_id) if run.schedule_id else None
-        if task_type is None or schedule is None:
-            reason = "its schedule was deleted before it started" if task_type else "unknown task type"
-            _record_outcome(session, run.id, now, RunStatus.ABANDONED, reason)
-            return None
-        if run.triggered_by == TriggeredBy.SCHEDULE and not schedule.enabled:
-            # A disabled schedule starts no new run; Run Now (manual) still does, as the operator asked for it.
-            _record_outcome(
-                session, run.id, now, RunStatus.SKIPPED, "its schedule was disabled before it started"
+        started = session.execute(
+            update(RUNS)
+            .where(RUNS.c.id == history_id, RUNS.c.status == RunStatus.QUEUED, RUNS.c.due_at <= now)
+            .values(
+                status=case(
+                    (_is_orphan, RunStatus.ABANDONED),
+                    (_is_disabled_slot, RunStatus.SKIPPED),
+                    else_=RunStatus.RUNNING,
+                ),
+                started_at=now,
+                completed_at=case((WHY_NOT_STARTED.is_not(None), literal(now, UTCDateTime()))),
+                error_message=WHY_NOT_STARTED,
+                lease_expires_at=case(
+                    (WHY_NOT_STARTED.is_(None), literal(now + runtime.lease, UTCDateTime()))
+                ),
             )
+            .returning(
+                RUNS.c.status,
+                RUNS.c.schedule_id,
+                RUNS.c.task_type,
+                RUNS.c.system_task,
+                RUNS.c.triggered_by,
+                RUNS.c.scheduled_for,
+                RUNS.c.attempt,
+                _schedule_config,
+            )
+        ).first()
+        if started is None:
+            _resend_if_early(runtime, session, history_id, now)
+            return None
+        status, schedule_id, task_type, system_task, triggered_by, scheduled_for, attempt, config = started
+        if status != RunStatus.RUNNING:
             return None
         # "Last run" is the latest start of any run of the schedule, scheduled, manual or retry.
         session.execute(
-            update(TaskSchedule)
-            .where(TaskSchedule.id == schedule.id)
-            .where(or_(TaskSchedule.last_run_at.is_(None), TaskSchedule.last_run_at < now))
+            update(SCHEDULES)
+            .where(SCHEDULES.c.id == schedule_id)
+            .where(or_(SCHEDULES.c.last_run_at.is_(None), SCHEDULES.c.last_run_at < now))
             .values(last_run_at=now)
         )
-        session.refresh(run)
-        return run, dict(schedule.config or {})
+    return StartedRun(
+        history_id,
+        schedule_id,
+        task_type,
+        system_task,
+        triggered_by,
+        scheduled_for,
+        attempt,
+        dict(config or {}),
+    )
 
 
-def execute_run(runtime: Runtime, history_id: int) -> str | None:
-    """Start a queued run, run its handler, record the outcome, and queue a retry after a failure.
+def _resend_if_early(runtime: Runtime, session: Session, history_id: int, now: datetime) -> None:
+    """A start message that came before its run's due time (another host's clock): send it again for then."""
+    due_at = session.scalar(
+        select(TaskRunHistory.due_at).where(
+            TaskRunHistory.id == history_id, TaskRunHistory.status == RunStatus.QUEUED
+        )
+    )
+    if due_at is not None and due_at > now:
+        runtime.publisher.publish([Outgoing(run_message(history_id), _ms_until(due_at, now))])
 
-    Returns the final status of this attempt, or None when this delivery had nothing to do.
-    """
-    started = start_run(runtime, history_id)
-    if started is None:
+
+def execute_run(
+    runtime: Runtime, history_id: int, record: Callable[[list[Outcome]], list[bool]] | None = None
+) -> str | None:
+    """Start a queued run, run its handler, and hand its outcome to ``record`` (the worker's completer; by
+    default recorded at once). Returns the final status of this attempt, or None when this delivery had
+    nothing to do."""
+    run = start_run(runtime, history_id)
+    if run is None:
         return None
-    run, config = started
     task_type = get_task_type(run.task_type)
-    assert task_type is not None
     begun = time.monotonic()
     error: str | None = None
-    try:
-        task_type.handler(RunContext(config=config, simulated_work_ms=runtime.settings.simulated_work_ms))
-    except TaskFailed as exc:
-        error = str(exc)
-    except TimeLimitExceeded:  # Dramatiq interrupts the thread with this BaseException at the actor's limit
-        error = f"time limit exceeded ({runtime.settings.task_time_limit_s} s)"
-    except Exception as exc:  # a handler bug is a failed run, not a crashed worker
-        error = f"{type(exc).__name__}: {exc}"
-    duration_ms = int((time.monotonic() - begun) * 1000)
-    status = RunStatus.FAILED if error else RunStatus.SUCCESS
-
-    def record() -> int | None:
-        with runtime.sessions.begin() as session:
-            recorded = _record_outcome(session, run.id, utcnow(), status, error, duration_ms)
-            if recorded and error and run.attempt < task_type.max_attempts:
-                return _queue_retry(session, run, runtime.settings.retry_base_delay_ms)
-        return None
-
-    retry_id = _retrying_while_database_is_away(record, give_up_after_s=runtime.settings.run_lease_margin_s)
-    if retry_id is not None:
-        dispatch_run(runtime, retry_id)
+    status = RunStatus.SUCCESS
+    if task_type is None:
+        status, error = RunStatus.ABANDONED, f"unknown task type {run.task_type!r}"
+    else:
+        try:
+            task_type.handler(
+                RunContext(config=run.config, simulated_work_ms=runtime.settings.simulated_work_ms)
+            )
+        except TaskFailed as exc:
+            error = str(exc)
+        except (
+            TimeLimitExceeded
+        ):  # Dramatiq interrupts the thread with this BaseException at the actor's limit
+            error = f"time limit exceeded ({runtime.settings.task_time_limit_s} s)"
+        except Exception as exc:  # a handler bug is a failed run, not a crashed worker
+            error = f"{type(exc).__name__}: {exc}"
+        if error:
+            status = RunStatus.FAILED
+    outcome = Outcome(
+        run,
+        status,
+        error,
+        int((time.monotonic() - begun) * 1000),
+        may_retry=task_type is not None
+        and status == RunStatus.FAILED
+        and run.attempt < task_type.max_attempts,
+    )
+    (record or (lambda outcomes: record_outcomes(runtime, outcomes)))([outcome])
     return status
 
 
+def record_outcomes(runtime: Runtime, outcomes: list[Outcome]) -> list[bool]:
+    """Finish running runs in one transaction, queue the retries of failures that may retry, then dispatch
+    those. A run the pump already called abandoned keeps that status. Returns, per outcome, whether it was
+    recorded. This is the completer's batch; a database blip is waited out (the work has run, and losing its
+    outcome would leave the run to be called abandoned) for as long as the lease's margin allows."""
+
+    def record() -> tuple[list[bool], list[int]]:
+        with runtime.sessions.begin() as session:
+            now = utcnow()
+            finished = set(
+                update_rows(
+                    session,
+                    RUNS,
+                    [
+                        {
+                            "id": outcome.run.id,
+                            "status": outcome.status,
+                            "completed_at": now,
+                            "duration_ms": outcome.duration_ms,
+                            "error_message": (outcome.error or None) and outcome.error[:ERROR_MESSAGE_CHARS],
+                            "lease_expires_at": None,
+                        }
+                        for outcome in outcomes
+                    ],
+                    only_if=RUNS.c.status == RunStatus.RUNNING,
+                )
+            )
+            retries = [
+                _retry_row(outcome.run, now, runtime.settings.retry_base_delay_ms)
+                for outcome in outcomes
+                if outcome.may_retry and outcome.run.id in finished
+            ]
+            retry_ids = (
+                [row.id for row in insert_ignoring_conflicts(session, RUNS, retries, ())] if retries else []
+            )
+        return [outcome.run.id in finished for outcome in outcomes], retry_ids
+
+    recorded, retry_ids = _retrying_while_database_is_away(
+        record, give_up_after_s=runtime.settings.run_lease_margin_s
+    )
+    if retry_ids:
+        dispatch_runs(
+            runtime, f"retries {retry_ids}", select(TaskRunHistory.id).where(TaskRunHistory.id.in_(retry_ids))
+        )
+    return recorded
+
+
+def retry_delay(attempt: int, base_delay_ms: int) -> timedelta:
+    """Exponential backoff after failed ``attempt`` (1-based): base, 2x base, 4x base..., capped."""
+    return min(timedelta(milliseconds=base_delay_ms * 2 ** (attempt - 1)), RETRY_MAX_DELAY)
+
+
+def _retry_row(failed: StartedRun, now: datetime, base_delay_ms: int) -> dict[str, Any]:
+    return {
+        "schedule_id": failed.schedule_id,
+        "task_type": failed.task_type,
+        "system_task": failed.system_task,
+        "status": RunStatus.QUEUED,
+        "triggered_by": failed.triggered_by,
+        "scheduled_for": failed.scheduled_for,
+        "queued_at": now,
+        "due_at": now + retry_delay(failed.attempt, base_delay_ms),
+        "attempt": failed.attempt + 1,
+    }
+
+
 def _retrying_while_database_is_away(work: Callable[[], T], give_up_after_s: float) -> T:
-    """Record an outcome through a database blip (a restart, a failover): the work has run, and losing its
-    outcome would leave the run to be called abandoned. Keep trying for as long as the lease's margin allows."""
+    """Do ``work`` through a database blip (a restart, a failover), retrying for up to ``give_up_after_s``."""
     deadline = time.monotonic() + give_up_after_s
     pause_s = 0.25
     while True:
@@ -401,54 +649,6 @@ def _retrying_while_database_is_away(work: Callable[[], T], give_up_after_s: flo
             pause_s = min(pause_s * 2, 5.0)
 
 
-def _record_outcome(
-    session: Session,
-    history_id: int,
-    now: datetime,
-    status: str,
-    error: str | None,
-    duration_ms: int | None = None,
-) -> bool:
-    """Finish a running run; a run the pump already marked abandoned stays abandoned."""
-    return bool(
-        _rows_changed(
-            session,
-            update(TaskRunHistory)
-            .where(TaskRunHistory.id == history_id, TaskRunHistory.status == RunStatus.RUNNING)
-            .values(
-                status=status,
-                completed_at=now,
-                duration_ms=duration_ms,
-                error_message=(error or None) and error[:ERROR_MESSAGE_CHARS],
-                lease_expires_at=None,
-            ),
-        )
-    )
-
-
-def retry_delay(attempt: int, base_delay_ms: int) -> timedelta:
-    """Exponential backoff after failed ``attempt`` (1-based): base, 2x base, 4x base..., capped."""
-    return min(timedelta(milliseconds=base_delay_ms * 2 ** (attempt - 1)), RETRY_MAX_DELAY)
-
-
-def _queue_retry(session: Session, failed: TaskRunHistory, base_delay_ms: int) -> int:
-    now = utcnow()
-    retry = TaskRunHistory(
-        schedule_id=failed.schedule_id,
-        task_type=failed.task_type,
-        system_task=failed.system_task,
-        status=RunStatus.QUEUED,
-        triggered_by=failed.triggered_by,
-        scheduled_for=failed.scheduled_for,
-        queued_at=now,
-        due_at=now + retry_delay(failed.attempt, base_delay_ms),
-        attempt=failed.attempt + 1,
-    )
-    session.add(retry)
-    session.flush()
-    return retry.id
-
-
 # --- System tasks --------------------------------------------------------------------------------------------
 
 
@@ -457,24 +657,31 @@ def run_system_slot(
 ) -> str | None:
     """Run one slot of a system cron once, however many beats sent it: the insert of its run is the claim."""
     now = utcnow()
-    try:
-        with runtime.sessions.begin() as session:
-            run = TaskRunHistory(
-                task_type=task_type,
-                system_task=task_id,
-                status=RunStatus.RUNNING,
-                triggered_by=TriggeredBy.SYSTEM,
-                scheduled_for=slot,
-                queued_at=now,
-                due_at=slot,
-                started_at=now,
-                lease_expires_at=now + runtime.lease,
-                attempt=1,
-            )
-            session.add(run)
-    except IntegrityError:
+    with runtime.sessions.begin() as session:
+        inserted = insert_ignoring_conflicts(
+            session,
+            RUNS,
+            [
+                {
+                    "task_type": task_type,
+                    "system_task": task_id,
+                    "status": RunStatus.RUNNING,
+                    "triggered_by": TriggeredBy.SYSTEM,
+                    "scheduled_for": slot,
+                    "queued_at": now,
+                    "due_at": slot,
+                    "started_at": now,
+                    "lease_expires_at": now + runtime.lease,
+                    "attempt": 1,
+                }
+            ],
+            ("system_task", "scheduled_for"),
+            index_where=text("triggered_by = 'system'"),
+        )
+    if not inserted:
         logger.info("system task %s slot %s already claimed", task_id, slot.isoformat())
         return None
+    run = StartedRun(inserted[0].id, None, task_type, task_id, TriggeredBy.SYSTEM, slot, 1, {})
     begun = time.monotonic()
     error = None
     try:
@@ -485,99 +692,5 @@ def run_system_slot(
         logger.exception("system task %s failed", task_id)
         error = f"{type(exc).__name__}: {exc}"
     status = RunStatus.FAILED if error else RunStatus.SUCCESS
-    duration_ms = int((time.monotonic() - begun) * 1000)
-
-    def record() -> None:
-        with runtime.sessions.begin() as session:
-            _record_outcome(session, run.id, utcnow(), status, error, duration_ms)
-
-    _retrying_while_database_is_away(record, give_up_after_s=runtime.settings.run_lease_margin_s)
+    record_outcomes(runtime, [Outcome(run, status, error, int((time.monotonic() - begun) * 1000))])
     return status
-
-
-# --- Pump -----------------------------------------------------------------------------------------------------
-
-
-def pump(runtime: Runtime) -> str:
-    """Heal every chain; safe with any number of concurrent pumps (row locks with SKIP LOCKED).
-
-    1. publish ticks for slots that entered the horizon, or whose publish never happened;
-    2. re-arm, with a new key, schedules whose slot is overdue past the grace period (the tick was lost);
-    3. re-dispatch runs still queued long after they were due (their message was lost);
-    4. mark runs whose lease ran out as abandoned (their worker died mid-run).
-    """
-    now = utcnow()
-    with runtime.sessions() as session:
-        unpublished = session.scalars(
-            select(TaskSchedule.id).where(
-                TaskSchedule.enabled.is_(True),
-                TaskSchedule.next_run_at <= now + runtime.horizon,
-                TaskSchedule.tick_published_at.is_(None),
-            )
-        ).all()
-        lost = session.scalars(
-            select(TaskSchedule.id).where(
-                TaskSchedule.enabled.is_(True),
-                TaskSchedule.next_run_at < now - runtime.grace,
-                TaskSchedule.tick_published_at < now - runtime.grace,
-            )
-        ).all()
-        stuck_runs = session.scalars(
-            select(TaskRunHistory.id).where(
-                TaskRunHistory.status == RunStatus.QUEUED,
-                TaskRunHistory.due_at < now - runtime.grace,
-                # Never sent: after the grace period. Sent but not started: only after a lease, so that a deep
-                # but moving run queue is not fed one more copy of every run each minute.
-                or_(
-                    TaskRunHistory.dispatched_at.is_(None), TaskRunHistory.dispatched_at < now - runtime.lease
-                ),
-            )
-        ).all()
-    published = sum(publish_tick(runtime, schedule_id, skip_locked=True) for schedule_id in unpublished)
-    rearmed = sum(_rearm_lost(runtime, schedule_id, now) for schedule_id in lost)
-    redispatched = sum(dispatch_run(runtime, history_id, skip_locked=True) for history_id in stuck_runs)
-    with runtime.sessions.begin() as session:
-        abandoned = _rows_changed(
-            session,
-            update(TaskRunHistory)
-            .where(TaskRunHistory.status == RunStatus.RUNNING, TaskRunHistory.lease_expires_at < now)
-            .values(
-                status=RunStatus.ABANDONED,
-                completed_at=now,
-                lease_expires_at=None,
-                error_message="abandoned: its worker stopped before recording an outcome (lease expired)",
-            ),
-        )
-    return (
-        f"published {published} tick(s), re-armed {rearmed} lost chain(s), "
-        f"re-dispatched {redispatched} run(s), abandoned {abandoned} run(s)"
-    )
-
-
-def _rearm_lost(runtime: Runtime, schedule_id: int, now: datetime) -> bool:
-    with runtime.sessions.begin() as session:
-        schedule = lock_schedule(session, schedule_id, skip_locked=True)
-        if schedule is None or schedule.next_run_at is None or schedule.next_run_at >= now - runtime.grace:
-            return False
-        if schedule.tick_published_at is None or schedule.tick_published_at >= now - runtime.grace:
-            return False
-        logger.warning(
-            "schedule %s: tick for %s overdue past grace; re-arming",
-            schedule.id,
-            schedule.next_run_at.isoformat(),
-        )
-        arm(schedule, now, keep_slot=True)  # same slot, new key: claim coalesces whatever was missed
-    return publish_tick(runtime, schedule_id, skip_locked=True)
-
-
-def delete_old_history(runtime: Runtime) -> str:
-    """Delete finished runs queued more than ``HISTORY_RETENTION_DAYS`` ago."""
-    cutoff = utcnow() - timedelta(days=runtime.settings.history_retention_days)
-    with runtime.sessions.begin() as session:
-        deleted = _rows_changed(
-            session,
-            delete(TaskRunHistory).where(
-                TaskRunHistory.queued_at < cutoff, TaskRunHistory.status.in_(RunStatus.FINISHED)
-            ),
-        )
-    return f"deleted {deleted} run(s) older than {runtime.settings.history_retention_days} days"

@@ -9,17 +9,18 @@ import dramatiq
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db import create_db_engine, create_session_factory
-from shared.messaging import build_broker
+from shared.messaging import Publisher, build_broker
 from shared.settings import Settings
 
 
 @dataclass(frozen=True)
 class Runtime:
-    """Settings, a session factory and the broker."""
+    """Settings, a session factory, the broker, and the publisher that hands it batches."""
 
     settings: Settings
     sessions: sessionmaker[Session]
     broker: dramatiq.Broker
+    publisher: Publisher
 
     @property
     def horizon(self) -> timedelta:
@@ -43,4 +44,6 @@ def build_runtime(settings: Settings, broker: dramatiq.Broker | None = None) -> 
         broker = build_broker(settings)
         dramatiq.set_broker(broker)
     engine = create_db_engine(settings.sqlalchemy_url)
-    return Runtime(settings=settings, sessions=create_session_factory(engine), broker=broker)
+    return Runtime(
+        settings=settings, sessions=create_session_factory(engine), broker=broker, publisher=Publisher(broker)
+    )

@@ -21,17 +21,21 @@ from shared.cron import (
     validate_interval_ms,
 )
 from shared.db import utcnow
+from shared.messaging import TickSlot
 from shared.models import ScheduleType, TaskRunHistory, TaskSchedule
 from shared.protocol import (
-    Runtime,
+    ArmedRow,
+    ClaimRequest,
     arm,
-    dispatch_run,
+    claim_locked_slots,
+    dispatch_runs,
     lock_schedule,
-    publish_claim,
+    publish_outboxes,
     publish_tick,
     queue_manual_run,
-    record_due_slot,
+    undispatched_runs_of,
 )
+from shared.runtime import Runtime
 from shared.task_types import get_task_type
 
 # API field -> column. ``enabled`` and ``config`` apply to every schedule type.
@@ -158,7 +162,8 @@ def create_schedule(
 def update_schedule(
     runtime: Runtime, schedule_id: int, sent: dict[str, Any], allow_seconds: bool = False
 ) -> TaskSchedule | None:
-    """Apply a partial update, re-arm with a new key (a timing change moves the slot), publish after commit.
+    """Apply a partial update. A timing change (type, cron, interval, timezone, enabled) re-arms the schedule
+    with a new key and publishes its tick after the commit; any other edit leaves the armed tick as it is.
 
     Returns None when the schedule does not exist.
     """
@@ -172,20 +177,36 @@ def update_schedule(
         if errors:
             raise ValidationFailed(errors)
         timing_changed = any(values[field] != getattr(schedule, FIELDS[field]) for field in TIMING_FIELDS)
-        due = None
+        due_slot = None
         if timing_changed and schedule.enabled and values["enabled"] and _is_due(schedule, now):
             # A slot already due under the old timing, its tick still on the way: it runs, rather than being
             # replaced unrecorded. The edit takes effect from the next slot.
-            due = record_due_slot(session, schedule, now)
+            due_slot = _claim_due_slot(session, schedule, now)
         _apply(schedule, values)
         schedule.updated_at = now
         schedule.version += 1
-        arm(schedule, now, keep_slot=not timing_changed)
-    if due is None:
+        if timing_changed:
+            arm(schedule, now)
+        # An edit that leaves the timing alone leaves the chain's tick alone too: it is still current.
+    if due_slot is not None:
+        publish_outboxes(
+            runtime,
+            f"schedule {schedule_id}: due slot and next tick",
+            run_candidates=undispatched_runs_of([due_slot]),
+            tick_schedule_ids=[schedule_id],
+        )
+    elif timing_changed:
         publish_tick(runtime, schedule_id)
-    else:
-        publish_claim(runtime, due)
     return schedule
+
+
+def _claim_due_slot(session: Session, schedule: TaskSchedule, now: datetime) -> tuple[int, datetime]:
+    """Claim the schedule's due slot as its tick would have (the caller holds the row lock)."""
+    assert schedule.next_run_at is not None and schedule.dedupe_key is not None
+    slot = TickSlot(schedule.id, schedule.next_run_at, schedule.dedupe_key)
+    claim_locked_slots(session, {schedule.id: ArmedRow.of(schedule)}, [ClaimRequest(0, slot)], now)
+    session.refresh(schedule)
+    return schedule.id, slot.slot
 
 
 def _is_due(schedule: TaskSchedule, now: datetime) -> bool:
@@ -209,7 +230,7 @@ def run_now(runtime: Runtime, schedule_id: int) -> TaskRunHistory | None:
         if schedule is None:
             return None
         run = queue_manual_run(session, schedule, utcnow())
-    dispatch_run(runtime, run.id)
+    dispatch_runs(runtime, f"run {run.id}", select(TaskRunHistory.id).where(TaskRunHistory.id == run.id))
     return run
 
 

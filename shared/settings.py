@@ -44,6 +44,9 @@ def _log_level(env: dict[str, str]) -> str:
 LONGEST_UNACKED_S = 1500
 # The pump runs every minute; a horizon shorter than that (plus margin) leaves slots unpublished until late.
 SHORTEST_HORIZON_S = 90
+# Every tick process may hold twice the whole budget of delayed ticks (see ``tick_delay_prefetch``), and
+# Dramatiq caps a consumer's prefetch at 65535.
+LARGEST_TICK_BUDGET = 65535 // 2
 
 
 def normalise_database_url(url: str) -> str:
@@ -65,7 +68,11 @@ class Settings:
       auth_mode (``AUTH_MODE``, ``dev``): ``dev`` takes the user from ``MOCK_USER_EMAIL``; ``header`` trusts
         the header named by ``AUTH_HEADER`` (set by the authenticating proxy in front of the API).
       tick_horizon_s (``TICK_HORIZON_S``, 300): ticks are published only for slots at most this far ahead (H).
-      pump_grace_s (``PUMP_GRACE_S``, 60): a slot overdue by more than this is re-armed by the pump.
+      pump_grace_s (``PUMP_GRACE_S``, 60): a tick overdue by more than this is published again by the pump.
+      tick_budget (``TICK_BUDGET``, 10000): the most tick messages the broker holds, fleet-wide; slots beyond
+        it wait, earliest first, for the budget to free up.
+      tick_bucket_ms (``TICK_BUCKET_MS``, 10): slots due within the same bucket of this many milliseconds
+        share one tick message (delivered at the bucket's latest slot; 0: one tick per slot).
       simulated_work_ms (``SIMULATED_WORK_MS``, 1000): how long the demo task types pretend to work.
       retry_base_delay_ms (``RETRY_BASE_DELAY_MS``, 5000): backoff before the 2nd attempt; doubles after.
       task_time_limit_s (``TASK_TIME_LIMIT_S``, 300): the longest one attempt of a handler may run.
@@ -82,12 +89,14 @@ class Settings:
     auth_header: str = "X-Forwarded-Email"
     tick_horizon_s: int = 300
     pump_grace_s: int = 60
+    tick_budget: int = 10000
+    tick_bucket_ms: int = 10
     simulated_work_ms: int = 1000
     retry_base_delay_ms: int = 5000
     history_retention_days: int = 90
     worker_processes: int = 2
     worker_threads: int = 4
-    tick_threads: int = 2
+    tick_threads: int = 16
     worker_timeout_ms: int = 100
     task_time_limit_s: int = 300
     run_lease_margin_s: int = 30
@@ -99,6 +108,12 @@ class Settings:
     def is_embedded(self) -> bool:
         """True when neither a database nor a broker is configured: one process, SQLite, in-memory broker."""
         return not self.database_url and not self.broker_url
+
+    @property
+    def tick_delay_prefetch(self) -> int:
+        """Delayed ticks one tick process holds: twice the fleet's budget, so that however RabbitMQ spreads
+        the ticks over processes, a due tick never waits behind ones that are not due (invariant 6)."""
+        return 2 * self.tick_budget
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -129,12 +144,14 @@ class Settings:
                 env, "TICK_HORIZON_S", 300, minimum=SHORTEST_HORIZON_S, maximum=LONGEST_UNACKED_S
             ),
             pump_grace_s=_int(env, "PUMP_GRACE_S", 60, minimum=5),
+            tick_budget=_int(env, "TICK_BUDGET", 10000, minimum=100, maximum=LARGEST_TICK_BUDGET),
+            tick_bucket_ms=_int(env, "TICK_BUCKET_MS", 10, maximum=1000),
             simulated_work_ms=_int(env, "SIMULATED_WORK_MS", 1000),
             retry_base_delay_ms=_int(env, "RETRY_BASE_DELAY_MS", 5000),
             history_retention_days=_int(env, "HISTORY_RETENTION_DAYS", 90, minimum=1),
             worker_processes=_int(env, "WORKER_PROCESSES", 2, minimum=1),
             worker_threads=_int(env, "WORKER_THREADS", 4, minimum=1),
-            tick_threads=_int(env, "TICK_THREADS", 2, minimum=1),
+            tick_threads=_int(env, "TICK_THREADS", 16, minimum=1),
             worker_timeout_ms=_int(env, "WORKER_TIMEOUT_MS", 100, minimum=10),
             task_time_limit_s=_int(env, "TASK_TIME_LIMIT_S", 300, minimum=1, maximum=LONGEST_UNACKED_S),
             run_lease_margin_s=_int(env, "RUN_LEASE_MARGIN_S", 30, minimum=1),

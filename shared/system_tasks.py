@@ -11,7 +11,8 @@ from datetime import datetime
 from croniter import croniter
 
 from shared.cron import CronSpec, describe_cron, iter_cron_slots
-from shared.protocol import Runtime, delete_old_history, pump
+from shared.healing import delete_old_history, pump
+from shared.runtime import Runtime
 
 SYSTEM_TASK_TYPE = "SYSTEM"
 # System crons run in UTC: the beat runs periodiq with TZ=UTC, and everything that computes their slots says so.
@@ -68,15 +69,15 @@ SYSTEM_TASKS: tuple[SystemTask, ...] = tuple(
             "Tick Pump",
             "* * * * *",
             pump,
-            "Publishes ticks entering the horizon, re-arms chains whose tick was lost, "
-            "re-dispatches stuck runs and marks runs of vanished workers abandoned.",
+            "Marks runs of vanished workers abandoned, publishes again ticks that were lost, re-dispatches "
+            "stuck runs and publishes the ticks entering the horizon, up to the tick budget.",
         ),
         SystemTask(
             "history_retention",
             "History Retention",
-            "17 3 * * *",
+            "17 * * * *",
             delete_old_history,
-            "Deletes finished runs older than HISTORY_RETENTION_DAYS.",
+            "Deletes finished runs older than HISTORY_RETENTION_DAYS, hourly and in bounded batches.",
         ),
     )
 )

@@ -88,7 +88,9 @@ def database_url(make_database: Callable[[str], str]) -> str:
 
 def truncate(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as connection:
-        connection.execute("TRUNCATE task_run_history, task_schedules RESTART IDENTITY CASCADE")
+        connection.execute(
+            "TRUNCATE task_run_history, task_schedules, ticks_in_flight RESTART IDENTITY CASCADE"
+        )
 
 
 # --- RabbitMQ ---------------------------------------------------------------------------------------------------

@@ -1,13 +1,15 @@
 """The worker's actors: thin shells around ``shared.protocol``. Run by the ``dramatiq`` CLI.
 
 Importing this module connects to the database and broker named by the environment and declares every actor
-on that broker: ticks (claim a slot), runs (execute a handler) and one actor per system cron, which the beat
-(``services.beat.main``) sends on periodiq's schedule.
+on that broker: ticks (claim slots), runs (execute a handler) and one actor per system cron, which the beat
+(``services.beat.main``) sends on periodiq's schedule. Each process batches its claims and its outcomes: the
+actor threads hand them to a ``Batcher`` and acknowledge their message once the batch has committed.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,8 +18,19 @@ from dramatiq.middleware import CurrentMessage, Middleware
 from periodiq import cron
 
 from shared import protocol
+from shared.batching import Batcher
+from shared.db import utcnow
 from shared.heartbeat import Heartbeat, heartbeat_path
-from shared.messaging import RUN_ACTOR, RUN_QUEUE, SYSTEM_QUEUE, TICK_ACTOR, TICK_QUEUE
+from shared.messaging import (
+    RUN_ACTOR,
+    RUN_QUEUE,
+    SYSTEM_QUEUE,
+    TICK_ACTOR,
+    TICK_QUEUE,
+    Outgoing,
+    tick_message,
+    tick_slots,
+)
 from shared.runtime import build_runtime
 from shared.settings import Settings
 from shared.system_tasks import SYSTEM_TASK_TYPE, SYSTEM_TASKS, SystemTask
@@ -31,10 +44,20 @@ broker = runtime.broker
 # Infrastructure failures (database briefly down) are retried by Dramatiq, briefly: the pump heals the rest, and
 # a long backoff would hold a delayed message near RabbitMQ's consumer_timeout.
 TRANSPORT_RETRIES: dict[str, Any] = {"max_retries": 5, "min_backoff": 500, "max_backoff": 15_000}
+# A tick that arrives this little before its slot (another host's clock) waits here; earlier, it is sent back.
+EARLY_TICK_WAIT_S = 1.0
+
+claimer: Batcher[protocol.ClaimRequest, bool] = Batcher(
+    lambda requests: protocol.claim_ticks(runtime, requests), name="claimer"
+)
+completer: Batcher[protocol.Outcome, bool] = Batcher(
+    lambda outcomes: protocol.record_outcomes(runtime, outcomes), name="completer"
+)
 
 
-class WorkerHeartbeat(Middleware):
-    """Keeps ``$HEARTBEAT_DIR/cronwork-worker.heartbeat`` fresh while a worker process is up."""
+class WorkerLifecycle(Middleware):
+    """Keeps ``$HEARTBEAT_DIR/cronwork-worker.heartbeat`` fresh while a worker process is up, and finishes the
+    batches in hand once its threads have stopped."""
 
     def __init__(self, directory: str):
         self.heartbeat = Heartbeat(heartbeat_path(directory, "worker"))
@@ -43,17 +66,29 @@ class WorkerHeartbeat(Middleware):
         self.heartbeat.start()
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        # Not before: a SIGTERM drain can last the whole task time limit, and the liveness probe must not kill
-        # the pod halfway through it.
+        # After the worker threads (a SIGTERM drain) and only then: their last claims and outcomes are in the
+        # batchers, and the liveness probe must not kill the pod halfway through the drain.
+        claimer.close()
+        completer.close()
         self.heartbeat.stop()
 
 
-broker.add_middleware(WorkerHeartbeat(settings.heartbeat_dir))
+broker.add_middleware(WorkerLifecycle(settings.heartbeat_dir))
 
 
 @dramatiq.actor(actor_name=TICK_ACTOR, queue_name=TICK_QUEUE, time_limit=60_000, **TRANSPORT_RETRIES)
-def tick(schedule_id: int, slot: str, dedupe_key: str) -> None:
-    protocol.claim_slot(runtime, schedule_id, datetime.fromisoformat(slot), dedupe_key)
+def tick(tick_id: int, triples: list[list[Any]]) -> None:
+    slots = tick_slots(triples)
+    early_s = (max(slot.slot for slot in slots) - utcnow()).total_seconds()
+    if early_s > EARLY_TICK_WAIT_S:
+        # Delivered long before its slots by this host's clock: wait out the rest in the broker, unclaimed,
+        # never longer than the horizon (far below RabbitMQ's consumer_timeout).
+        delay_ms = int(min(early_s, settings.tick_horizon_s) * 1000)
+        runtime.publisher.publish([Outgoing(tick_message(tick_id, slots), delay_ms)])
+        return
+    if early_s > 0:
+        time.sleep(early_s)
+    claimer.submit([protocol.ClaimRequest(tick_id, slot) for slot in slots])
 
 
 @dramatiq.actor(
@@ -63,7 +98,7 @@ def tick(schedule_id: int, slot: str, dedupe_key: str) -> None:
     **TRANSPORT_RETRIES,
 )
 def execute_run(history_id: int) -> None:
-    protocol.execute_run(runtime, history_id)
+    protocol.execute_run(runtime, history_id, record=completer.submit)
 
 
 def system_slot(message: dramatiq.Message | None) -> datetime:

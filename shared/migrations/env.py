@@ -3,7 +3,7 @@
 from alembic import context
 
 from shared.db import Base, create_db_engine
-from shared.models import TaskRunHistory, TaskSchedule  # noqa: F401  (registers the tables)
+from shared.models import TaskRunHistory, TaskSchedule, TickInFlight  # noqa: F401  (registers the tables)
 from shared.settings import Settings
 
 config = context.config

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from services.api.app import create_app
 from shared.db import create_db_engine, create_session_factory
-from shared.messaging import QUEUES, TICK_QUEUE
+from shared.messaging import QUEUES, TICK_QUEUE, TickSlot, tick_slots
 from shared.models import TaskRunHistory, TaskSchedule
 from shared.runtime import Runtime
 from shared.settings import Settings
@@ -54,13 +54,6 @@ def parse_utc(value: str) -> datetime:
     """A wire timestamp, which must be ISO 8601 UTC with a ``Z``."""
     assert value.endswith("Z"), value
     return datetime.fromisoformat(value)
-
-
-@dataclasses.dataclass(frozen=True)
-class Tick:
-    schedule_id: int
-    slot: datetime
-    dedupe_key: str
 
 
 @pytest.fixture
@@ -141,18 +134,19 @@ def schedule_row(runtime: Runtime) -> Callable[[int], TaskSchedule | None]:
 
 
 @pytest.fixture
-def take_ticks(empty_queues: Runtime) -> Callable[[], list[Tick]]:
-    """Takes every tick waiting in RabbitMQ's delay queue (``cronwork.ticks.DQ``), oldest first."""
+def take_ticks(empty_queues: Runtime) -> Callable[[], list[TickSlot]]:
+    """Takes every tick waiting in RabbitMQ's delay queue (``cronwork.ticks.DQ``), oldest first, and returns the
+    slots they name."""
 
-    def take() -> list[Tick]:
-        ticks = []
+    def take() -> list[TickSlot]:
+        ticks: list[TickSlot] = []
         while True:
             _method, _properties, body = empty_queues.broker.channel.basic_get(
                 f"{TICK_QUEUE}.DQ", auto_ack=True
             )
             if body is None:
                 return ticks
-            schedule_id, slot, dedupe_key = dramatiq.Message.decode(body).args
-            ticks.append(Tick(schedule_id, datetime.fromisoformat(slot), dedupe_key))
+            _tick_id, triples = dramatiq.Message.decode(body).args
+            ticks.extend(tick_slots(triples))
 
     return take

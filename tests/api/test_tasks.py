@@ -14,10 +14,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import insert
 
 from shared.cron import MAX_INTERVAL_MS
-from shared.messaging import RUN_QUEUE
+from shared.messaging import RUN_QUEUE, TickSlot
 from shared.models import TaskSchedule
 from shared.runtime import Runtime
-from tests.api.conftest import TASKS, Tick, cron_task, interval_task, parse_utc
+from tests.api.conftest import TASKS, cron_task, interval_task, parse_utc
 
 TASK_FIELDS = {
     "id",
@@ -139,7 +139,7 @@ def test_create_publishes_a_tick_for_the_first_slot(
 
     row = schedule_row(task["id"])
     assert row.tick_published_at is not None
-    assert take_ticks() == [Tick(task["id"], row.next_run_at, row.dedupe_key)]
+    assert take_ticks() == [TickSlot(task["id"], row.next_run_at, row.dedupe_key)]
 
 
 def test_a_slot_beyond_the_horizon_is_armed_but_left_for_the_pump(
@@ -559,23 +559,39 @@ def test_disabling_nulls_the_next_run_and_enabling_arms_it_again(client: FlaskCl
     assert parse_utc(enabled["nextRunAt"]) > datetime.now(UTC)
 
 
-def test_every_change_gives_a_new_dedupe_key(
+def test_every_timing_change_gives_a_new_dedupe_key(
     client: FlaskClient, create: Create, schedule_row: Callable
 ) -> None:
     task = create(interval_task())
     keys = [schedule_row(task["id"]).dedupe_key]
 
     for change in (
-        {"name": "renamed"},
         {"intervalMs": 120_000},
         {"enabled": False},
         {"enabled": True},
-        {"config": {"format": "xlsx"}},
+        {"timezone": "Europe/Berlin"},
+        {"scheduleType": "cron", "cronExpression": "*/5 * * * *"},
     ):
         assert client.patch(f"{TASKS}/{task['id']}", json=change).status_code == 200
         keys.append(schedule_row(task["id"]).dedupe_key)
 
     assert all(keys) and len(set(keys)) == len(keys)
+
+
+def test_an_edit_that_keeps_the_timing_leaves_the_armed_tick_alone(
+    client: FlaskClient, create: Create, schedule_row: Callable, take_ticks: Callable
+) -> None:
+    task = create(interval_task(intervalMs=60_000))
+    armed = schedule_row(task["id"])
+    take_ticks()
+
+    for change in ({"name": "renamed"}, {"config": {"format": "xlsx"}}):
+        assert client.patch(f"{TASKS}/{task['id']}", json=change).status_code == 200
+
+    row = schedule_row(task["id"])
+    assert (row.next_run_at, row.dedupe_key) == (armed.next_run_at, armed.dedupe_key)
+    assert row.tick_published_at == armed.tick_published_at, "the tick in flight is still the live one"
+    assert take_ticks() == [], "no second tick for the same slot"
 
 
 def test_an_edit_publishes_a_tick_with_the_new_key(
@@ -587,7 +603,7 @@ def test_an_edit_publishes_a_tick_with_the_new_key(
     client.patch(f"{TASKS}/{task['id']}", json={"intervalMs": 30_000})
 
     row = schedule_row(task["id"])
-    assert take_ticks() == [Tick(task["id"], row.next_run_at, row.dedupe_key)]
+    assert take_ticks() == [TickSlot(task["id"], row.next_run_at, row.dedupe_key)]
 
 
 def test_disabling_publishes_nothing(client: FlaskClient, create: Create, take_ticks: Callable) -> None:

@@ -45,9 +45,9 @@ class Engine:
             "the worker to boot",
         )
         assert service.process.poll() is None, service.log()
-        # Both Dramatiq groups (ticks, runs) write the heartbeat; wait until each has booted its consumers.
+        # The Dramatiq groups (ticks, system crons, runs) write the heartbeat; wait until each has booted.
         wait_for(
-            lambda: service.log().count("is ready for action") >= 2, 60, "both worker groups to be ready"
+            lambda: service.log().count("is ready for action") >= 3, 60, "the three worker groups to be ready"
         )
         return service
 

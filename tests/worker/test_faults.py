@@ -12,9 +12,9 @@ from datetime import timedelta
 
 import pytest
 
-from shared import protocol, schedules
+from shared import healing, schedules
 from shared.db import utcnow
-from shared.messaging import send_tick
+from shared.messaging import Outgoing, TickSlot, tick_message
 from shared.models import RunStatus, TriggeredBy
 from tests.conftest import wait_for
 from tests.worker.conftest import Engine
@@ -31,8 +31,9 @@ def test_the_same_tick_published_three_times_runs_once(engine: Engine) -> None:
     armed = engine.schedule(schedule.id)
     assert armed.next_run_at and armed.dedupe_key
     delay_ms = int((armed.next_run_at - utcnow()).total_seconds() * 1000)
-    for _ in range(2):  # two more copies of the tick already in the broker, as a redelivery would make
-        send_tick(engine.runtime.broker, schedule.id, armed.next_run_at, armed.dedupe_key, delay_ms)
+    copy = Outgoing(tick_message(0, [TickSlot(schedule.id, armed.next_run_at, armed.dedupe_key)]), delay_ms)
+    # Two more copies of the tick already in the broker, as a redelivery would make.
+    engine.runtime.publisher.publish([copy, copy])
 
     engine.wait_for_runs(schedule.id, 2, timeout_s=15)
     runs = engine.scheduled_runs(schedule.id)
@@ -66,7 +67,7 @@ def test_a_worker_killed_mid_run_leaves_the_chain_going_and_the_run_abandoned(ma
     lease_ends = engine.runs(long_run.id)[0].lease_expires_at
     assert lease_ends is not None
     wait_for(lambda: utcnow() > lease_ends, 30, "the lease to run out")
-    protocol.pump(engine.runtime)
+    healing.pump(engine.runtime)
     [abandoned] = engine.runs(long_run.id)
     assert abandoned.status == RunStatus.ABANDONED and "lease" in (abandoned.error_message or "")
     assert_each_slot_ran_once(engine, chain.id)
@@ -86,7 +87,7 @@ def test_the_pump_heals_every_chain_after_the_queues_are_purged(engine: Engine) 
     counts = {chain.id: len(engine.scheduled_runs(chain.id)) for chain in chains}
 
     def healed() -> bool:
-        protocol.pump(engine.runtime)  # the beat runs this every minute; here, as often as we poll
+        healing.pump(engine.runtime)  # the beat runs this every minute; here, as often as we poll
         return all(len(engine.scheduled_runs(c.id)) >= counts[c.id] + 2 for c in chains)
 
     wait_for(healed, engine.settings.pump_grace_s + 20, "every chain to fire again", interval_s=0.5)
@@ -190,7 +191,7 @@ def test_chains_survive_a_server_restart(engine: Engine, restart: Callable[[], N
     count = len(engine.scheduled_runs(chain.id))
 
     def fired_again() -> bool:
-        protocol.pump(engine.runtime)  # the beat's minute, as often as we poll
+        healing.pump(engine.runtime)  # the beat's minute, as often as we poll
         return len(engine.scheduled_runs(chain.id)) >= count + 3
 
     wait_for(
