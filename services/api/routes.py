@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flask import current_app, g, request, url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
+from sqlalchemy import Select
+from sqlalchemy.orm import Session
 
 from services.api.schemas import (
     CronPreviewQuerySchema,
@@ -28,7 +31,19 @@ from shared.runtime import Runtime
 from shared.system_tasks import SYSTEM_TASK_TYPE, SYSTEM_TASKS, SYSTEM_TIMEZONE
 from shared.task_types import TASK_TYPES
 
-blp = Blueprint(
+
+class SchedulerBlueprint(Blueprint):
+    """flask-smorest's Blueprint, whose ``X-Pagination`` header also says when ``total`` is an estimate."""
+
+    def _set_pagination_metadata(self, page_params: Any, result: Any, headers: Any) -> tuple[Any, Any]:
+        result, headers = super()._set_pagination_metadata(page_params, result, headers)
+        if getattr(page_params, "total_is_estimate", False):
+            metadata = json.loads(headers[self.PAGINATION_HEADER_NAME])
+            headers[self.PAGINATION_HEADER_NAME] = json.dumps({**metadata, "total_is_estimate": True})
+        return result, headers
+
+
+blp = SchedulerBlueprint(
     "scheduler",
     __name__,
     url_prefix="/api/scheduler",
@@ -58,6 +73,16 @@ def identify_caller() -> None:
             401, message=f"the {settings.auth_header} header is longer than {IDENTITY_MAX_CHARS} characters"
         )
     g.user = user
+
+
+def page_of(session: Session, query: Select, pagination_parameters: Any) -> list[Any]:
+    """The requested page of ``query``'s rows, its total (exact, or an estimate past
+    ``schedules.EXACT_COUNT_LIMIT``) set for the ``X-Pagination`` header."""
+    total = schedules.count_rows(session, query)
+    pagination_parameters.item_count = total.rows
+    pagination_parameters.total_is_estimate = total.is_estimate
+    page = schedules.Page(pagination_parameters.page, pagination_parameters.page_size)
+    return list(session.scalars(page.apply(query)).all())
 
 
 def task_view(schedule: TaskSchedule, last_run_status: str | None) -> dict[str, Any]:
@@ -107,11 +132,11 @@ class Tasks(MethodView):
     @blp.paginate(**PAGINATION)
     def get(self, filters: dict[str, Any], pagination_parameters: Any) -> list[dict[str, Any]]:
         """User schedules, oldest first (system crons are at /system-tasks)."""
-        query = schedules.schedules_query(filters.get("enabled"), filters.get("taskType"), filters.get("q"))
-        page = schedules.Page(pagination_parameters.page, pagination_parameters.page_size)
+        query = schedules.schedules_query(
+            filters.get("enabled"), filters.get("taskType"), filters.get("q"), filters.get("afterId")
+        )
         with runtime().sessions() as session:
-            pagination_parameters.item_count = schedules.count(session, query)
-            rows = session.scalars(page.apply(query)).all()
+            rows = page_of(session, query, pagination_parameters)
             last = schedules.latest_runs(session, schedule_ids=[row.id for row in rows])
             return [task_view(row, last[row.id].status if row.id in last else None) for row in rows]
 
@@ -176,11 +201,10 @@ class History(MethodView):
             filters.get("status"),
             filters.get("triggeredBy"),
             filters.get("systemTask"),
+            filters.get("beforeId"),
         )
-        page = schedules.Page(pagination_parameters.page, pagination_parameters.page_size)
         with runtime().sessions() as session:
-            pagination_parameters.item_count = schedules.count(session, query)
-            return session.scalars(page.apply(query)).all()
+            return page_of(session, query, pagination_parameters)
 
 
 @blp.route("/system-tasks")

@@ -67,6 +67,12 @@ class TaskFiltersSchema(Schema):
     enabled = fields.Boolean()
     taskType = fields.String()
     q = fields.String(metadata={"description": "Case-insensitive substring of the name"})
+    afterId = fields.Integer(
+        validate=validate.Range(min=0),
+        metadata={
+            "description": "Only schedules after this id: pass a page's last id for the next (fast at any depth)"
+        },
+    )
 
 
 class HistorySchema(Schema):
@@ -94,6 +100,12 @@ class HistoryFiltersSchema(Schema):
     status = fields.String(validate=validate.OneOf(RunStatus.ALL))
     triggeredBy = fields.String(validate=validate.OneOf(TriggeredBy.ALL))
     systemTask = fields.String()
+    beforeId = fields.Integer(
+        validate=validate.Range(min=1),
+        metadata={
+            "description": "Only runs older than this id: pass a page's last id for the next (fast at any depth)"
+        },
+    )
 
 
 class SystemTaskSchema(Schema):

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 
+from shared import schedules
 from shared.models import TaskRunHistory
 from shared.runtime import Runtime
 from tests.api.conftest import HISTORY, TASKS, cron_task, interval_task, parse_utc
@@ -149,6 +150,8 @@ def test_history_filters_combine(client: FlaskClient, create: Create, runtime: R
         {"scheduleId": "abc"},
         {"page_size": 1001},
         {"page": 0},
+        {"beforeId": 0},
+        {"beforeId": "latest"},
     ],
 )
 def test_history_rejects_a_bad_filter_naming_it(client: FlaskClient, query: dict[str, Any]) -> None:
@@ -176,6 +179,43 @@ def test_history_pages_by_page_and_page_size(client: FlaskClient, runtime: Runti
     assert ids_of(response) == [ids[2], ids[1]]
     pagination = json.loads(response.headers["X-Pagination"])
     assert (pagination["total"], pagination["total_pages"], pagination["page"]) == (5, 3, 2)
+
+
+def test_before_id_continues_a_listing_where_its_last_page_ended(
+    client: FlaskClient, runtime: Runtime
+) -> None:
+    ids = store_runs(runtime, *({"triggered_by": "manual"} for _ in range(5)))
+    first = ids_of(client.get(HISTORY, query_string={"page_size": 2}))
+
+    following = client.get(HISTORY, query_string={"page_size": 2, "beforeId": first[-1]})
+
+    assert ids_of(following) == ids_of(client.get(HISTORY, query_string={"page_size": 2, "page": 2}))
+    assert ids_of(following) == [ids[2], ids[1]]
+    assert json.loads(following.headers["X-Pagination"])["total"] == 3  # the runs older than the cursor
+
+
+def test_a_total_past_the_exact_count_limit_is_the_planners_estimate_and_says_so(
+    client: FlaskClient, runtime: Runtime
+) -> None:
+    rows = schedules.EXACT_COUNT_LIMIT + 500
+    with runtime.sessions.begin() as session:
+        session.execute(
+            text(
+                "INSERT INTO task_run_history (task_type, status, triggered_by, queued_at, due_at, attempt,"
+                " missed_slots) SELECT 'report_publish', 'success', 'manual', now(), now(), 1, 0"
+                " FROM generate_series(1, :rows)"
+            ),
+            {"rows": rows},
+        )
+        session.execute(text("ANALYZE task_run_history"))
+
+    pagination = json.loads(client.get(HISTORY, query_string={"page_size": 10}).headers["X-Pagination"])
+    small = json.loads(client.get(HISTORY, query_string={"status": "failed"}).headers["X-Pagination"])
+
+    assert pagination["total_is_estimate"] is True
+    assert schedules.EXACT_COUNT_LIMIT < pagination["total"] <= 2 * rows
+    assert pagination["total_pages"] == -(-pagination["total"] // 10)
+    assert small == {"total": 0, "total_pages": 0}  # under the limit: exact, and no flag
 
 
 def test_history_total_counts_the_filtered_runs(client: FlaskClient, runtime: Runtime) -> None:

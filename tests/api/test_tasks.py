@@ -350,6 +350,16 @@ def test_list_pages_by_page_and_page_size(client: FlaskClient, create: Create) -
     assert json.loads(response.headers["X-Pagination"])["total"] == 5
 
 
+def test_after_id_continues_the_list_after_that_schedule(client: FlaskClient, create: Create) -> None:
+    ids = [create(interval_task(name=f"task {n}"))["id"] for n in range(5)]
+
+    response = client.get(TASKS, query_string={"afterId": ids[1], "page_size": 2})
+
+    assert [task["id"] for task in response.get_json()] == ids[2:4]
+    assert json.loads(response.headers["X-Pagination"])["total"] == 3
+    assert client.get(TASKS, query_string={"afterId": -1}).status_code == 422
+
+
 def test_page_size_of_1000_is_allowed(client: FlaskClient) -> None:
     assert client.get(TASKS, query_string={"page_size": 1000}).status_code == 200
 
