@@ -9,7 +9,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
 from shared.db import utcnow
-from shared.models import RunStatus, TaskRunHistory, TaskSchedule
+from shared.models import RunStatus, TaskRunHistory, TaskSchedule, TickInFlight
 from shared.runtime import Runtime
 
 
@@ -43,9 +43,9 @@ class SchedulerCollector(Collector):
                 )
                 or 0
             )
-            in_flight = (
-                session.scalar(select(func.count()).where(TaskSchedule.tick_published_at.is_not(None))) or 0
-            )
+            ticks, slots = session.execute(
+                select(func.count(), func.coalesce(func.sum(TickInFlight.slot_count), 0))
+            ).one()
         schedules = GaugeMetricFamily("cronwork_schedules", "User schedules", labels=["enabled"])
         for enabled in (True, False):
             schedules.add_metric([str(enabled).lower()], by_enabled.get(enabled, 0))
@@ -61,7 +61,16 @@ class SchedulerCollector(Collector):
         )
         yield GaugeMetricFamily(
             "cronwork_ticks_in_flight",
-            "Ticks published and not yet claimed; keep below 1000 x TICK_THREADS x worker pods (Dramatiq's delay "
-            "prefetch), or due ticks queue behind ones that are not due",
-            value=in_flight,
+            "Tick messages the broker holds (published, not yet claimed), fleet-wide; at most cronwork_tick_budget",
+            value=ticks,
+        )
+        yield GaugeMetricFamily(
+            "cronwork_slots_in_flight",
+            "Slots carried by the ticks in flight (a tick carries a bucket's slots)",
+            value=slots,
+        )
+        yield GaugeMetricFamily(
+            "cronwork_tick_budget",
+            "The most ticks in flight (TICK_BUDGET); slots beyond it wait, earliest first, for the pump",
+            value=self.runtime.settings.tick_budget,
         )

@@ -300,12 +300,16 @@ def test_metrics_count_schedules_and_unfinished_runs(client: FlaskClient, create
     assert "cronwork_schedules_overdue 0.0" in text
 
 
-def test_metrics_count_the_ticks_in_flight(client: FlaskClient, create: Create) -> None:
+def test_metrics_show_the_tick_budget_and_its_use(client: FlaskClient, create: Create, runtime: Runtime) -> None:
     create(cron_task(scheduleType="interval", cronExpression=None, intervalMs=60_000))  # within H: published
     create(cron_task(scheduleType="interval", cronExpression=None, intervalMs=3_600_000))  # beyond H: not yet
     create(cron_task(scheduleType="manual", cronExpression=None))  # never armed
 
-    assert "cronwork_ticks_in_flight 1.0" in client.get("/metrics").get_data(as_text=True)
+    text = client.get("/metrics").get_data(as_text=True)
+
+    assert "cronwork_ticks_in_flight 1.0" in text
+    assert "cronwork_slots_in_flight 1.0" in text
+    assert f"cronwork_tick_budget {float(runtime.settings.tick_budget)}" in text
 
 
 # --- A real gunicorn process --------------------------------------------------------------------------------
