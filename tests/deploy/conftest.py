@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
+import shared.settings
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KUBERNETES_VERSION = "1.34.0"
 
@@ -138,3 +140,13 @@ def compose_config(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     )
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
+
+
+@pytest.fixture(scope="session")
+def settings_variables() -> set[str]:
+    """Every environment variable ``Settings.from_env`` reads, found in shared/settings.py itself, so that a
+    setting added there but not shipped in the chart or the compose file fails these tests."""
+    source = Path(shared.settings.__file__).read_text()
+    names = set(re.findall(r'\benv(?:\.get\(|, )"([A-Z][A-Z0-9_]*)"', source))
+    assert {"DATABASE_URL", "PORT", "TICK_BUDGET", "LOG_LEVEL"} <= names, names  # the pattern still matches
+    return names

@@ -3,6 +3,7 @@ and drain, secrets kept out of ConfigMaps, migrations before rollouts, and value
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -10,7 +11,7 @@ from typing import Any, NamedTuple
 import pytest
 import yaml
 
-from shared.settings import Settings
+from shared.settings import LARGEST_TICK_BUDGET, Settings
 
 DEPLOYMENTS = ("api", "worker", "beat")
 # Overrides on top of the all-on values for the branches the all-on file cannot show at the same time.
@@ -286,7 +287,7 @@ def test_no_secret_is_rendered_into_a_config_map(chart, variant):
             assert not SECRET_LOOKING.search(str(value)), f"{config_map['metadata']['name']}: {key}={value}"
 
 
-def test_config_map_carries_every_non_secret_setting(chart):
+def test_config_map_carries_every_non_secret_setting(chart, settings_variables):
     data = only(chart.render(), "ConfigMap")["data"]
     assert data == {
         "PORT": "8000",
@@ -294,6 +295,8 @@ def test_config_map_carries_every_non_secret_setting(chart):
         "AUTH_HEADER": "X-Forwarded-Email",
         "TICK_HORIZON_S": "300",
         "PUMP_GRACE_S": "60",
+        "TICK_BUDGET": "10000",
+        "TICK_BUCKET_MS": "10",
         "SIMULATED_WORK_MS": "1000",
         "HISTORY_RETENTION_DAYS": "90",
         "TASK_TIME_LIMIT_S": "300",
@@ -304,9 +307,22 @@ def test_config_map_carries_every_non_secret_setting(chart):
         "GUNICORN_WORKERS": "2",
         "WORKER_PROCESSES": "2",
         "WORKER_THREADS": "4",
-        "TICK_THREADS": "2",
+        "TICK_THREADS": "16",
         "HEARTBEAT_DIR": "/tmp",
     }
+    # Every setting the services read: the URLs come from the Secret, MOCK_USER_EMAIL only in dev mode.
+    assert settings_variables - data.keys() == {"DATABASE_URL", "BROKER_URL", "MOCK_USER_EMAIL"}
+
+
+def test_chart_defaults_are_the_services_defaults(chart):
+    """A default changed in shared/settings.py must be changed in values.yaml too; only AUTH_MODE differs on
+    purpose (the chart is for production, behind an authenticating proxy)."""
+    data = only(chart.render(), "ConfigMap")["data"]
+    secrets = {"DATABASE_URL": "postgresql://u:p@db/cronwork", "BROKER_URL": "amqp://u:p@mq/%2F"}
+    parsed = Settings.from_env({**data, **secrets})
+    assert parsed.auth_mode == "header"
+    defaults = Settings.from_env({})
+    assert dataclasses.replace(parsed, database_url="", broker_url="", auth_mode="dev") == defaults
 
 
 def test_mock_user_is_only_configured_in_dev_auth_mode(chart):
@@ -482,6 +498,10 @@ def test_schema_rejects_an_unknown_key(chart, assignment, named):
         ("config.tickHorizonS=30", "/config/tickHorizonS"),
         ("config.taskTimeLimitS=3600", "/config/taskTimeLimitS"),
         ("config.pumpGraceS=1", "/config/pumpGraceS"),
+        (f"config.tickBudget={LARGEST_TICK_BUDGET + 1}", "/config/tickBudget"),
+        ("config.tickBudget=99", "/config/tickBudget"),
+        ("config.tickBucketMs=1001", "/config/tickBucketMs"),
+        ("config.tickBucketMs=-1", "/config/tickBucketMs"),
         ("beat.replicaCount=0", "/beat/replicaCount"),
     ],
 )
@@ -512,13 +532,31 @@ def test_an_autoscaler_whose_minimum_exceeds_its_maximum_is_refused(chart, assig
     assert named in result.stderr, result.stderr
 
 
+@pytest.mark.parametrize(
+    "set_values",
+    [
+        (),
+        # The edges of the schema's bounds: the services must accept every value the schema lets through.
+        ("config.tickHorizonS=90", "config.tickBudget=100", "config.tickBucketMs=0"),
+        (
+            "config.tickHorizonS=1500",
+            "config.taskTimeLimitS=1500",
+            f"config.tickBudget={LARGEST_TICK_BUDGET}",
+            "config.tickBucketMs=1000",
+        ),
+    ],
+    ids=["defaults", "lower-bounds", "upper-bounds"],
+)
 @pytest.mark.parametrize("values", ["defaults", "all-on"])
-def test_the_services_accept_the_settings_the_chart_renders(chart, values):
-    manifests = chart.render() if values == "defaults" else chart.render_all_on()
+def test_the_services_accept_the_settings_the_chart_renders(chart, values, set_values):
+    manifests = chart.render(*set_values) if values == "defaults" else chart.render_all_on(*set_values)
     settings = only(manifests, "ConfigMap")["data"]
     secrets = {"DATABASE_URL": "postgresql://u:p@db/cronwork", "BROKER_URL": "amqp://u:p@mq/%2F"}
     parsed = Settings.from_env({**settings, **secrets})  # raises SettingsError, naming the variable, if not
     assert parsed.task_time_limit_s == int(settings["TASK_TIME_LIMIT_S"])
+    assert parsed.tick_budget == int(settings["TICK_BUDGET"])
+    assert parsed.tick_bucket_ms == int(settings["TICK_BUCKET_MS"])
+    assert parsed.tick_threads == int(settings["TICK_THREADS"])
 
 
 def test_schema_forbids_unknown_keys_at_every_level(chart):

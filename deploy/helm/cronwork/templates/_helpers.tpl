@@ -111,6 +111,8 @@ MOCK_USER_EMAIL: {{ .Values.config.mockUserEmail | quote }}
 {{- end }}
 TICK_HORIZON_S: {{ .Values.config.tickHorizonS | quote }}
 PUMP_GRACE_S: {{ .Values.config.pumpGraceS | quote }}
+TICK_BUDGET: {{ .Values.config.tickBudget | quote }}
+TICK_BUCKET_MS: {{ .Values.config.tickBucketMs | quote }}
 SIMULATED_WORK_MS: {{ .Values.config.simulatedWorkMs | quote }}
 HISTORY_RETENTION_DAYS: {{ .Values.config.historyRetentionDays | quote }}
 TASK_TIME_LIMIT_S: {{ .Values.config.taskTimeLimitS | quote }}
