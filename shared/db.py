@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +45,16 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def create_db_engine(url: str) -> Engine:
-    """An engine tuned for the dialect: SQLite gets a real write lock per transaction (see below)."""
+def create_db_engine(url: str, ping_on_checkout: bool = True) -> Engine:
+    """An engine tuned for the dialect: SQLite gets a real write lock per transaction (see below).
+
+    ``ping_on_checkout`` tests each pooled connection with a round trip before use, so that the first request
+    after a database restart does not fail. The workers turn it off: the ping would be a third of the round
+    trips of starting a run, and every worker path already retries (Dramatiq redelivers, outcomes are retried),
+    while the first failure on a dead connection makes SQLAlchemy drop the whole stale pool.
+    """
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        return create_engine(url, pool_pre_ping=ping_on_checkout, pool_size=5, max_overflow=10)
     database = url.split("///", 1)[-1]
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
@@ -83,8 +90,9 @@ def update_rows(
 ) -> list[int]:
     """Set each row's columns by its ``id``, where ``only_if`` holds; return the ids changed.
 
-    On PostgreSQL one ``UPDATE ... FROM unnest(arrays)``: a batch in one statement and one round trip. On
-    SQLite (the embedded mode, a handful of rows at a time) one statement per row.
+    On PostgreSQL one ``UPDATE ... FROM unnest(arrays)``: a batch in one statement and one round trip, whose
+    text is built once per shape (pass ``only_if`` as a constant). On SQLite (the embedded mode, a handful of
+    rows at a time) one statement per row.
     """
     if not rows:
         return []
@@ -98,20 +106,24 @@ def update_rows(
             if session.execute(statement.returning(table.c.id)).first() is not None:
                 changed.append(row["id"])
         return changed
-    dialect = session.get_bind().dialect
-    arrays = ", ".join(
-        f"CAST(:{name} AS {table.c[name].type.compile(dialect=dialect)}[])" for name in ["id", *columns]
-    )
+    parameters = {name: [row[name] for row in rows] for name in ["id", *columns]}
+    return list(session.scalars(_update_from_arrays(table, tuple(columns), only_if), parameters))
+
+
+@cache
+def _update_from_arrays(
+    table: Table, columns: tuple[str, ...], only_if: ColumnElement[bool] | None
+) -> TextClause:
+    arrays = ", ".join(_array_parameter(table, name) for name in ("id", *columns))
     assignments = ", ".join(f"{name} = v.{name}" for name in columns)
     condition = ""
     if only_if is not None:
-        condition = " AND " + str(only_if.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
-    bulk = text(
+        compiled = only_if.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
+        condition = f" AND {compiled}"
+    return text(
         f"UPDATE {table.name} SET {assignments} FROM unnest({arrays}) AS v(id, {', '.join(columns)}) "
         f"WHERE {table.name}.id = v.id{condition} RETURNING {table.name}.id"
     )
-    parameters = {name: [row[name] for row in rows] for name in ["id", *columns]}
-    return list(session.scalars(bulk, parameters))
 
 
 def insert_ignoring_conflicts(
@@ -123,17 +135,44 @@ def insert_ignoring_conflicts(
 ) -> list[Any]:
     """Insert ``rows`` in one statement, skipping those that would break ``unique_index`` (a partial one when
     ``index_where`` is its predicate, as literal SQL: PostgreSQL cannot match a bound parameter to an index
-    predicate once the statement is prepared); return the new rows' ``id`` and unique columns."""
+    predicate once the statement is prepared); return the new rows' ``id`` and unique columns.
+
+    On PostgreSQL the rows travel as one array per column (``INSERT ... SELECT FROM unnest(...)``), so every
+    batch size shares one statement text, compiled once and prepared by the server, where a multi-row
+    ``VALUES`` would be compiled anew for each size. SQLite (the embedded mode) gets the multi-row ``VALUES``.
+    """
     if not rows:
         return []
-    insert = postgresql.insert if is_postgresql(session) else sqlite.insert
-    statement = (
-        insert(table)
-        .values(list(rows))
-        .on_conflict_do_nothing(index_elements=list(unique_index) or None, index_where=index_where)
-        .returning(table.c.id, *(table.c[name] for name in unique_index))
+    if not is_postgresql(session):
+        values = (
+            sqlite.insert(table)
+            .values(list(rows))
+            .on_conflict_do_nothing(index_elements=list(unique_index) or None, index_where=index_where)
+            .returning(table.c.id, *(table.c[name] for name in unique_index))
+        )
+        return list(session.execute(values).all())
+    columns = tuple(rows[0])
+    predicate = "" if index_where is None else str(index_where)
+    arrays = _insert_from_arrays(table, columns, tuple(unique_index), predicate)
+    return list(session.execute(arrays, {name: [row[name] for row in rows] for name in columns}).all())
+
+
+@cache
+def _insert_from_arrays(
+    table: Table, columns: tuple[str, ...], unique_index: tuple[str, ...], index_where: str
+) -> TextClause:
+    arrays = ", ".join(_array_parameter(table, name) for name in columns)
+    target = f"({', '.join(unique_index)})" if unique_index else ""
+    if index_where:
+        target += f" WHERE {index_where}"
+    return text(
+        f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({arrays}) "
+        f"ON CONFLICT {target} DO NOTHING RETURNING {', '.join(('id', *unique_index))}"
     )
-    return list(session.execute(statement).all())
+
+
+def _array_parameter(table: Table, name: str) -> str:
+    return f"CAST(:{name} AS {table.c[name].type.compile(dialect=postgresql.dialect())}[])"
 
 
 def lock_for_transaction(session: Session, lock_id: int) -> None:

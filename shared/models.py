@@ -17,7 +17,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, query_expression
 
 from shared.db import Base, UTCDateTime, utcnow
 
@@ -72,7 +72,9 @@ class TaskSchedule(Base):
     created_by: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When a run of the schedule last started (scheduled, manual or retry), read from its history when asked
+    # (``schedules.with_last_run``): a column written on every start would be a hot row that claims wait for.
+    last_run_at: Mapped[datetime | None] = query_expression()
     next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     dedupe_key: Mapped[str | None] = mapped_column(String(32))
     tick_published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

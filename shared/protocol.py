@@ -27,12 +27,11 @@ from sqlalchemy import (
     Select,
     Table,
     and_,
+    bindparam,
     case,
     false,
     func,
     insert,
-    literal,
-    or_,
     select,
     text,
     tuple_,
@@ -42,7 +41,13 @@ from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from shared.cron import CronSpec, iter_cron_slots, next_interval_slot
-from shared.db import UTCDateTime, insert_ignoring_conflicts, lock_for_transaction, update_rows, utcnow
+from shared.db import (
+    UTCDateTime,
+    insert_ignoring_conflicts,
+    lock_for_transaction,
+    update_rows,
+    utcnow,
+)
 from shared.messaging import Outgoing, TickSlot, run_message, tick_message
 from shared.models import RunStatus, ScheduleType, TaskRunHistory, TaskSchedule, TickInFlight, TriggeredBy
 from shared.runtime import Runtime
@@ -147,44 +152,98 @@ def publish_outboxes(
     tick_schedule_ids: Sequence[int] = (),
     earliest_ticks: int = 0,
 ) -> tuple[int, int]:
-    """Empty the outboxes in one transaction and one broker commit; return (runs, tick slots) published.
+    """Empty the outboxes with one broker commit; return (runs, tick slots) published.
 
     ``run_candidates`` selects queued runs to send; ``tick_schedule_ids`` names schedules whose tick to send
     (waiting for their row locks); ``earliest_ticks`` adds up to that many other unpublished slots, earliest
-    first, skipping rows someone else holds. Every row is locked and its outbox flag set in the same
-    transaction as the publish, so concurrent publishers never send the same thing twice, and a publish the
-    broker did not take (or a commit that failed) leaves the flags unset for the pump.
+    first, skipping rows someone else holds.
+
+    Nothing is locked while the broker is waited on, so that neither the budget (one lock, fleet-wide) nor a
+    run's start waits for a broker round trip. Ticks are marked, then sent: one short transaction, under the
+    budget lock, locks the unpublished rows (a row another publisher flagged meanwhile drops out, so a
+    schedule's tick is never sent twice: invariant 5), records the ticks in ``ticks_in_flight`` and flags the
+    rows; if the broker then refuses them, the flags and the ledger rows are given back for the pump (and a
+    worker killed in between leaves them to the pump's grace period). Runs are sent, then marked: a run may be
+    sent twice (the mark failed, or two publishers raced), and its start, a compare-and-set, still starts it
+    once.
     """
     try:
         with runtime.sessions.begin() as session:
             now = utcnow()
-            runs = _take_runs(session, now, run_candidates) if run_candidates is not None else []
+            runs = _unsent_runs(session, now, run_candidates) if run_candidates is not None else {}
             ticks = _take_ticks(session, runtime, now, tick_schedule_ids, earliest_ticks)
-            runtime.publisher.publish([*runs, *ticks])
-    except (BrokerError, SQLAlchemyError) as exc:
+    except SQLAlchemyError as exc:
         logger.warning("%s not published (%s); the pump will retry", what, exc)
         return 0, 0
-    return len(runs), sum(len(outgoing.message.args[1]) for outgoing in ticks)
+    try:
+        runtime.publisher.publish([*runs.values(), *(tick.outgoing for tick in ticks)])
+    except BrokerError as exc:
+        logger.warning("%s not published (%s); the pump will retry", what, exc)
+        _give_back(runtime, ticks, now)
+        return 0, 0
+    if runs:
+        try:
+            with runtime.sessions.begin() as session:
+                session.execute(MARK_DISPATCHED, {"ids": list(runs), "now": now})
+        except SQLAlchemyError as exc:  # the runs went out; the pump sends them once more, harmlessly
+            logger.warning("%s: runs sent but not marked (%s)", what, exc)
+    return len(runs), sum(len(tick.slots) for tick in ticks)
+
+
+@dataclass(frozen=True)
+class TakenTick:
+    """A tick recorded in ``ticks_in_flight`` and flagged on its rows, ready to send."""
+
+    id: int
+    slots: list[TickSlot]
+    outgoing: Outgoing
+
+
+def _give_back(runtime: Runtime, ticks: Sequence[TakenTick], flagged_at: datetime) -> None:
+    """Undo ``_take_ticks`` for ticks the broker did not take, so the pump publishes them at its next cycle."""
+    if not ticks:
+        return
+    try:
+        with runtime.sessions.begin() as session:
+            session.execute(TICKS.delete().where(TICKS.c.id.in_([tick.id for tick in ticks])))
+            session.execute(
+                update(SCHEDULES)
+                .where(
+                    SCHEDULES.c.id.in_([slot.schedule_id for tick in ticks for slot in tick.slots]),
+                    SCHEDULES.c.tick_published_at == flagged_at,
+                )
+                .values(tick_published_at=None)
+            )
+    except SQLAlchemyError as exc:  # the pump reopens them after its grace period
+        logger.warning("%d tick(s) not given back (%s)", len(ticks), exc)
+
+
+MARK_DISPATCHED = (
+    update(RUNS)
+    .where(RUNS.c.id.in_(bindparam("ids", expanding=True)), RUNS.c.dispatched_at.is_(None))
+    .values(dispatched_at=bindparam("now", type_=UTCDateTime()))
+)
 
 
 def _ms_until(instant: datetime, now: datetime) -> int:
     return int((instant - now).total_seconds() * 1000)
 
 
-def _take_runs(session: Session, now: datetime, candidates: Select[Any]) -> list[Outgoing]:
-    """Flag the selected runs that are still queued as dispatched, and return their start messages."""
-    dispatched = session.execute(
-        update(TaskRunHistory)
-        .where(TaskRunHistory.id.in_(candidates.scalar_subquery()), TaskRunHistory.status == RunStatus.QUEUED)
-        .values(dispatched_at=now)
-        .returning(TaskRunHistory.id, TaskRunHistory.due_at)
+def _unsent_runs(session: Session, now: datetime, candidates: Select[Any]) -> dict[int, Outgoing]:
+    """The start messages of the selected runs that are still queued, by run id."""
+    queued = session.execute(
+        select(RUNS.c.id, RUNS.c.due_at).where(
+            RUNS.c.id.in_(candidates.scalar_subquery()), RUNS.c.status == RunStatus.QUEUED
+        )
     ).all()
-    return [Outgoing(run_message(history_id), _ms_until(due_at, now)) for history_id, due_at in dispatched]
+    return {
+        history_id: Outgoing(run_message(history_id), _ms_until(due_at, now)) for history_id, due_at in queued
+    }
 
 
 def _take_ticks(
     session: Session, runtime: Runtime, now: datetime, schedule_ids: Sequence[int], earliest: int
-) -> list[Outgoing]:
+) -> list[TakenTick]:
     """Under the budget lock: lock unpublished slots within the horizon, group them into ticks by bucket, keep
     the earliest ticks that fit in the budget, record them in ``ticks_in_flight`` and flag their rows."""
     if not schedule_ids and not earliest:
@@ -227,7 +286,7 @@ def _take_ticks(
     published = [slot.schedule_id for tick in ticks for slot in tick]
     session.execute(update(TaskSchedule).where(TaskSchedule.id.in_(published)).values(tick_published_at=now))
     return [
-        Outgoing(tick_message(i, tick), _ms_until(tick[-1].slot, now))
+        TakenTick(i, tick, Outgoing(tick_message(i, tick), _ms_until(tick[-1].slot, now)))
         for i, tick in zip(ids, ticks, strict=True)
     ]
 
@@ -281,29 +340,42 @@ ARMED_COLUMNS = [SCHEDULES.c[name] for name in ArmedRow.__dataclass_fields__]
 
 
 def claim_ticks(runtime: Runtime, requests: list[ClaimRequest]) -> list[bool]:
-    """Turn the slots of delivered ticks into exactly one run each, and move each schedule to its next slot.
+    """Turn the slots of delivered ticks into exactly one run each, move each schedule to its next slot, and
+    publish the runs and the next ticks: ``claim_slots``, then ``publish_claimed``. Returns, per request,
+    whether it claimed its slot."""
+    claimed = claim_slots(runtime, requests)
+    publish_claimed(runtime, requests)
+    return claimed
 
-    The claimer's batch (``shared.batching``): one transaction claims every slot whose key and slot are still
-    its row's (the others are stale: edited, disabled, deleted, re-armed, already claimed, or a duplicate) and
-    forgets the ticks in ``ticks_in_flight``; then one more publishes the runs and the next ticks. Returns, per
-    request, whether it claimed its slot. A failure of the first transaction raises, so the ticks are
-    delivered again; one of the second leaves the outboxes to the pump.
-    """
+
+def claim_slots(runtime: Runtime, requests: list[ClaimRequest]) -> list[bool]:
+    """One transaction claims every slot whose key and slot are still its row's (the others are stale:
+    edited, disabled, deleted, re-armed, already claimed, or a duplicate) and forgets the ticks in
+    ``ticks_in_flight``. Returns, per request, whether it claimed its slot; a failure raises, so the ticks are
+    delivered again. The worker's claimer batch (``shared.batching``)."""
     with runtime.sessions.begin() as session:
         now = utcnow()
         claimed = claim_locked_slots(session, lock_armed_rows(session, requests), requests, now)
         session.execute(TICKS.delete().where(TICKS.c.id.in_({r.tick_id for r in requests})))
-    # Runs of every slot named, claimed now or by an earlier delivery whose publishes never happened (it was
-    # killed between its two transactions): this redelivery completes them.
+    return claimed
+
+
+def publish_claimed(runtime: Runtime, requests: Sequence[ClaimRequest]) -> list[None]:
+    """Publish the runs and next ticks of the requests' slots, in one broker commit, once they are claimed.
+
+    Runs of every slot named, claimed now or by an earlier delivery whose publishes never happened (it was
+    killed between its claim and its publish): a redelivery completes them. A failure leaves the outboxes to
+    the pump. The worker's publisher batch, which overlaps the claimer's next batch.
+    """
     slots = [(r.slot.schedule_id, r.slot.slot) for r in requests]
     publish_outboxes(
         runtime,
-        f"{sum(claimed)} claimed slot(s): runs or next ticks",
+        f"{len(requests)} claimed slot(s): runs or next ticks",
         run_candidates=undispatched_runs_of(slots),
         tick_schedule_ids=sorted({r.slot.schedule_id for r in requests}),
         earliest_ticks=len(requests),
     )
-    return claimed
+    return [None] * len(requests)
 
 
 def undispatched_runs_of(slots: Sequence[tuple[int, datetime]]) -> Select[Any]:
@@ -443,6 +515,7 @@ class Outcome:
 
 
 SCHEDULE_OF_RUN = SCHEDULES.c.id == RUNS.c.schedule_id
+IS_RUNNING = RUNS.c.status == RunStatus.RUNNING
 _schedule_enabled = select(SCHEDULES.c.enabled).where(SCHEDULE_OF_RUN).scalar_subquery()
 _schedule_config = select(SCHEDULES.c.config).where(SCHEDULE_OF_RUN).scalar_subquery()
 _is_orphan = _schedule_enabled.is_(None)  # its schedule was deleted (schedule_id set null) before it started
@@ -457,51 +530,24 @@ WHY_NOT_STARTED = case(
 def start_run(runtime: Runtime, history_id: int) -> StartedRun | None:
     """Move a run ``queued -> running`` by compare-and-set: of any number of deliveries, one starts it.
 
-    One statement decides and records the start, or that the run will never start (its schedule deleted or,
-    for a scheduled run, disabled). Returns the started run, or None when this delivery has nothing to run.
+    One statement, its own transaction, decides and records the start, or that the run will never start (its
+    schedule deleted or, for a scheduled run, disabled); it touches no schedule row, which claims lock.
+    Returns the started run, or None when this delivery has nothing to run.
     """
     now = utcnow()
-    with runtime.sessions.begin() as session:
-        started = session.execute(
-            update(RUNS)
-            .where(RUNS.c.id == history_id, RUNS.c.status == RunStatus.QUEUED, RUNS.c.due_at <= now)
-            .values(
-                status=case(
-                    (_is_orphan, RunStatus.ABANDONED),
-                    (_is_disabled_slot, RunStatus.SKIPPED),
-                    else_=RunStatus.RUNNING,
-                ),
-                started_at=now,
-                completed_at=case((WHY_NOT_STARTED.is_not(None), literal(now, UTCDateTime()))),
-                error_message=WHY_NOT_STARTED,
-                lease_expires_at=case(
-                    (WHY_NOT_STARTED.is_(None), literal(now + runtime.lease, UTCDateTime()))
-                ),
-            )
-            .returning(
-                RUNS.c.status,
-                RUNS.c.schedule_id,
-                RUNS.c.task_type,
-                RUNS.c.system_task,
-                RUNS.c.triggered_by,
-                RUNS.c.scheduled_for,
-                RUNS.c.attempt,
-                _schedule_config,
-            )
-        ).first()
-        if started is None:
-            _resend_if_early(runtime, session, history_id, now)
-            return None
-        status, schedule_id, task_type, system_task, triggered_by, scheduled_for, attempt, config = started
-        if status != RunStatus.RUNNING:
-            return None
-        # "Last run" is the latest start of any run of the schedule, scheduled, manual or retry.
-        session.execute(
-            update(SCHEDULES)
-            .where(SCHEDULES.c.id == schedule_id)
-            .where(or_(SCHEDULES.c.last_run_at.is_(None), SCHEDULES.c.last_run_at < now))
-            .values(last_run_at=now)
-        )
+    parameters = {"history_id": history_id, "now": now, "lease_expires_at": now + runtime.lease}
+    if runtime.on_postgresql:
+        with runtime.single_statements.connect() as connection:
+            started = connection.execute(START, parameters).first()
+    else:  # SQLite takes its write lock with the transaction
+        with runtime.sessions.begin() as session:
+            started = session.execute(START, parameters).first()
+    if started is None:
+        _resend_if_early(runtime, history_id, now)
+        return None
+    status, schedule_id, task_type, system_task, triggered_by, scheduled_for, attempt, config = started
+    if status != RunStatus.RUNNING:
+        return None
     return StartedRun(
         history_id,
         schedule_id,
@@ -514,13 +560,45 @@ def start_run(runtime: Runtime, history_id: int) -> StartedRun | None:
     )
 
 
-def _resend_if_early(runtime: Runtime, session: Session, history_id: int, now: datetime) -> None:
-    """A start message that came before its run's due time (another host's clock): send it again for then."""
-    due_at = session.scalar(
-        select(TaskRunHistory.due_at).where(
-            TaskRunHistory.id == history_id, TaskRunHistory.status == RunStatus.QUEUED
-        )
+# The start's statements are built once: building a statement of this size costs more CPU than running it.
+_now = bindparam("now", type_=UTCDateTime())
+START = (
+    update(RUNS)
+    .where(RUNS.c.id == bindparam("history_id"), RUNS.c.status == RunStatus.QUEUED, RUNS.c.due_at <= _now)
+    .values(
+        status=case(
+            (_is_orphan, RunStatus.ABANDONED),
+            (_is_disabled_slot, RunStatus.SKIPPED),
+            else_=RunStatus.RUNNING,
+        ),
+        started_at=_now,
+        completed_at=case((WHY_NOT_STARTED.is_not(None), _now)),
+        error_message=WHY_NOT_STARTED,
+        lease_expires_at=case(
+            (WHY_NOT_STARTED.is_(None), bindparam("lease_expires_at", type_=UTCDateTime()))
+        ),
     )
+    .returning(
+        RUNS.c.status,
+        RUNS.c.schedule_id,
+        RUNS.c.task_type,
+        RUNS.c.system_task,
+        RUNS.c.triggered_by,
+        RUNS.c.scheduled_for,
+        RUNS.c.attempt,
+        _schedule_config,
+    )
+)
+
+
+def _resend_if_early(runtime: Runtime, history_id: int, now: datetime) -> None:
+    """A start message that came before its run's due time (another host's clock): send it again for then."""
+    with runtime.sessions() as session:
+        due_at = session.scalar(
+            select(TaskRunHistory.due_at).where(
+                TaskRunHistory.id == history_id, TaskRunHistory.status == RunStatus.QUEUED
+            )
+        )
     if due_at is not None and due_at > now:
         runtime.publisher.publish([Outgoing(run_message(history_id), _ms_until(due_at, now))])
 
@@ -592,7 +670,7 @@ def record_outcomes(runtime: Runtime, outcomes: list[Outcome]) -> list[bool]:
                         }
                         for outcome in outcomes
                     ],
-                    only_if=RUNS.c.status == RunStatus.RUNNING,
+                    only_if=IS_RUNNING,
                 )
             )
             retries = [

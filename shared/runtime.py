@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cached_property
 
 import dramatiq
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db import create_db_engine, create_session_factory
@@ -21,6 +23,17 @@ class Runtime:
     sessions: sessionmaker[Session]
     broker: dramatiq.Broker
     publisher: Publisher
+
+    @cached_property
+    def single_statements(self) -> Engine:
+        """Connections for a statement that is a transaction by itself (PostgreSQL's autocommit): one round
+        trip, where ``BEGIN``, the statement and ``COMMIT`` would be three."""
+        engine: Engine = self.sessions.kw["bind"]
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    @property
+    def on_postgresql(self) -> bool:
+        return bool(self.sessions.kw["bind"].dialect.name == "postgresql")
 
     @property
     def horizon(self) -> timedelta:
@@ -38,12 +51,15 @@ class Runtime:
         return timedelta(seconds=self.settings.task_time_limit_s + self.settings.run_lease_margin_s)
 
 
-def build_runtime(settings: Settings, broker: dramatiq.Broker | None = None) -> Runtime:
-    """Connect to the database and the broker named by ``settings`` (the broker becomes Dramatiq's global)."""
+def build_runtime(
+    settings: Settings, broker: dramatiq.Broker | None = None, ping_on_checkout: bool = True
+) -> Runtime:
+    """Connect to the database and the broker named by ``settings`` (the broker becomes Dramatiq's global).
+    ``ping_on_checkout``: see ``shared.db.create_db_engine``."""
     if broker is None:
         broker = build_broker(settings)
         dramatiq.set_broker(broker)
-    engine = create_db_engine(settings.sqlalchemy_url)
+    engine = create_db_engine(settings.sqlalchemy_url, ping_on_checkout)
     return Runtime(
         settings=settings, sessions=create_session_factory(engine), broker=broker, publisher=Publisher(broker)
     )

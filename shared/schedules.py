@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, func, literal, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, with_expression
 
 from shared.cron import (
     CronSpec,
@@ -291,6 +291,26 @@ def _planner_estimate(session: Session, query: Select) -> int:
     return int(plan["Plan"]["Plan Rows"])
 
 
+# The latest start of any run of a schedule: its newest run that started, an index probe per schedule.
+LAST_RUN_AT = (
+    select(TaskRunHistory.started_at)
+    .where(TaskRunHistory.schedule_id == TaskSchedule.id, TaskRunHistory.started_at.is_not(None))
+    .order_by(TaskRunHistory.id.desc())
+    .limit(1)
+    .scalar_subquery()
+)
+
+
+def with_last_run(query: Select) -> Select:
+    """``query`` (of schedules) loading each one's ``last_run_at`` from its history."""
+    return query.options(with_expression(TaskSchedule.last_run_at, LAST_RUN_AT))
+
+
+def get_schedule(session: Session, schedule_id: int) -> TaskSchedule | None:
+    """One schedule with its last run, or None."""
+    return session.scalars(with_last_run(select(TaskSchedule).where(TaskSchedule.id == schedule_id))).first()
+
+
 def schedules_query(
     enabled: bool | None = None,
     task_type: str | None = None,
@@ -299,7 +319,7 @@ def schedules_query(
 ) -> Select:
     """User schedules oldest first; ``after_id`` continues a listing after that schedule (keyset paging: as
     fast deep in a million schedules as on the first page)."""
-    query = select(TaskSchedule).order_by(TaskSchedule.id)
+    query = with_last_run(select(TaskSchedule).order_by(TaskSchedule.id))
     if after_id is not None:
         query = query.where(TaskSchedule.id > after_id)
     if enabled is not None:

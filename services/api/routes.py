@@ -108,7 +108,7 @@ def validation_error(exc: schedules.ValidationFailed) -> None:
 
 def load_task(task_id: int) -> dict[str, Any]:
     with runtime().sessions() as session:
-        schedule = session.get(TaskSchedule, task_id)
+        schedule = schedules.get_schedule(session, task_id)
         if schedule is None:
             abort(404, message=f"no task with id {task_id}")
         last = schedules.latest_runs(session, schedule_ids=[task_id]).get(task_id)

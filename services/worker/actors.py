@@ -38,7 +38,7 @@ from shared.system_tasks import SYSTEM_TASK_TYPE, SYSTEM_TASKS, SystemTask
 logger = logging.getLogger("cronwork.worker")
 
 settings = Settings.from_env()
-runtime = build_runtime(settings)
+runtime = build_runtime(settings, ping_on_checkout=False)  # every path here retries a dead connection
 broker = runtime.broker
 
 # Infrastructure failures (database briefly down) are retried by Dramatiq, briefly: the pump heals the rest, and
@@ -47,8 +47,12 @@ TRANSPORT_RETRIES: dict[str, Any] = {"max_retries": 5, "min_backoff": 500, "max_
 # A tick that arrives this little before its slot (another host's clock) waits here; earlier, it is sent back.
 EARLY_TICK_WAIT_S = 1.0
 
+# Two stages, each a batch on its own thread, so that one batch's publish overlaps the next batch's claim.
 claimer: Batcher[protocol.ClaimRequest, bool] = Batcher(
-    lambda requests: protocol.claim_ticks(runtime, requests), name="claimer"
+    lambda requests: protocol.claim_slots(runtime, requests), name="claimer"
+)
+tick_publisher: Batcher[protocol.ClaimRequest, None] = Batcher(
+    lambda requests: protocol.publish_claimed(runtime, requests), name="tick-publisher"
 )
 completer: Batcher[protocol.Outcome, bool] = Batcher(
     lambda outcomes: protocol.record_outcomes(runtime, outcomes), name="completer"
@@ -69,6 +73,7 @@ class WorkerLifecycle(Middleware):
         # After the worker threads (a SIGTERM drain) and only then: their last claims and outcomes are in the
         # batchers, and the liveness probe must not kill the pod halfway through the drain.
         claimer.close()
+        tick_publisher.close()
         completer.close()
         self.heartbeat.stop()
 
@@ -88,7 +93,11 @@ def tick(tick_id: int, triples: list[list[Any]]) -> None:
         return
     if early_s > 0:
         time.sleep(early_s)
-    claimer.submit([protocol.ClaimRequest(tick_id, slot) for slot in slots])
+    requests = [protocol.ClaimRequest(tick_id, slot) for slot in slots]
+    claimer.submit(requests)
+    # Acknowledged only once its runs and next ticks are published: a crash before leaves it to be delivered
+    # again, and the redelivery (stale by then) completes the publishes.
+    tick_publisher.submit(requests)
 
 
 @dramatiq.actor(

@@ -300,7 +300,9 @@ def test_metrics_count_schedules_and_unfinished_runs(client: FlaskClient, create
     assert "cronwork_schedules_overdue 0.0" in text
 
 
-def test_metrics_show_the_tick_budget_and_its_use(client: FlaskClient, create: Create, runtime: Runtime) -> None:
+def test_metrics_show_the_tick_budget_and_its_use(
+    client: FlaskClient, create: Create, runtime: Runtime
+) -> None:
     create(cron_task(scheduleType="interval", cronExpression=None, intervalMs=60_000))  # within H: published
     create(cron_task(scheduleType="interval", cronExpression=None, intervalMs=3_600_000))  # beyond H: not yet
     create(cron_task(scheduleType="manual", cronExpression=None))  # never armed

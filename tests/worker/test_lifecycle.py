@@ -89,7 +89,9 @@ def test_run_now_adds_one_manual_run_and_leaves_the_chain_alone(engine: Engine) 
     wait_for(finished, 15, "the manual run to succeed")
     assert engine.schedule(schedule.id).next_run_at == slot_before
     assert engine.scheduled_runs(schedule.id) == []
-    assert engine.schedule(schedule.id).last_run_at == engine.runs(schedule.id)[0].started_at
+    with engine.runtime.sessions() as session:
+        shown = schedules.get_schedule(session, schedule.id)
+    assert shown is not None and shown.last_run_at == engine.runs(schedule.id)[0].started_at
 
 
 def test_run_now_on_a_disabled_schedule_runs(engine: Engine) -> None:
