@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps run migrate api worker beat test test-fast lint format bench clean
+.PHONY: help install system-deps run migrate api worker beat test test-fast lint format bench bench-full clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -59,8 +59,11 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: $(STAMP) ## Measure slot lateness and claim throughput against the real PostgreSQL and RabbitMQ
-	$(BIN)/python -m tests.bench
+bench: $(STAMP) ## Firing figures against raw Dramatiq's, on the real PostgreSQL and RabbitMQ (a few minutes)
+	$(BIN)/python -m bench
+
+bench-full: $(STAMP) ## The same with a million schedules, ten million runs and longer windows (about half an hour)
+	$(BIN)/python -m bench --full
 
 clean: ## Remove the venv, the embedded database and test output
 	rm -rf $(VENV) var test-output
