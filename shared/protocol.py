@@ -220,7 +220,7 @@ def _give_back(runtime: Runtime, ticks: Sequence[TakenTick], flagged_at: datetim
 
 MARK_DISPATCHED = (
     update(RUNS)
-    .where(RUNS.c.id.in_(bindparam("ids", expanding=True)), RUNS.c.dispatched_at.is_(None))
+    .where(RUNS.c.id.in_(bindparam("ids", expanding=True)))
     .values(dispatched_at=bindparam("now", type_=UTCDateTime()))
 )
 

@@ -80,6 +80,25 @@ def test_a_run_whose_message_was_lost_is_dispatched_again_by_the_pump(runtime: R
     assert ready_and_delayed(runtime, RUN_QUEUE) == (before[0] + 1, before[1])
 
 
+def test_a_run_sent_long_ago_and_never_started_is_sent_once_more_per_lease(runtime: Runtime) -> None:
+    schedule = schedules.create_schedule(
+        runtime, {"name": "manual", "scheduleType": "manual", **EMAIL}, "tests"
+    )
+    run = schedules.run_now(runtime, schedule.id)
+    assert run is not None
+    long_ago = utcnow() - runtime.lease - timedelta(minutes=1)
+    with runtime.sessions.begin() as session:  # sent a lease ago, and its message lost since
+        session.execute(update(TaskRunHistory).values(due_at=long_ago, dispatched_at=long_ago))
+    before = ready_and_delayed(runtime, RUN_QUEUE)
+
+    healing.pump(runtime)
+    healing.pump(runtime)
+
+    assert ready_and_delayed(runtime, RUN_QUEUE) == (before[0] + 1, before[1])
+    with runtime.sessions() as session:
+        assert session.get(TaskRunHistory, run.id).dispatched_at > long_ago
+
+
 def test_a_slot_beyond_the_horizon_is_published_by_the_pump_once_it_enters_it(runtime: Runtime) -> None:
     schedule = schedules.create_schedule(
         runtime, {"name": "hourly", "scheduleType": "interval", "intervalMs": 3_600_000, **EMAIL}, "tests"
