@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, DateTime, Engine, Table, TextClause, create_engine, event, text, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -40,6 +41,9 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+T = TypeVar("T")
+
+
 def utcnow() -> datetime:
     """Now, timezone-aware, in UTC. Storage and the wire never see another zone."""
     return datetime.now(UTC)
@@ -49,9 +53,10 @@ def create_db_engine(url: str, ping_on_checkout: bool = True) -> Engine:
     """An engine tuned for the dialect: SQLite gets a real write lock per transaction (see below).
 
     ``ping_on_checkout`` tests each pooled connection with a round trip before use, so that the first request
-    after a database restart does not fail. The workers turn it off: the ping would be a third of the round
-    trips of starting a run, and every worker path already retries (Dramatiq redelivers, outcomes are retried),
-    while the first failure on a dead connection makes SQLAlchemy drop the whole stale pool.
+    after a database restart does not fail. The workers turn it off: the ping would double the round trips of
+    starting a run. Their paths retry instead (Dramatiq redelivers a tick or a start, outcomes are retried, and
+    publishes and system slots go through ``retrying_a_stale_connection``), and the first failure on a dead
+    connection makes SQLAlchemy drop the whole stale pool.
     """
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=ping_on_checkout, pool_size=5, max_overflow=10)
@@ -76,6 +81,18 @@ def create_db_engine(url: str, ping_on_checkout: bool = True) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def retrying_a_stale_connection(work: Callable[[], T]) -> T:
+    """Do ``work``, and once more if it failed on a pooled connection that died since its last use (a database
+    restart or failover). The workers do not ping connections before use (see ``create_db_engine``), so the
+    first use of each after a restart fails this way; SQLAlchemy has then dropped the whole stale pool."""
+    try:
+        return work()
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        return work()
 
 
 def is_postgresql(session: Session) -> bool:

@@ -3,7 +3,8 @@
 The firing path (``shared.protocol``) leaves an outbox flag unset whenever a publish fails, and a tick or a run
 message may be lost in the broker; a worker may die mid-run. The pump, a system cron run every minute by any
 number of beats, finds each of these in the database and puts it right. Every step is one set-based statement
-over an index, bounded per cycle, and runs every cycle; concurrent pumps skip rows another one holds.
+over an index, bounded per cycle, and runs every cycle; concurrent pumps skip rows another one holds (two may
+still send the same stuck run, whose start, a compare-and-set, runs it once).
 """
 
 from __future__ import annotations

@@ -38,7 +38,8 @@ RUN_ACTOR = "execute_run"
 # running late, the next slot does the same work.
 SYSTEM_MESSAGE_SKIP_DELAY_S = 30
 
-# A batch publish under a row lock gives up after this long (a broker under a memory alarm blocks publishers).
+# A batch publish gives up after this long (a broker under a memory alarm blocks publishers): a claim batch's
+# ticks wait for it before they are acknowledged, and the pump's cycle must not stall.
 PUBLISH_TIMEOUT_S = 5
 PERSISTENT = pika.BasicProperties(delivery_mode=2)
 
@@ -61,8 +62,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
 
 def with_connection_timeouts(url: str) -> str:
     """The broker URL with bounded waits, unless it sets its own: a RabbitMQ under a memory or disk alarm blocks
-    publishers, and a publish made while holding a row lock must fail (and leave the outbox to the pump)
-    rather than hang."""
+    publishers, and a publish must fail (and leave the outbox to the pump) rather than hang."""
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query))
     for key, value in (("blocked_connection_timeout", "30"), ("socket_timeout", "10"), ("heartbeat", "60")):
@@ -119,8 +119,8 @@ class Publisher:
     any number of ``basic.publish`` and one ``tx.commit``, so a batch costs one round trip instead of one
     confirm wait per message, and either every message is taken or the call raises (``BrokerError``). A
     ``mandatory`` flag turns a publish to a queue that does not exist into an error instead of a silent drop.
-    Waits are bounded (``PUBLISH_TIMEOUT_S``): callers publish while holding row locks, and a broker under a
-    memory alarm must make them give up in seconds, not retry for minutes. On the in-process broker (the
+    Waits are bounded (``PUBLISH_TIMEOUT_S``): a broker under a memory alarm must make callers give up in
+    seconds, not retry for minutes. On the in-process broker (the
     embedded mode) messages are enqueued one by one.
     """
 

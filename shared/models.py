@@ -74,6 +74,8 @@ class TaskSchedule(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # When a run of the schedule last started (scheduled, manual or retry), read from its history when asked
     # (``schedules.with_last_run``): a column written on every start would be a hot row that claims wait for.
+    # The table's own ``last_run_at`` column (migration 0001) is no longer read or written; it stays until a
+    # later release drops it, so that pods of the previous release keep working through a rolling upgrade.
     last_run_at: Mapped[datetime | None] = query_expression()
     next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     dedupe_key: Mapped[str | None] = mapped_column(String(32))
@@ -102,9 +104,9 @@ class TaskSchedule(Base):
 class TickInFlight(Base):
     """A tick message the broker holds: the ledger of the tick budget.
 
-    A row is inserted in the transaction that publishes the tick and deleted by the claim that consumes it,
-    whether its slots were still current or stale, so ticks made stale by an edit still count until they
-    arrive. A row whose tick is overdue past the grace period was lost (or is stuck behind a backlog), and the
+    A row is inserted in the transaction that flags the tick's slots, just before the tick is sent (and deleted
+    again if the broker refuses it), and deleted by the claim that consumes it, whether its slots were still
+    current or stale, so ticks made stale by an edit still count until they arrive. A row whose tick is overdue past the grace period was lost (or is stuck behind a backlog), and the
     pump forgets it.
     """
 

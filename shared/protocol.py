@@ -45,6 +45,7 @@ from shared.db import (
     UTCDateTime,
     insert_ignoring_conflicts,
     lock_for_transaction,
+    retrying_a_stale_connection,
     update_rows,
     utcnow,
 )
@@ -163,15 +164,20 @@ def publish_outboxes(
     budget lock, locks the unpublished rows (a row another publisher flagged meanwhile drops out, so a
     schedule's tick is never sent twice: invariant 5), records the ticks in ``ticks_in_flight`` and flags the
     rows; if the broker then refuses them, the flags and the ledger rows are given back for the pump (and a
-    worker killed in between leaves them to the pump's grace period). Runs are sent, then marked: a run may be
+    worker killed in between leaves them to the pump's grace period, its redelivered tick finding them taken).
+    Runs are sent, then marked: a run may be
     sent twice (the mark failed, or two publishers raced), and its start, a compare-and-set, still starts it
     once.
     """
-    try:
+
+    def take() -> tuple[datetime, dict[int, Outgoing], list[TakenTick]]:
         with runtime.sessions.begin() as session:
             now = utcnow()
             runs = _unsent_runs(session, now, run_candidates) if run_candidates is not None else {}
-            ticks = _take_ticks(session, runtime, now, tick_schedule_ids, earliest_ticks)
+            return now, runs, _take_ticks(session, runtime, now, tick_schedule_ids, earliest_ticks)
+
+    try:
+        now, runs, ticks = retrying_a_stale_connection(take)
     except SQLAlchemyError as exc:
         logger.warning("%s not published (%s); the pump will retry", what, exc)
         return 0, 0
@@ -187,6 +193,7 @@ def publish_outboxes(
                 session.execute(MARK_DISPATCHED, {"ids": list(runs), "now": now})
         except SQLAlchemyError as exc:  # the runs went out; the pump sends them once more, harmlessly
             logger.warning("%s: runs sent but not marked (%s)", what, exc)
+            runs = {}  # counted as not sent, so that a pump's loop stops rather than send them again
     return len(runs), sum(len(tick.slots) for tick in ticks)
 
 
@@ -260,9 +267,9 @@ def _take_ticks(
         TaskSchedule.next_run_at <= now + runtime.horizon,
     )
     queries = []
-    if schedule_ids:  # wait for these rows: their claim or edit just released them
+    if schedule_ids:  # these rows, unless someone holds them: a claim or an edit then publishes them itself
         named = unpublished.where(TaskSchedule.id.in_(schedule_ids)).order_by(TaskSchedule.id)
-        queries.append(named.with_for_update(key_share=True))
+        queries.append(named.with_for_update(key_share=True, skip_locked=True))
     if earliest:  # others' slots too, earliest first, so that the budget goes in slot order
         others = unpublished.order_by(TaskSchedule.next_run_at).limit(earliest)
         queries.append(others.with_for_update(key_share=True, skip_locked=True))
@@ -363,9 +370,10 @@ def claim_slots(runtime: Runtime, requests: list[ClaimRequest]) -> list[bool]:
 def publish_claimed(runtime: Runtime, requests: Sequence[ClaimRequest]) -> list[None]:
     """Publish the runs and next ticks of the requests' slots, in one broker commit, once they are claimed.
 
-    Runs of every slot named, claimed now or by an earlier delivery whose publishes never happened (it was
-    killed between its claim and its publish): a redelivery completes them. A failure leaves the outboxes to
-    the pump. The worker's publisher batch, which overlaps the claimer's next batch.
+    Runs of every slot named, claimed now or by an earlier delivery that was killed before its publish: a
+    redelivery completes them (a next tick already flagged by the killed delivery waits for the pump's grace
+    period). A failure leaves the outboxes to the pump. The worker's publisher batch, which overlaps the
+    claimer's next batch.
     """
     slots = [(r.slot.schedule_id, r.slot.slot) for r in requests]
     publish_outboxes(
@@ -536,12 +544,15 @@ def start_run(runtime: Runtime, history_id: int) -> StartedRun | None:
     """
     now = utcnow()
     parameters = {"history_id": history_id, "now": now, "lease_expires_at": now + runtime.lease}
-    if runtime.on_postgresql:
-        with runtime.single_statements.connect() as connection:
-            started = connection.execute(START, parameters).first()
-    else:  # SQLite takes its write lock with the transaction
-        with runtime.sessions.begin() as session:
-            started = session.execute(START, parameters).first()
+
+    def start() -> Any:
+        if runtime.on_postgresql:
+            with runtime.single_statements.connect() as connection:
+                return connection.execute(START, parameters).first()
+        with runtime.sessions.begin() as session:  # SQLite takes its write lock with the transaction
+            return session.execute(START, parameters).first()
+
+    started = retrying_a_stale_connection(start)
     if started is None:
         _resend_if_early(runtime, history_id, now)
         return None
@@ -735,27 +746,31 @@ def run_system_slot(
 ) -> str | None:
     """Run one slot of a system cron once, however many beats sent it: the insert of its run is the claim."""
     now = utcnow()
-    with runtime.sessions.begin() as session:
-        inserted = insert_ignoring_conflicts(
-            session,
-            RUNS,
-            [
-                {
-                    "task_type": task_type,
-                    "system_task": task_id,
-                    "status": RunStatus.RUNNING,
-                    "triggered_by": TriggeredBy.SYSTEM,
-                    "scheduled_for": slot,
-                    "queued_at": now,
-                    "due_at": slot,
-                    "started_at": now,
-                    "lease_expires_at": now + runtime.lease,
-                    "attempt": 1,
-                }
-            ],
-            ("system_task", "scheduled_for"),
-            index_where=text("triggered_by = 'system'"),
-        )
+
+    def claim_system_slot() -> list[Any]:
+        with runtime.sessions.begin() as session:
+            return insert_ignoring_conflicts(
+                session,
+                RUNS,
+                [
+                    {
+                        "task_type": task_type,
+                        "system_task": task_id,
+                        "status": RunStatus.RUNNING,
+                        "triggered_by": TriggeredBy.SYSTEM,
+                        "scheduled_for": slot,
+                        "queued_at": now,
+                        "due_at": slot,
+                        "started_at": now,
+                        "lease_expires_at": now + runtime.lease,
+                        "attempt": 1,
+                    }
+                ],
+                ("system_task", "scheduled_for"),
+                index_where=text("triggered_by = 'system'"),
+            )
+
+    inserted = retrying_a_stale_connection(claim_system_slot)
     if not inserted:
         logger.info("system task %s slot %s already claimed", task_id, slot.isoformat())
         return None

@@ -22,7 +22,7 @@ from shared.cron import (
 )
 from shared.db import is_postgresql, utcnow
 from shared.messaging import TickSlot
-from shared.models import ScheduleType, TaskRunHistory, TaskSchedule
+from shared.models import RunStatus, ScheduleType, TaskRunHistory, TaskSchedule
 from shared.protocol import (
     ArmedRow,
     ClaimRequest,
@@ -291,10 +291,15 @@ def _planner_estimate(session: Session, query: Select) -> int:
     return int(plan["Plan"]["Plan Rows"])
 
 
-# The latest start of any run of a schedule: its newest run that started, an index probe per schedule.
+# The latest start of any run of a schedule: its newest run that started (a skipped slot never did), an
+# index probe per schedule.
 LAST_RUN_AT = (
     select(TaskRunHistory.started_at)
-    .where(TaskRunHistory.schedule_id == TaskSchedule.id, TaskRunHistory.started_at.is_not(None))
+    .where(
+        TaskRunHistory.schedule_id == TaskSchedule.id,
+        TaskRunHistory.started_at.is_not(None),
+        TaskRunHistory.status != RunStatus.SKIPPED,
+    )
     .order_by(TaskRunHistory.id.desc())
     .limit(1)
     .scalar_subquery()

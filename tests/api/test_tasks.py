@@ -15,7 +15,7 @@ from sqlalchemy import insert
 
 from shared.cron import MAX_INTERVAL_MS
 from shared.messaging import RUN_QUEUE, TickSlot
-from shared.models import TaskSchedule
+from shared.models import TaskRunHistory, TaskSchedule
 from shared.runtime import Runtime
 from tests.api.conftest import TASKS, cron_task, interval_task, parse_utc
 
@@ -75,6 +75,35 @@ def test_create_answers_201_with_the_task_and_its_location(client: FlaskClient) 
     assert task["createdBy"] == "dev@localhost"
     assert task["lastRunAt"] is None
     assert task["description"] == "At 09:00, only on Monday"
+
+
+def test_last_run_is_the_latest_start_of_a_run_that_started(
+    client: FlaskClient, create: Create, runtime: Runtime
+) -> None:
+    task = create(cron_task())
+    started = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+    run = {"schedule_id": task["id"], "task_type": "report_publish", "attempt": 1, "triggered_by": "manual"}
+    with runtime.sessions.begin() as session:
+        session.execute(
+            insert(TaskRunHistory),
+            [
+                {**run, "status": "success", "queued_at": started, "due_at": started, "started_at": started},
+                # Newer, but a slot that never started (its schedule was disabled first): not a run.
+                {
+                    **run,
+                    "status": "skipped",
+                    "queued_at": started + timedelta(hours=1),
+                    "due_at": started + timedelta(hours=1),
+                    "started_at": started + timedelta(hours=1),
+                },
+            ],
+        )
+
+    shown = client.get(f"{TASKS}/{task['id']}").get_json()
+    listed = client.get(TASKS).get_json()
+
+    assert parse_utc(shown["lastRunAt"]) == started
+    assert [parse_utc(t["lastRunAt"]) for t in listed if t["id"] == task["id"]] == [started]
 
 
 def test_times_are_iso_8601_utc_with_z(create: Create) -> None:

@@ -7,8 +7,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import DBAPIError, OperationalError
 
-from shared.db import create_db_engine, create_session_factory, upgrade_to_head
+from shared.db import create_db_engine, create_session_factory, retrying_a_stale_connection, upgrade_to_head
 from shared.models import TaskSchedule
 from shared.settings import Settings
 
@@ -63,3 +64,30 @@ def test_a_naive_time_is_refused_rather_than_guessed(database: str) -> None:
 
 def test_migrating_twice_is_harmless(database: str) -> None:
     upgrade_to_head(database)
+
+
+def test_work_that_failed_on_a_dead_pooled_connection_is_done_once_more() -> None:
+    attempts: list[int] = []
+
+    def work() -> str:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise DBAPIError(
+                "SELECT 1", {}, OperationalError("SELECT 1", {}, None), connection_invalidated=True
+            )
+        return "done"
+
+    assert retrying_a_stale_connection(work) == "done"
+    assert len(attempts) == 2
+
+
+def test_any_other_database_error_is_not_retried() -> None:
+    attempts: list[int] = []
+
+    def work() -> None:
+        attempts.append(1)
+        raise DBAPIError("SELECT 1", {}, OperationalError("SELECT 1", {}, None))
+
+    with pytest.raises(DBAPIError):
+        retrying_a_stale_connection(work)
+    assert len(attempts) == 1
