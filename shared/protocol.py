@@ -160,10 +160,10 @@ def publish_outboxes(
     first, skipping rows someone else holds.
 
     Nothing is locked while the broker is waited on, so that neither the budget (one lock, fleet-wide) nor a
-    run's start waits for a broker round trip. Ticks are marked, then sent: one short transaction, under the
-    budget lock, locks the unpublished rows (a row another publisher flagged meanwhile drops out, so a
-    schedule's tick is never sent twice: invariant 5), records the ticks in ``ticks_in_flight`` and flags the
-    rows; if the broker then refuses them, the flags and the ledger rows are given back for the pump (and a
+    run's start waits for a broker round trip. Ticks are marked, then sent: one short transaction locks the
+    unpublished rows it can take (a row another publisher holds or flagged is skipped, so a schedule's tick
+    is never sent twice: invariant 5) and, under the budget lock, records the ticks in ``ticks_in_flight`` and
+    flags the rows; if the broker then refuses them, the flags and the ledger rows are given back for the pump (and a
     worker killed in between leaves them to the pump's grace period, its redelivered tick finding them taken).
     Runs are sent, then marked: a run may be
     sent twice (the mark failed, or two publishers raced), and its start, a compare-and-set, still starts it
@@ -251,14 +251,12 @@ def _unsent_runs(session: Session, now: datetime, candidates: Select[Any]) -> di
 def _take_ticks(
     session: Session, runtime: Runtime, now: datetime, schedule_ids: Sequence[int], earliest: int
 ) -> list[TakenTick]:
-    """Under the budget lock: lock unpublished slots within the horizon, group them into ticks by bucket, keep
-    the earliest ticks that fit in the budget, record them in ``ticks_in_flight`` and flag their rows."""
+    """Lock unpublished slots within the horizon (skipping rows others hold: a claim, an edit or another
+    publisher then publishes them itself), group them into ticks by bucket, and, under the budget lock, keep
+    the earliest ticks that fit in the budget, record them in ``ticks_in_flight`` and flag their rows. The
+    fleet-wide lock is taken only when there is something to publish, and after the rows, so no row lock is
+    ever waited for while holding it."""
     if not schedule_ids and not earliest:
-        return []
-    lock_for_transaction(session, TICK_BUDGET_LOCK)
-    in_flight = session.scalar(select(func.count()).select_from(TickInFlight)) or 0
-    room = runtime.settings.tick_budget - in_flight
-    if room <= 0:
         return []
     unpublished = select(TaskSchedule.id, TaskSchedule.next_run_at, TaskSchedule.dedupe_key).where(
         TaskSchedule.enabled.is_(True),
@@ -267,7 +265,7 @@ def _take_ticks(
         TaskSchedule.next_run_at <= now + runtime.horizon,
     )
     queries = []
-    if schedule_ids:  # these rows, unless someone holds them: a claim or an edit then publishes them itself
+    if schedule_ids:
         named = unpublished.where(TaskSchedule.id.in_(schedule_ids)).order_by(TaskSchedule.id)
         queries.append(named.with_for_update(key_share=True, skip_locked=True))
     if earliest:  # others' slots too, earliest first, so that the budget goes in slot order
@@ -278,6 +276,11 @@ def _take_ticks(
         for schedule_id, slot, key in session.execute(query):
             assert slot is not None and key is not None  # an enabled, armed row
             found[schedule_id] = TickSlot(schedule_id, slot, key)
+    if not found:
+        return []
+    lock_for_transaction(session, TICK_BUDGET_LOCK)
+    in_flight = session.scalar(select(func.count()).select_from(TickInFlight)) or 0
+    room = max(0, runtime.settings.tick_budget - in_flight)
     ticks = group_into_ticks(sorted(found.values(), key=lambda s: s.slot), runtime.settings.tick_bucket_ms)
     ticks = ticks[:room]
     if not ticks:
