@@ -1,4 +1,4 @@
-"""`make bench` (short, a few minutes) and `make bench-full`: cronwork's firing figures against raw Dramatiq's,
+"""`make bench` (short, about five minutes) and `make bench-full`: cronwork's firing figures against raw Dramatiq's,
 measured in one run on the same broker, database and machine. Prints one table and writes it as JSON to
 ``bench/results/``.
 
@@ -38,7 +38,7 @@ class Sizes:
     history_rows: int
 
 
-SHORT = Sizes(20_000, 8, (1500, 2000), 10_000, 50_000, 10_000, 30, 1_000_000)
+SHORT = Sizes(10_000, 6, (1500, 2000), 10_000, 20_000, 10_000, 20, 500_000)
 FULL = Sizes(50_000, 30, (1250, 1500, 1750, 2000, 2500), 10_000, 1_000_000, 10_000, 150, 10_000_000)
 STEADY_RATES = (50, 200, 500, 1000)
 SATURATING_RATE = 1500  # more than either pod count here keeps up with: what is started is the capacity

@@ -96,7 +96,7 @@ def delayed_burst(stack: Stack, count: int, processes: int, threads: int) -> dic
     """Seconds until raw Dramatiq has run ``count`` no-op messages that all fell due at the same instant."""
     worker = start_raw_worker(stack, processes, threads)
     try:
-        due_in_s = 15.0
+        due_in_s = 10.0  # long enough to publish them all first
         enqueue(stack, "noop", count, delay_ms=int(due_in_s * 1000))
         due = time.monotonic() + due_in_s
         deadline = due + 120
