@@ -453,6 +453,26 @@ def test_a_tick_redelivered_after_its_claim_but_before_its_publishes_completes_t
     assert len(run_rows(runtime)) == 1
 
 
+def test_a_schedule_with_nothing_to_publish_is_stored_while_the_budget_is_busy(runtime: Runtime) -> None:
+    engine = runtime.sessions.kw["bind"]
+    with engine.connect() as publisher:  # another publisher, holding the fleet-wide budget lock
+        publisher.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": protocol.TICK_BUDGET_LOCK})
+        created: list[int] = []
+        nightly = {"name": "nightly", "scheduleType": "cron", "cronExpression": "0 3 * * *", **EMAIL}
+        create = threading.Thread(
+            target=lambda: created.append(schedules.create_schedule(runtime, nightly, "tests").id)
+        )
+        create.start()
+        create.join(timeout=10)
+        finished_while_the_lock_was_held = not create.is_alive()
+        publisher.rollback()  # lets a create that waited for the lock finish, so the thread always ends
+    create.join()
+
+    # Its first slot lies beyond the horizon: the create never waited for the lock it did not need.
+    assert finished_while_the_lock_was_held
+    assert len(created) == 1
+
+
 def test_slots_beyond_the_budget_wait_and_are_published_earliest_first(
     settings: Settings, runtime: Runtime
 ) -> None:
