@@ -163,11 +163,10 @@ def publish_outboxes(
     run's start waits for a broker round trip. Ticks are marked, then sent: one short transaction locks the
     unpublished rows it can take (a row another publisher holds or flagged is skipped, so a schedule's tick
     is never sent twice: invariant 5) and, under the budget lock, records the ticks in ``ticks_in_flight`` and
-    flags the rows; if the broker then refuses them, the flags and the ledger rows are given back for the pump (and a
-    worker killed in between leaves them to the pump's grace period, its redelivered tick finding them taken).
-    Runs are sent, then marked: a run may be
-    sent twice (the mark failed, or two publishers raced), and its start, a compare-and-set, still starts it
-    once.
+    flags the rows; if the broker then refuses them, the flags and the ledger rows are given back for the pump
+    (a worker killed in between leaves them to the pump's grace period, its redelivered tick finding them
+    taken). Runs are sent, then marked: a run may be sent twice (the mark failed, or two publishers raced),
+    and its start, a compare-and-set, still starts it once.
     """
 
     def take() -> tuple[datetime, dict[int, Outgoing], list[TakenTick]]:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from shared import healing, schedules
 from shared.db import utcnow
 from shared.messaging import RUN_QUEUE, Outgoing, TickSlot, tick_message
-from shared.models import RunStatus, TaskRunHistory, TriggeredBy
+from shared.models import RunStatus, TaskRunHistory, TaskSchedule, TriggeredBy
 from tests.conftest import wait_for
 from tests.worker.conftest import Engine
 
@@ -248,21 +248,31 @@ def hold_running_rows(session: Session, schedule_id: int) -> set[int]:
     )
 
 
+def queue_manual_runs(engine: Engine, count: int) -> TaskSchedule:
+    """A manual schedule with ``count`` Run Now requests queued."""
+    schedule = engine.create(scheduleType="manual")
+    for _ in range(count):
+        assert schedules.run_now(engine.runtime, schedule.id) is not None
+    return schedule
+
+
+def wait_for_runs_in(engine: Engine, schedule_id: int, status: str, count: int, what: str) -> None:
+    wait_for(
+        lambda: sum(run.status == status for run in engine.runs(schedule_id)) >= count,
+        20,
+        what,
+        interval_s=0.02,
+    )
+
+
 def test_a_worker_killed_while_recording_outcomes_keeps_every_outcome_it_recorded(make_engine) -> None:
     # Two processes of four threads, runs of 250 ms: outcomes are recorded a batch at a time, continually.
     engine: Engine = make_engine(
         simulated_work_ms=250, task_time_limit_s=2, run_lease_margin_s=1, worker_processes=2
     )
     doomed = engine.start_worker(PGAPPNAME="doomed-worker")
-    schedule = engine.create(scheduleType="manual")
-    for _ in range(48):
-        assert schedules.run_now(engine.runtime, schedule.id) is not None
-    wait_for(
-        lambda: sum(run.status == RunStatus.SUCCESS for run in engine.runs(schedule.id)) >= 8,
-        20,
-        "the first outcomes to be recorded",
-        interval_s=0.02,
-    )
+    schedule = queue_manual_runs(engine, 48)
+    wait_for_runs_in(engine, schedule.id, RunStatus.SUCCESS, 8, "the first outcomes to be recorded")
 
     # Hold the rows of the runs in flight, as a slow commit would: their outcomes reach the completer, whose
     # batch then waits, uncommitted, inside its transaction. The worker is killed right there.
@@ -328,16 +338,8 @@ def test_a_worker_killed_while_recording_outcomes_keeps_every_outcome_it_recorde
 def test_sigterm_records_every_outcome_in_hand_and_abandons_none(make_engine, moment: str) -> None:
     engine: Engine = make_engine(simulated_work_ms=1000, worker_processes=2)  # eight runs at once
     worker = engine.start_worker(PGAPPNAME="draining-worker")
-    schedule = engine.create(scheduleType="manual")
-    for _ in range(16):  # eight to run, eight waiting in the processes' prefetch and the queue
-        assert schedules.run_now(engine.runtime, schedule.id) is not None
-
-    wait_for(
-        lambda: sum(run.status == RunStatus.RUNNING for run in engine.runs(schedule.id)) >= 8,
-        20,
-        "eight runs to be in flight",
-        interval_s=0.02,
-    )
+    schedule = queue_manual_runs(engine, 16)  # eight to run, eight waiting in the prefetch and the queue
+    wait_for_runs_in(engine, schedule.id, RunStatus.RUNNING, 8, "eight runs to be in flight")
     if moment == "handlers_running":
         assert worker.terminate(timeout_s=30) == 0
     else:
