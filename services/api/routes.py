@@ -223,6 +223,7 @@ class SystemTasks(MethodView):
                     "cronExpression": task.cron_expression,
                     "timezone": SYSTEM_TIMEZONE,
                     "description": task.description,
+                    "scheduleDescription": describe_cron(CronSpec.parse(task.cron_expression)),
                     "lastRunAt": last[task.id].started_at if task.id in last else None,
                     "lastStatus": last[task.id].status if task.id in last else None,
                     "nextRunAt": next(task.slots_after(now)),

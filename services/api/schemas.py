@@ -115,6 +115,7 @@ class SystemTaskSchema(Schema):
     cronExpression = fields.String()
     timezone = fields.String()
     description = fields.String()
+    scheduleDescription = fields.String(metadata={"description": "When it runs, in words"})
     lastRunAt = UtcDateTime(allow_none=True)
     nextRunAt = UtcDateTime(allow_none=True)
     lastStatus = fields.String(allow_none=True)

@@ -41,6 +41,8 @@ def test_system_tasks_lists_every_system_cron_with_its_next_run(client: FlaskCli
     assert response.status_code == 200
     listed = response.get_json()
     assert [task["id"] for task in listed] == [task.id for task in SYSTEM_TASKS]
+    when = {task["id"]: task["scheduleDescription"] for task in listed}
+    assert (when["pump"], when["session_cleanup"]) == ("Every minute", "Every 5 minutes")
     for shown, task in zip(listed, SYSTEM_TASKS, strict=True):
         assert {"id", "name", "cronExpression", "description", "lastRunAt", "nextRunAt", "lastStatus"} <= set(
             shown
@@ -48,6 +50,7 @@ def test_system_tasks_lists_every_system_cron_with_its_next_run(client: FlaskCli
         assert (shown["name"], shown["cronExpression"]) == (task.name, task.cron_expression)
         assert shown["description"] == task.description and shown["description"]
         assert (shown["lastRunAt"], shown["lastStatus"]) == (None, None)
+        assert shown["description"].startswith(shown["scheduleDescription"])
         expected_next = next_cron_slot(CronSpec.parse(task.cron_expression), "UTC", before)
         assert parse_utc(shown["nextRunAt"]) in (
             expected_next,
