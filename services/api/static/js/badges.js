@@ -7,7 +7,10 @@ const RUN_STATUSES = {
   running: { label: "Running", hint: "A worker is running it now." },
   success: { label: "Success", hint: "Finished without error." },
   failed: { label: "Failed", hint: "Finished with an error; open the run in History to read it." },
-  abandoned: { label: "Abandoned", hint: "Given up without an outcome: its worker stopped (lease expired) or its schedule was deleted first. The error says which." },
+  abandoned: {
+    label: "Abandoned",
+    hint: "Given up without an outcome: its worker stopped (lease expired) or its schedule was deleted first. The error says which.",
+  },
   skipped: { label: "Skipped", hint: "Not run: its schedule was disabled after the slot was claimed." },
 };
 

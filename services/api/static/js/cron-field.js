@@ -99,7 +99,13 @@ export class CronField {
     if (!expression) {
       this.previewEl.classList.remove("is-stale");
       this.previewEl.replaceChildren(
-        h("p", { class: "muted" }, "Pick a preset or type five fields, e.g. ", h("code", {}, "30 6 * * 1-5"), " for 06:30 on weekdays."),
+        h(
+          "p",
+          { class: "muted" },
+          "Pick a preset or type five fields, e.g. ",
+          h("code", {}, "30 6 * * 1-5"),
+          " for 06:30 on weekdays.",
+        ),
       );
       this.setState("empty");
       return;
@@ -117,7 +123,11 @@ export class CronField {
     this.previewEl.classList.remove("is-stale");
     if (!result.valid) {
       this.previewEl.replaceChildren(
-        h("p", { class: "preview-invalid", "data-testid": "cron-preview-error" }, `✕ ${sentence(result.error ?? "Not a valid cron expression: check each of the five fields.")}`),
+        h(
+          "p",
+          { class: "preview-invalid", "data-testid": "cron-preview-error" },
+          `✕ ${sentence(result.error ?? "Not a valid cron expression: check each of the five fields.")}`,
+        ),
       );
       this.setState("invalid");
       return;
@@ -138,7 +148,12 @@ export class CronField {
     }
     const reasons = Object.values(error.fieldErrors ?? {}).flat();
     this.previewEl.replaceChildren(
-      h("p", { class: "preview-invalid", "data-testid": "cron-preview-error" }, "✕ ", reasons.length ? reasons.join(" ") : error.message),
+      h(
+        "p",
+        { class: "preview-invalid", "data-testid": "cron-preview-error" },
+        "✕ ",
+        reasons.length ? reasons.join(" ") : error.message,
+      ),
     );
     this.setState("invalid");
   }
@@ -160,7 +175,12 @@ export class CronField {
       ),
     );
     return [
-      h("p", { class: "preview-valid", "data-testid": "cron-description" }, "✓ Runs: ", h("strong", {}, result.description)),
+      h(
+        "p",
+        { class: "preview-valid", "data-testid": "cron-description" },
+        "✓ Runs: ",
+        h("strong", {}, result.description),
+      ),
       h("table", { class: "preview-runs" }, h("thead", {}, h("tr", {}, head)), h("tbody", {}, rows)),
     ];
   }

@@ -14,7 +14,8 @@ export function h(tag, props = {}, ...children) {
     if (value === undefined || value === null || value === false) continue;
     if (key === "class") el.className = value;
     else if (key === "dataset") Object.assign(el.dataset, value);
-    else if (key.startsWith("on") && typeof value === "function") el.addEventListener(key.slice(2).toLowerCase(), value);
+    else if (key.startsWith("on") && typeof value === "function")
+      el.addEventListener(key.slice(2).toLowerCase(), value);
     else if (PROPERTIES_AFTER_CHILDREN.has(key)) late.push([key, value]);
     else el.setAttribute(key, value === true ? "" : String(value));
   }

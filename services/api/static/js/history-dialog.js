@@ -16,7 +16,8 @@ function timeOrDash(iso, emptyText) {
 
 function durationText(run) {
   if (run.durationMs !== null && run.durationMs !== undefined) return formatDuration(run.durationMs);
-  if (run.status === "running" && run.startedAt) return `${formatDuration(Date.now() - new Date(run.startedAt).getTime())} so far`;
+  if (run.status === "running" && run.startedAt)
+    return `${formatDuration(Date.now() - new Date(run.startedAt).getTime())} so far`;
   return "—";
 }
 
@@ -118,7 +119,11 @@ export class HistoryDialog {
         h(
           "tr",
           { class: "empty-row" },
-          h("td", { colspan: COLUMN_COUNT, "data-testid": "history-empty" }, "No runs yet. Each run appears here as soon as it is queued, whether its schedule or Run now started it."),
+          h(
+            "td",
+            { colspan: COLUMN_COUNT, "data-testid": "history-empty" },
+            "No runs yet. Each run appears here as soon as it is queued, whether its schedule or Run now started it.",
+          ),
         ),
       );
       return;
@@ -147,7 +152,14 @@ export class HistoryDialog {
     const scheduled = [timeOrDash(run.scheduledFor, run.triggeredBy === "manual" ? "On demand" : "—")];
     if (run.missedSlots > 0) {
       scheduled.push(
-        h("div", { class: "small warn-text", title: "Slots that passed while the scheduler could not run them; they were not run one by one." }, `+${run.missedSlots} missed slot${run.missedSlots === 1 ? "" : "s"}`),
+        h(
+          "div",
+          {
+            class: "small warn-text",
+            title: "Slots that passed while the scheduler could not run them; they were not run one by one.",
+          },
+          `+${run.missedSlots} missed slot${run.missedSlots === 1 ? "" : "s"}`,
+        ),
       );
     }
     const row = h(
@@ -161,7 +173,11 @@ export class HistoryDialog {
       h("td", { "data-label": "Status" }, h("div", { class: "status-cell" }, toggle, runStatusBadge(run.status))),
       h("td", { "data-label": "Trigger" }, triggerBadge(run.triggeredBy)),
       h("td", { "data-label": "Scheduled for" }, scheduled),
-      h("td", { "data-label": "Started", "data-testid": "history-started" }, timeOrDash(run.startedAt, run.status === "queued" ? "Waiting…" : "—")),
+      h(
+        "td",
+        { "data-label": "Started", "data-testid": "history-started" },
+        timeOrDash(run.startedAt, run.status === "queued" ? "Waiting…" : "—"),
+      ),
       h("td", { "data-label": "Duration", "data-testid": "history-duration" }, durationText(run)),
       h("td", { "data-label": "Attempt" }, String(run.attempt ?? 1)),
     );
@@ -172,7 +188,12 @@ export class HistoryDialog {
       h(
         "td",
         { colspan: COLUMN_COUNT },
-        h("div", { class: "error-box" }, h("strong", {}, run.status === "failed" ? "Error" : "Details"), h("pre", {}, run.errorMessage)),
+        h(
+          "div",
+          { class: "error-box" },
+          h("strong", {}, run.status === "failed" ? "Error" : "Details"),
+          h("pre", {}, run.errorMessage),
+        ),
       ),
     );
     const flip = () => {

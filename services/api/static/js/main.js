@@ -7,8 +7,8 @@ import { debounce, h, sameControlNow } from "./dom.js";
 import { formatClock, formatDuration, viewerTimeZone } from "./format.js";
 import { HistoryDialog } from "./history-dialog.js";
 import { icon } from "./icons.js";
-import { renderSystemRows, renderTaskRows } from "./task-table.js";
 import { TaskForm } from "./task-form.js";
+import { renderSystemRows, renderTaskRows } from "./task-table.js";
 import { toast } from "./toast.js";
 
 const AUTO_REFRESH_MS = 20_000; // the seed page's cadence
@@ -157,7 +157,11 @@ function showLoadError(error) {
   }
   banner.replaceChildren(
     h("span", {}, `Could not load the tasks: ${error.message}`),
-    h("button", { type: "button", class: "btn btn-secondary btn-sm", onclick: () => refresh({ manual: true }) }, "Try again"),
+    h(
+      "button",
+      { type: "button", class: "btn btn-secondary btn-sm", onclick: () => refresh({ manual: true }) },
+      "Try again",
+    ),
   );
   banner.hidden = false;
 }
@@ -253,18 +257,20 @@ function keepingFocus(render) {
 }
 
 function renderTasks() {
-  keepingFocus(() => renderTaskRows(el("task-rows"), state.tasks, {
-    taskTypes: state.taskTypesById,
-    emptyMessage: hasFilters()
-      ? "No tasks match these filters."
-      : "No tasks yet. Press “Add task” to schedule your first one.",
-    // Also a run started by the schedule, another operator or before a reload: its status says so.
-    isRunPending: (task) => state.pendingRuns.has(task.id) || isRunInProgress(task.lastRunStatus),
-    onRun: runNow,
-    onHistory: (task) => historyDialog.open({ name: task.name, scheduleId: task.id }),
-    onEdit: (task) => taskForm.openForEdit(task),
-    onDelete: deleteTask,
-  }));
+  keepingFocus(() =>
+    renderTaskRows(el("task-rows"), state.tasks, {
+      taskTypes: state.taskTypesById,
+      emptyMessage: hasFilters()
+        ? "No tasks match these filters."
+        : "No tasks yet. Press “Add task” to schedule your first one.",
+      // Also a run started by the schedule, another operator or before a reload: its status says so.
+      isRunPending: (task) => state.pendingRuns.has(task.id) || isRunInProgress(task.lastRunStatus),
+      onRun: runNow,
+      onHistory: (task) => historyDialog.open({ name: task.name, scheduleId: task.id }),
+      onEdit: (task) => taskForm.openForEdit(task),
+      onDelete: deleteTask,
+    }),
+  );
   const { total, totalPages } = state.pagination;
   const first = total === 0 ? 0 : (state.page - 1) * state.pageSize + 1;
   const last = Math.min(total, (state.page - 1) * state.pageSize + state.tasks.length);
@@ -357,7 +363,10 @@ function watchPendingRuns() {
 function reportRunOutcome(name, run) {
   if (!run) return; // pushed off the first page by newer runs; the table shows the outcome
   if (run.status === "success") {
-    toast(`“${name}” ran successfully${run.durationMs != null ? ` in ${formatDuration(run.durationMs)}` : ""}.`, "success");
+    toast(
+      `“${name}” ran successfully${run.durationMs != null ? ` in ${formatDuration(run.durationMs)}` : ""}.`,
+      "success",
+    );
   } else if (run.status === "failed") {
     toast(`“${name}” failed: ${run.errorMessage ?? "no error message"}. See its History.`, "error");
   } else {
@@ -404,7 +413,11 @@ async function loadTaskTypes() {
     const banner = el("load-error");
     banner.replaceChildren(
       h("span", {}, `Could not load the task types: ${error.message}`),
-      h("button", { type: "button", class: "btn btn-secondary btn-sm", onclick: () => window.location.reload() }, "Reload"),
+      h(
+        "button",
+        { type: "button", class: "btn btn-secondary btn-sm", onclick: () => window.location.reload() },
+        "Reload",
+      ),
     );
     banner.hidden = false;
     el("add-task-button").disabled = true;
@@ -415,8 +428,10 @@ async function loadTaskTypes() {
 async function start() {
   el("viewer-timezone").textContent = viewerTimeZone;
   api.whoAmI().then(
-    (me) => { el("signed-in-user").textContent = `Signed in as ${me.email}`; },
-    () => {},  // the tables' own loads report an identity problem (401) in the banner
+    (me) => {
+      el("signed-in-user").textContent = `Signed in as ${me.email}`;
+    },
+    () => {}, // the tables' own loads report an identity problem (401) in the banner
   );
   renderThemeToggle();
   el("theme-toggle").addEventListener("click", toggleTheme);

@@ -58,7 +58,8 @@ export class TaskForm {
         this.clearFieldError("cronExpression");
         this.updateSaveButton();
       },
-      onTimezoneError: (message) => (message ? this.showFieldError("timezone", [message]) : this.clearFieldError("timezone")),
+      onTimezoneError: (message) =>
+        message ? this.showFieldError("timezone", [message]) : this.clearFieldError("timezone"),
     });
 
     setUpDialog(this.dialog);
@@ -168,7 +169,9 @@ export class TaskForm {
 
   renderIntervalHint() {
     const intervalMs = this.intervalMs();
-    this.intervalHint.textContent = intervalMs ? `${describeInterval(intervalMs)}, counted from when you save.` : "Enter a number greater than zero.";
+    this.intervalHint.textContent = intervalMs
+      ? `${describeInterval(intervalMs)}, counted from when you save.`
+      : "Enter a number greater than zero.";
   }
 
   intervalMs() {
@@ -227,7 +230,14 @@ export class TaskForm {
     return h(
       "div",
       { class: "field", "data-field": `config.${field.key}` },
-      h("label", { for: id }, field.label, field.required ? h("span", { class: "required", "aria-hidden": "true" }, " *") : h("span", { class: "muted" }, " (optional)")),
+      h(
+        "label",
+        { for: id },
+        field.label,
+        field.required
+          ? h("span", { class: "required", "aria-hidden": "true" }, " *")
+          : h("span", { class: "muted" }, " (optional)"),
+      ),
       control,
       h("p", { class: "field-error", "data-error-for": `config.${field.key}` }),
     );
@@ -266,7 +276,8 @@ export class TaskForm {
     if (!payload.name) errors.name = ["Give the task a name."];
     else if (payload.name.length > MAX_NAME_LENGTH) errors.name = [`At most ${MAX_NAME_LENGTH} characters.`];
     if (!payload.taskType) errors.taskType = ["Choose a task type."];
-    if (payload.scheduleType === "interval" && !payload.intervalMs) errors.intervalMs = ["Enter a number greater than zero."];
+    if (payload.scheduleType === "interval" && !payload.intervalMs)
+      errors.intervalMs = ["Enter a number greater than zero."];
     const config = {};
     for (const field of this.selectedTaskType()?.configFields ?? []) {
       if (field.required && !(field.key in payload.config)) config[field.key] = [`${field.label} is required.`];
@@ -314,7 +325,10 @@ export class TaskForm {
   reportSaveFailure(error) {
     const verb = this.editing ? "save the changes" : "create the task";
     if (error.status === 422 && Object.keys(error.fieldErrors).length) {
-      this.showErrors(error.fieldErrors, "The server did not accept the task. Fix the highlighted fields and save again; nothing you typed was lost.");
+      this.showErrors(
+        error.fieldErrors,
+        "The server did not accept the task. Fix the highlighted fields and save again; nothing you typed was lost.",
+      );
       toast(`Could not ${verb}: fix the highlighted fields.`, "error");
       return;
     }
@@ -328,7 +342,8 @@ export class TaskForm {
     for (const [field, reasons] of Object.entries(errors)) {
       if (field === "config" && reasons && !Array.isArray(reasons)) {
         for (const [key, keyReasons] of Object.entries(reasons)) {
-          if (!this.showFieldError(`config.${key}`, keyReasons)) this.showFieldError("config", [`${key}: ${[keyReasons].flat().join(" ")}`]);
+          if (!this.showFieldError(`config.${key}`, keyReasons))
+            this.showFieldError("config", [`${key}: ${[keyReasons].flat().join(" ")}`]);
         }
       } else if (!this.showFieldError(field, reasons)) {
         unplaced.push(`${field === "_schema" ? "" : `${field}: `}${[reasons].flat().join(" ")}`);
@@ -358,7 +373,7 @@ export class TaskForm {
 
   clearFieldError(field) {
     const slot = $(`[data-error-for="${CSS.escape(field)}"]`, this.form);
-    if (!slot || !slot.classList.contains("visible")) return;
+    if (!slot?.classList.contains("visible")) return;
     slot.textContent = "";
     slot.classList.remove("visible");
     const control = $("input:not([type=radio]), select", slot.closest("[data-field]"));
@@ -373,7 +388,15 @@ export class TaskForm {
 
   showBanner(lines) {
     const [first, ...rest] = lines.filter(Boolean);
-    const details = rest.length ? [h("ul", {}, rest.map((line) => h("li", {}, line)))] : [];
+    const details = rest.length
+      ? [
+          h(
+            "ul",
+            {},
+            rest.map((line) => h("li", {}, line)),
+          ),
+        ]
+      : [];
     this.banner.replaceChildren(h("strong", {}, first), ...details);
     this.banner.hidden = false;
   }

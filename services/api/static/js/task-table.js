@@ -37,7 +37,9 @@ function scheduleCell(task) {
   const details = [];
   if (task.scheduleType === "cron") details.push(h("code", { class: "cron-code" }, task.cronExpression));
   if (task.scheduleType === "cron" && task.timezone && task.timezone !== "UTC") {
-    details.push(h("span", { class: "tz-chip", title: "The cron expression is evaluated in this time zone" }, task.timezone));
+    details.push(
+      h("span", { class: "tz-chip", title: "The cron expression is evaluated in this time zone" }, task.timezone),
+    );
   }
   return cell(
     "Schedule",
@@ -67,7 +69,11 @@ function statusCell(task) {
     h(
       "div",
       { class: "status-stack" },
-      h("span", { class: `pill ${task.enabled ? "pill-on" : "pill-off"}`, "data-testid": "task-enabled-state" }, stateLabel),
+      h(
+        "span",
+        { class: `pill ${task.enabled ? "pill-on" : "pill-off"}`, "data-testid": "task-enabled-state" },
+        stateLabel,
+      ),
       task.lastRunStatus
         ? runStatusBadge(task.lastRunStatus)
         : h("span", { class: "muted small", "data-testid": "run-status" }, "Never run"),
@@ -113,9 +119,18 @@ export function renderTaskRows(tbody, tasks, { taskTypes, emptyMessage, ...handl
       const pending = handlers.isRunPending(task);
       return h(
         "tr",
-        { "data-testid": "task-row", "data-task-id": task.id, "data-task-name": task.name, class: task.enabled ? "" : "is-disabled" },
+        {
+          "data-testid": "task-row",
+          "data-task-id": task.id,
+          "data-task-name": task.name,
+          class: task.enabled ? "" : "is-disabled",
+        },
         cell("Name", h("div", { class: "task-name", "data-testid": "row-name" }, task.name)),
-        cell("Type", h("div", { "data-testid": "task-type-label" }, taskType?.label ?? task.taskType), configSummary(task, taskType)),
+        cell(
+          "Type",
+          h("div", { "data-testid": "task-type-label" }, taskType?.label ?? task.taskType),
+          configSummary(task, taskType),
+        ),
         scheduleCell(task),
         statusCell(task),
         timeCell("Last run", task.lastRunAt, "Never", "task-last-run"),
@@ -128,19 +143,32 @@ export function renderTaskRows(tbody, tasks, { taskTypes, emptyMessage, ...handl
             "div",
             { class: "actions" },
             actionButton({
-              name: "play", label: `Run “${task.name}” now`, testId: "run-now", variant: "run", busy: pending,
+              name: "play",
+              label: `Run “${task.name}” now`,
+              testId: "run-now",
+              variant: "run",
+              busy: pending,
               onClick: () => handlers.onRun(task),
             }),
             actionButton({
-              name: "history", label: `History of “${task.name}”`, testId: "history", variant: "history",
+              name: "history",
+              label: `History of “${task.name}”`,
+              testId: "history",
+              variant: "history",
               onClick: () => handlers.onHistory(task),
             }),
             actionButton({
-              name: "edit", label: `Edit “${task.name}”`, testId: "edit", variant: "edit",
+              name: "edit",
+              label: `Edit “${task.name}”`,
+              testId: "edit",
+              variant: "edit",
               onClick: () => handlers.onEdit(task),
             }),
             actionButton({
-              name: "trash", label: `Delete “${task.name}”`, testId: "delete", variant: "delete",
+              name: "trash",
+              label: `Delete “${task.name}”`,
+              testId: "delete",
+              variant: "delete",
               onClick: () => handlers.onDelete(task),
             }),
           ),
@@ -188,9 +216,21 @@ export function renderSystemRows(tbody, systemTasks, { describeCron, onHistory }
           h(
             "div",
             { class: "actions" },
-            h("span", { class: "read-only", "data-testid": "read-only", title: "System tasks cannot be run, edited or deleted here" }, icon("lock"), "Read-only"),
+            h(
+              "span",
+              {
+                class: "read-only",
+                "data-testid": "read-only",
+                title: "System tasks cannot be run, edited or deleted here",
+              },
+              icon("lock"),
+              "Read-only",
+            ),
             actionButton({
-              name: "history", label: `History of “${task.name}”`, testId: "history", variant: "history",
+              name: "history",
+              label: `History of “${task.name}”`,
+              testId: "history",
+              variant: "history",
               onClick: () => onHistory(task),
             }),
           ),

@@ -1,7 +1,12 @@
 // Applies the saved (or the system's) colour theme before the first paint, so the page never flashes.
-(function () {
-  var saved = null;
-  try { saved = localStorage.getItem("cronwork.theme"); } catch (e) { /* storage disabled */ }
-  var prefersDark = window.matchMedia && window.matchMedia("(prefers-color-scheme: dark)").matches;
-  document.documentElement.dataset.theme = saved === "dark" || saved === "light" ? saved : (prefersDark ? "dark" : "light");
+(() => {
+  let saved = null;
+  try {
+    saved = localStorage.getItem("cronwork.theme");
+  } catch {
+    /* storage disabled */
+  }
+  const prefersDark = window.matchMedia?.("(prefers-color-scheme: dark)").matches;
+  document.documentElement.dataset.theme =
+    saved === "dark" || saved === "light" ? saved : prefersDark ? "dark" : "light";
 })();

@@ -8,7 +8,11 @@ const DISMISS_AFTER_MS = { success: 5000, info: 5000, error: 9000 };
 /** Show a toast. `kind` is "success", "error" or "info"; errors stay longer and are announced assertively. */
 export function toast(message, kind = "success") {
   const container = document.getElementById("toasts");
-  const close = h("button", { type: "button", class: "toast-close", "aria-label": "Dismiss notification" }, icon("close"));
+  const close = h(
+    "button",
+    { type: "button", class: "toast-close", "aria-label": "Dismiss notification" },
+    icon("close"),
+  );
   const item = h(
     "div",
     { class: `toast toast-${kind}`, role: kind === "error" ? "alert" : null, "data-testid": `toast-${kind}` },
@@ -23,7 +27,9 @@ export function toast(message, kind = "success") {
   let timer = setTimeout(remove, DISMISS_AFTER_MS[kind] ?? 5000);
   // Hovering keeps the toast up so it can be read.
   item.addEventListener("mouseenter", () => clearTimeout(timer));
-  item.addEventListener("mouseleave", () => { timer = setTimeout(remove, 2500); });
+  item.addEventListener("mouseleave", () => {
+    timer = setTimeout(remove, 2500);
+  });
   container.append(item);
   raise(container);
   while (container.children.length > 5) container.firstElementChild.remove();
