@@ -1,43 +1,21 @@
 """Configuration, read once from the environment into a typed, immutable object.
 
 Every service builds one ``Settings`` at start-up (``Settings.from_env()``) and passes it down; nothing else
-reads ``os.environ`` for configuration. The README's "Configuration" table lists the same variables.
+reads ``os.environ`` for configuration. Each setting is declared once, as a field of ``Settings`` made by
+``setting()``: its environment variable, default, accepted values and meaning. ``from_env`` parses and checks
+the environment from those declarations, the class docstring is written from them, and so is the README's
+"Configuration" table (``python -m shared.settings`` prints it; a test holds the README to it).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any, TypeVar
 
 EMBEDDED_DATABASE_PATH = Path("var") / "cronwork.sqlite3"
-
-
-class SettingsError(ValueError):
-    """An environment variable holds a value the service cannot start with."""
-
-
-def _int(env: dict[str, str], name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < minimum:
-        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
-    if maximum is not None and value > maximum:
-        raise SettingsError(f"{name} must be at most {maximum}, got {value}")
-    return value
-
-
-def _log_level(env: dict[str, str]) -> str:
-    level = (env.get("LOG_LEVEL") or "INFO").upper()
-    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-        raise SettingsError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {level!r}")
-    return level
-
 
 # RabbitMQ closes a channel that holds a delivery unacked for consumer_timeout (30 min by default), dropping
 # the worker's delayed ticks with it: no delay we publish, and no handler run, may come near it.
@@ -47,6 +25,109 @@ SHORTEST_HORIZON_S = 90
 # Every tick process may hold twice the whole budget of delayed ticks (see ``tick_delay_prefetch``), and
 # Dramatiq caps a consumer's prefetch at 65535.
 LARGEST_TICK_BUDGET = 65535 // 2
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the service cannot start with."""
+
+
+def _one_of(choices: Iterable[str]) -> str:
+    """``a, b or c``: the choices as a sentence says them."""
+    *rest, last = choices
+    return f"{', '.join(rest)} or {last}" if rest else last
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: its name, its default, the values it accepts and what it means.
+
+    Parameters:
+      env: the variable's name.
+      default: the value when the variable is unset or empty; its type (``int`` or ``str``) is the setting's.
+      doc: one line for the README's table and the ``Settings`` docstring (Markdown: `code` in backticks).
+      minimum, maximum: the bounds of a whole-number setting (inclusive; None: unbounded).
+      choices: the only values a text setting accepts (empty: any text).
+      any_case: a text setting's value is upper-cased before it is checked (``LOG_LEVEL=debug``).
+    """
+
+    env: str
+    default: int | str
+    doc: str
+    minimum: int | None = None
+    maximum: int | None = None
+    choices: tuple[str, ...] = ()
+    any_case: bool = False
+
+    @property
+    def is_whole_number(self) -> bool:
+        return isinstance(self.default, int)
+
+    def parse(self, environ: Mapping[str, str]) -> int | str:
+        """This setting's value in ``environ``, or SettingsError naming the variable and the reason."""
+        raw = environ.get(self.env) or ""
+        if raw == "":
+            return self.default
+        if self.is_whole_number:
+            return self._whole_number(raw)
+        return self._text(raw)
+
+    def _whole_number(self, raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"{self.env} must be a whole number, got {raw!r}") from None
+        if self.minimum is not None and value < self.minimum:
+            raise SettingsError(f"{self.env} must be at least {self.minimum}, got {value}")
+        if self.maximum is not None and value > self.maximum:
+            raise SettingsError(f"{self.env} must be at most {self.maximum}, got {value}")
+        return value
+
+    def _text(self, raw: str) -> str:
+        value = raw.upper() if self.any_case else raw
+        if self.choices and value not in self.choices:
+            raise SettingsError(f"{self.env} must be {_one_of(self.choices)}, got {value!r}")
+        return value
+
+    @property
+    def shown_default(self) -> str:
+        """The default as the README shows it: ``unset`` for an empty text."""
+        return f"`{self.default}`" if self.default != "" else "unset"
+
+    @property
+    def accepts(self) -> str:
+        """The values this setting accepts, in words: ``90 to 1500``, ``1 or more``, `` `dev` or `header` ``."""
+        if self.choices:
+            either = _one_of(f"`{choice}`" for choice in self.choices)
+            return f"{either} (any case)" if self.any_case else either
+        if not self.is_whole_number:
+            return "text"
+        if self.minimum is not None and self.maximum is not None:
+            return f"{self.minimum} to {self.maximum}"
+        if self.minimum is not None:
+            return f"{self.minimum} or more"
+        if self.maximum is not None:
+            return f"at most {self.maximum}"
+        return "a whole number"
+
+
+SettingT = TypeVar("SettingT", int, str)
+
+
+def setting(
+    env: str,
+    default: SettingT,
+    doc: str,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    choices: tuple[str, ...] = (),
+    any_case: bool = False,
+) -> SettingT:
+    """A field of ``Settings`` read from ``env``: the one declaration of that setting (see ``Setting``)."""
+    declaration = Setting(env, default, doc, minimum, maximum, choices, any_case)
+    return field(default=default, metadata={"setting": declaration})
 
 
 def normalise_database_url(url: str) -> str:
@@ -61,48 +142,123 @@ def normalise_database_url(url: str) -> str:
 class Settings:
     """Everything the services read from the environment.
 
-    Parameters (environment variable, default):
-      database_url (``DATABASE_URL``, unset): PostgreSQL in production; unset means the embedded SQLite file.
-      broker_url (``BROKER_URL``, unset): RabbitMQ (``amqp://...``); unset means Dramatiq's in-process broker.
-      port (``PORT``, 8000): where the API listens.
-      auth_mode (``AUTH_MODE``, ``dev``): ``dev`` takes the user from ``MOCK_USER_EMAIL``; ``header`` trusts
-        the header named by ``AUTH_HEADER`` (set by the authenticating proxy in front of the API).
-      tick_horizon_s (``TICK_HORIZON_S``, 300): ticks are published only for slots at most this far ahead (H).
-      pump_grace_s (``PUMP_GRACE_S``, 60): a tick overdue by more than this is published again by the pump.
-      tick_budget (``TICK_BUDGET``, 10000): the most tick messages the broker holds, fleet-wide; slots beyond
-        it wait, earliest first, for the budget to free up.
-      tick_bucket_ms (``TICK_BUCKET_MS``, 10): slots due within the same bucket of this many milliseconds
-        share one tick message (delivered at the bucket's latest slot; 0: one tick per slot).
-      simulated_work_ms (``SIMULATED_WORK_MS``, 1000): how long the demo task types pretend to work.
-      retry_base_delay_ms (``RETRY_BASE_DELAY_MS``, 5000): backoff before the 2nd attempt; doubles after.
-      task_time_limit_s (``TASK_TIME_LIMIT_S``, 300): the longest one attempt of a handler may run.
-      run_lease_margin_s (``RUN_LEASE_MARGIN_S``, 30): a running run whose worker is silent this long past
-        its time limit is marked abandoned by the pump.
-      history_retention_days (``HISTORY_RETENTION_DAYS``, 90): finished runs older than this are deleted.
+    The parameters below are written from the declarations (``SETTINGS``) when this module is imported.
     """
 
-    database_url: str = ""
-    broker_url: str = ""
-    port: int = 8000
-    auth_mode: str = "dev"
-    mock_user_email: str = "dev@localhost"
-    auth_header: str = "X-Forwarded-Email"
-    tick_horizon_s: int = 300
-    pump_grace_s: int = 60
-    tick_budget: int = 10000
-    tick_bucket_ms: int = 10
-    simulated_work_ms: int = 1000
-    retry_base_delay_ms: int = 5000
-    history_retention_days: int = 90
-    worker_processes: int = 2
-    worker_threads: int = 4
-    tick_threads: int = 16
-    worker_timeout_ms: int = 100
-    task_time_limit_s: int = 300
-    run_lease_margin_s: int = 30
-    gunicorn_workers: int = 2
-    heartbeat_dir: str = "/tmp"
-    log_level: str = "INFO"
+    database_url: str = setting(
+        "DATABASE_URL",
+        "",
+        "PostgreSQL (`postgresql://user:pass@host:5432/db`, served by psycopg 3); unset, with `BROKER_URL` "
+        "unset too: the embedded SQLite file `var/cronwork.sqlite3`",
+    )
+    broker_url: str = setting(
+        "BROKER_URL",
+        "",
+        "RabbitMQ (`amqp://user:pass@host:5672/%2F`); unset: Dramatiq's in-process broker (embedded mode "
+        "only: set both URLs or neither)",
+    )
+    port: int = setting("PORT", 8000, "where the API listens", minimum=1, maximum=65535)
+    auth_mode: str = setting(
+        "AUTH_MODE",
+        "dev",
+        "`dev`: every caller is `MOCK_USER_EMAIL`; `header`: trust `AUTH_HEADER`, set by the authenticating "
+        "proxy in front of the API (no header: 401)",
+        choices=("dev", "header"),
+    )
+    mock_user_email: str = setting("MOCK_USER_EMAIL", "dev@localhost", "the user in `dev` mode")
+    auth_header: str = setting(
+        "AUTH_HEADER",
+        "X-Forwarded-Email",
+        "the identity header in `header` mode (`X-MS-CLIENT-PRINCIPAL-NAME` behind Azure AD)",
+    )
+    tick_horizon_s: int = setting(
+        "TICK_HORIZON_S",
+        300,
+        "H: ticks are published for slots at most this many seconds ahead (longer than the pump's minute, "
+        "shorter than RabbitMQ's 30-minute `consumer_timeout`)",
+        minimum=SHORTEST_HORIZON_S,
+        maximum=LONGEST_UNACKED_S,
+    )
+    pump_grace_s: int = setting(
+        "PUMP_GRACE_S",
+        60,
+        "a slot (or a queued run never sent) overdue by more than this many seconds is re-armed "
+        "(re-dispatched) by the pump",
+        minimum=5,
+    )
+    tick_budget: int = setting(
+        "TICK_BUDGET",
+        10000,
+        "the most tick messages in flight, fleet-wide; slots beyond it wait, earliest first (each tick "
+        "process prefetches twice the budget, and Dramatiq caps a prefetch at 65535)",
+        minimum=100,
+        maximum=LARGEST_TICK_BUDGET,
+    )
+    tick_bucket_ms: int = setting(
+        "TICK_BUCKET_MS",
+        10,
+        "slots due within the same bucket of this many milliseconds share one tick, delivered at the "
+        "bucket's latest slot (0: one tick per slot)",
+        minimum=0,
+        maximum=1000,
+    )
+    simulated_work_ms: int = setting(
+        "SIMULATED_WORK_MS", 1000, "how long the demo task types work, in milliseconds", minimum=0
+    )
+    retry_base_delay_ms: int = setting(
+        "RETRY_BASE_DELAY_MS",
+        5000,
+        "backoff before a failed run's second attempt, in milliseconds; it doubles after each failure "
+        "(capped at 5 min)",
+        minimum=0,
+    )
+    history_retention_days: int = setting(
+        "HISTORY_RETENTION_DAYS",
+        90,
+        "finished runs older than this many days are deleted (hourly, at minute 17 UTC, in bounded batches)",
+        minimum=1,
+    )
+    worker_processes: int = setting(
+        "WORKER_PROCESSES",
+        2,
+        "Dramatiq processes per worker pod that run task handlers (the `cronwork.runs` queue)",
+        minimum=1,
+    )
+    worker_threads: int = setting("WORKER_THREADS", 4, "threads of each of those processes", minimum=1)
+    tick_threads: int = setting(
+        "TICK_THREADS",
+        16,
+        "threads of each pod's tick process: ticks taken by many threads are claimed together, in one "
+        "transaction",
+        minimum=1,
+    )
+    worker_timeout_ms: int = setting(
+        "WORKER_TIMEOUT_MS",
+        100,
+        "how often, in milliseconds, workers look for due delayed messages (the lateness floor)",
+        minimum=10,
+    )
+    task_time_limit_s: int = setting(
+        "TASK_TIME_LIMIT_S",
+        300,
+        "the longest one handler attempt may run, in seconds (shorter than RabbitMQ's `consumer_timeout`); "
+        "a stopping worker drains its running tasks for as long, plus a few seconds",
+        minimum=1,
+        maximum=LONGEST_UNACKED_S,
+    )
+    run_lease_margin_s: int = setting(
+        "RUN_LEASE_MARGIN_S",
+        30,
+        "a running run silent this many seconds past its time limit is marked abandoned by the pump",
+        minimum=1,
+    )
+    gunicorn_workers: int = setting("GUNICORN_WORKERS", 2, "API processes (gunicorn workers)", minimum=1)
+    heartbeat_dir: str = setting(
+        "HEARTBEAT_DIR", "/tmp", "where worker and beat keep the heartbeat that `cronwork probe` checks"
+    )
+    log_level: str = setting(
+        "LOG_LEVEL", "INFO", "the least severe log records printed", choices=LOG_LEVELS, any_case=True
+    )
 
     @property
     def is_embedded(self) -> bool:
@@ -122,40 +278,50 @@ class Settings:
         return f"sqlite:///{EMBEDDED_DATABASE_PATH}"
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
-        env = dict(os.environ if environ is None else environ)
-        auth_mode = env.get("AUTH_MODE", "dev") or "dev"
-        if auth_mode not in ("dev", "header"):
-            raise SettingsError(f"AUTH_MODE must be 'dev' or 'header', got {auth_mode!r}")
-        database_url = env.get("DATABASE_URL", "")
-        broker_url = env.get("BROKER_URL", "")
-        if bool(database_url) != bool(broker_url):
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Every setting from ``environ`` (default: ``os.environ``); SettingsError names the first variable
+        the services cannot start with, and why."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {f.name: declaration(f.name).parse(env) for f in fields(cls)}
+        if bool(values["database_url"]) != bool(values["broker_url"]):
             raise SettingsError(
                 "set both DATABASE_URL and BROKER_URL (separate services) or neither (embedded mode)"
             )
-        return cls(
-            database_url=database_url,
-            broker_url=broker_url,
-            port=_int(env, "PORT", 8000, minimum=1),
-            auth_mode=auth_mode,
-            mock_user_email=env.get("MOCK_USER_EMAIL", "dev@localhost") or "dev@localhost",
-            auth_header=env.get("AUTH_HEADER", "X-Forwarded-Email") or "X-Forwarded-Email",
-            tick_horizon_s=_int(
-                env, "TICK_HORIZON_S", 300, minimum=SHORTEST_HORIZON_S, maximum=LONGEST_UNACKED_S
-            ),
-            pump_grace_s=_int(env, "PUMP_GRACE_S", 60, minimum=5),
-            tick_budget=_int(env, "TICK_BUDGET", 10000, minimum=100, maximum=LARGEST_TICK_BUDGET),
-            tick_bucket_ms=_int(env, "TICK_BUCKET_MS", 10, maximum=1000),
-            simulated_work_ms=_int(env, "SIMULATED_WORK_MS", 1000),
-            retry_base_delay_ms=_int(env, "RETRY_BASE_DELAY_MS", 5000),
-            history_retention_days=_int(env, "HISTORY_RETENTION_DAYS", 90, minimum=1),
-            worker_processes=_int(env, "WORKER_PROCESSES", 2, minimum=1),
-            worker_threads=_int(env, "WORKER_THREADS", 4, minimum=1),
-            tick_threads=_int(env, "TICK_THREADS", 16, minimum=1),
-            worker_timeout_ms=_int(env, "WORKER_TIMEOUT_MS", 100, minimum=10),
-            task_time_limit_s=_int(env, "TASK_TIME_LIMIT_S", 300, minimum=1, maximum=LONGEST_UNACKED_S),
-            run_lease_margin_s=_int(env, "RUN_LEASE_MARGIN_S", 30, minimum=1),
-            gunicorn_workers=_int(env, "GUNICORN_WORKERS", 2, minimum=1),
-            heartbeat_dir=env.get("HEARTBEAT_DIR", "/tmp") or "/tmp",
-            log_level=_log_level(env),
+        return cls(**values)
+
+
+def declaration(attribute: str) -> Setting:
+    """The declaration of the ``Settings`` attribute named ``attribute``."""
+    found = _FIELDS[attribute].metadata.get("setting")
+    if not isinstance(found, Setting):
+        raise TypeError(f"Settings.{attribute} must be declared with setting()")
+    return found
+
+
+_FIELDS = {f.name: f for f in fields(Settings)}
+# Every setting, in the order of the ``Settings`` fields (and of the README's table); building it refuses a
+# field declared without setting() as soon as this module is imported.
+SETTINGS: tuple[Setting, ...] = tuple(declaration(name) for name in _FIELDS)
+
+
+def _parameters_doc() -> str:
+    lines = ["Parameters (attribute (environment variable, default; accepts): meaning):"]
+    for name, declared in zip(_FIELDS, SETTINGS, strict=True):
+        lines.append(
+            f"  {name} ({declared.env}, {declared.shown_default}; {declared.accepts}): {declared.doc}."
         )
+    return "\n".join(f"    {line}" for line in lines)
+
+
+Settings.__doc__ = f"{Settings.__doc__.rstrip()}\n\n{_parameters_doc()}\n" if Settings.__doc__ else None
+
+
+def configuration_table() -> str:
+    """The README's "Configuration" table (Markdown), one row per setting."""
+    rows = ["| variable | default | accepts | meaning |", "| --- | --- | --- | --- |"]
+    rows += [f"| `{s.env}` | {s.shown_default} | {s.accepts} | {s.doc} |" for s in SETTINGS]
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(configuration_table(), end="")

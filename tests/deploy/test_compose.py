@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from shared.settings import Settings
+from shared.settings import SETTINGS, Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 APP_SERVICES = ("migrate", "api", "worker", "beat")
@@ -81,12 +81,12 @@ def test_app_services_get_the_database_and_broker_urls(compose_config):
         assert env["BROKER_URL"].startswith("amqp://") and "@rabbitmq:5672/" in env["BROKER_URL"]
 
 
-def test_app_services_get_every_setting_with_the_services_defaults(compose_config, settings_variables):
+def test_app_services_get_every_setting_with_the_services_defaults(compose_config):
     """Every variable Settings.from_env reads is passed (so a .env file can set it), and the file's defaults are
     the services' own: a default changed in shared/settings.py must be changed here too."""
     for name in APP_SERVICES:
         env = {key: str(value) for key, value in compose_config["services"][name]["environment"].items()}
-        assert settings_variables - env.keys() == set(), name
+        assert {s.env for s in SETTINGS} - env.keys() == set(), name
         parsed = Settings.from_env(env)  # raises SettingsError, naming the variable, if a default is refused
         assert dataclasses.replace(parsed, database_url="", broker_url="") == Settings.from_env({}), name
         assert (parsed.tick_budget, parsed.tick_bucket_ms, parsed.tick_threads) == (10000, 10, 16), name

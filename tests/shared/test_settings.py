@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from shared.settings import Settings, SettingsError
+from shared.settings import SETTINGS, Setting, Settings, SettingsError, declaration
+
+WHOLE_NUMBERS = [s for s in SETTINGS if s.is_whole_number]
 
 
 def test_nothing_configured_is_the_embedded_mode_on_a_local_sqlite_file() -> None:
@@ -37,6 +41,8 @@ def test_every_variable_is_read() -> None:
             "AUTH_HEADER": "X-MS-CLIENT-PRINCIPAL-NAME",
             "TICK_HORIZON_S": "120",
             "PUMP_GRACE_S": "30",
+            "TICK_BUDGET": "200",
+            "TICK_BUCKET_MS": "0",
             "SIMULATED_WORK_MS": "5",
             "RETRY_BASE_DELAY_MS": "10",
             "TASK_TIME_LIMIT_S": "60",
@@ -60,6 +66,8 @@ def test_every_variable_is_read() -> None:
         auth_header="X-MS-CLIENT-PRINCIPAL-NAME",
         tick_horizon_s=120,
         pump_grace_s=30,
+        tick_budget=200,
+        tick_bucket_ms=0,
         simulated_work_ms=5,
         retry_base_delay_ms=10,
         task_time_limit_s=60,
@@ -94,3 +102,64 @@ def test_a_value_the_service_cannot_start_with_is_refused_by_name(
 ) -> None:
     with pytest.raises(SettingsError, match=named):
         Settings.from_env(environ)
+
+
+def _reasons() -> list[tuple[dict[str, str], str]]:
+    """For every declared bound and choice, a value past it and the error that must name it."""
+    cases = [({s.env: "many"}, f"{s.env} must be a whole number, got 'many'") for s in WHOLE_NUMBERS]
+    for s in WHOLE_NUMBERS:
+        if s.minimum is not None:
+            cases.append(({s.env: str(s.minimum - 1)}, f"{s.env} must be at least {s.minimum}, got"))
+        if s.maximum is not None:
+            cases.append(({s.env: str(s.maximum + 1)}, f"{s.env} must be at most {s.maximum}, got"))
+    cases += [({s.env: "nonsense"}, f"{s.env} must be ") for s in SETTINGS if s.choices]
+    return cases
+
+
+@pytest.mark.parametrize(("environ", "message"), _reasons(), ids=lambda case: str(case))
+def test_every_declared_bound_and_choice_is_enforced_with_its_reason(
+    environ: dict[str, str], message: str
+) -> None:
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env(environ)
+    assert str(refused.value).startswith(message)
+
+
+def test_a_bound_or_a_choice_is_accepted_at_its_edge() -> None:
+    for s in WHOLE_NUMBERS:
+        for edge in (s.minimum, s.maximum):
+            if edge is not None:
+                assert s.parse({s.env: str(edge)}) == edge, s.env
+    for s in SETTINGS:
+        for choice in s.choices:
+            assert s.parse({s.env: choice}) == choice, s.env
+
+
+def test_an_empty_variable_means_the_default() -> None:
+    assert Settings.from_env({s.env: "" for s in SETTINGS}) == Settings.from_env({}) == Settings()
+
+
+def test_the_log_level_may_be_written_in_any_case() -> None:
+    assert Settings.from_env({"LOG_LEVEL": "debug"}).log_level == "DEBUG"
+
+
+def test_each_setting_has_one_declaration_with_its_own_variable() -> None:
+    fields = dataclasses.fields(Settings)
+    assert [declaration(f.name) for f in fields] == list(SETTINGS)
+    assert len({s.env for s in SETTINGS}) == len(SETTINGS), "two settings read the same variable"
+    for f, s in zip(fields, SETTINGS, strict=True):
+        assert f.default == s.default, f.name
+        assert f.type == type(s.default).__name__, f"{f.name} is declared {f.type}, its default is not"
+        assert s.doc and "\n" not in s.doc and not s.doc.endswith("."), f"{s.env}: one line, no full stop"
+
+
+@pytest.mark.parametrize("declared", SETTINGS, ids=lambda s: s.env)
+def test_each_default_is_a_value_the_setting_accepts(declared: Setting) -> None:
+    assert declared.parse({declared.env: str(declared.default)}) == declared.default
+
+
+def test_the_class_documentation_lists_every_setting_from_its_declaration() -> None:
+    documentation = Settings.__doc__ or ""
+    for f in dataclasses.fields(Settings):
+        s = declaration(f.name)
+        assert f"{f.name} ({s.env}, {s.shown_default}; {s.accepts}): {s.doc}." in documentation, f.name
