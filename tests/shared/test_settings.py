@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+from pathlib import Path
 
 import pytest
 
-from shared.settings import SETTINGS, Setting, Settings, SettingsError, declaration
+from shared.settings import SETTINGS, Setting, Settings, SettingsError, configuration_table, declaration
+
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 WHOLE_NUMBERS = [s for s in SETTINGS if s.is_whole_number]
 
@@ -163,3 +167,23 @@ def test_the_class_documentation_lists_every_setting_from_its_declaration() -> N
     for f in dataclasses.fields(Settings):
         s = declaration(f.name)
         assert f"{f.name} ({s.env}, {s.shown_default}; {s.accepts}): {s.doc}." in documentation, f.name
+
+
+def _readme_configuration_table() -> str:
+    """The table in the README's "Configuration" section, as written."""
+    section = re.search(r"^## Configuration\n(.*?)(?=^## )", README.read_text(), re.S | re.M)
+    assert section, "README.md has no Configuration section"
+    table = re.search(r"^\|.*?\n(?!\|)", section.group(1), re.S | re.M)
+    assert table, "README.md's Configuration section has no table"
+    return table.group(0)
+
+
+def test_the_readme_lists_every_declared_variable_with_its_default() -> None:
+    rows = re.findall(r"^\| `([A-Z][A-Z0-9_]*)` \| ([^|]+) \|", _readme_configuration_table(), re.M)
+    assert dict(rows) == {s.env: s.shown_default for s in SETTINGS}
+    assert len(rows) == len(SETTINGS), "a variable is listed twice"
+
+
+def test_the_readme_configuration_table_is_the_one_written_from_the_declarations() -> None:
+    """Edit the declarations in shared/settings.py, then paste the output of `python -m shared.settings`."""
+    assert _readme_configuration_table() == configuration_table()
