@@ -317,12 +317,48 @@ def test_config_map_carries_every_non_secret_setting(chart):
 def test_chart_defaults_are_the_services_defaults(chart):
     """A default changed in shared/settings.py must be changed in values.yaml too; only AUTH_MODE differs on
     purpose (the chart is for production, behind an authenticating proxy)."""
-    data = only(chart.render(), "ConfigMap")["data"]
     secrets = {"DATABASE_URL": "postgresql://u:p@db/cronwork", "BROKER_URL": "amqp://u:p@mq/%2F"}
-    parsed = Settings.from_env({**data, **secrets})
+    parsed = Settings.from_env({**only(chart.render(), "ConfigMap")["data"], **secrets})
     assert parsed.auth_mode == "header"
-    defaults = Settings.from_env({})
-    assert dataclasses.replace(parsed, database_url="", broker_url="", auth_mode="dev") == defaults
+    # In dev mode the chart renders MOCK_USER_EMAIL too, so every setting but the URLs is in the ConfigMap.
+    dev = only(chart.render("config.authMode=dev"), "ConfigMap")["data"]
+    assert {s.env for s in SETTINGS} - dev.keys() == {"DATABASE_URL", "BROKER_URL"}
+    parsed = Settings.from_env({**dev, **secrets})
+    assert dataclasses.replace(parsed, database_url="", broker_url="") == Settings.from_env({})
+
+
+def _settings_from_values(chart) -> dict[str, str]:
+    """Each variable the chart sets from a value, with that value's path (``config.tickBudget``), as the
+    ``cronwork.settings`` template in _helpers.tpl maps them (``NAME: {{ .Values.path | quote }}``)."""
+    helpers = (chart.path / "templates" / "_helpers.tpl").read_text()
+    return dict(re.findall(r"^([A-Z][A-Z0-9_]*): \{\{ \.Values\.([\w.]+) \| quote \}\}$", helpers, re.M))
+
+
+def test_schema_bounds_are_the_services_bounds(chart):
+    """The schema refuses at install time what the services would refuse at start-up, and nothing they accept:
+    each setting the chart takes from a value has the type, minimum, maximum and choices declared in
+    shared/settings.py."""
+    from_values = _settings_from_values(chart)
+    rendered = only(chart.render("config.authMode=dev"), "ConfigMap")["data"]
+    assert from_values.keys() == rendered.keys() - {"HEARTBEAT_DIR"}  # the pods' /tmp, fixed by the chart
+    schema = yaml.safe_load((chart.path / "values.schema.json").read_text())
+    declared = {s.env: s for s in SETTINGS}
+    mismatches = {}
+    for env, path in from_values.items():
+        node = schema
+        for key in path.split("."):
+            node = node["properties"][key]
+        setting = declared[env]
+        expected = {
+            "type": "integer" if setting.is_whole_number else "string",
+            "minimum": setting.minimum,
+            "maximum": setting.maximum,
+            "enum": list(setting.choices) or None,
+        }
+        in_schema = {key: node.get(key) for key in expected}
+        if in_schema != expected:
+            mismatches[f"{path} ({env})"] = {"values.schema.json": in_schema, "shared/settings.py": expected}
+    assert mismatches == {}
 
 
 def test_mock_user_is_only_configured_in_dev_auth_mode(chart):
