@@ -26,7 +26,7 @@ def drive_system_tasks(stopped: threading.Event) -> None:
     from services.worker.actors import system_actors
     from shared.system_tasks import SYSTEM_TASKS
 
-    upcoming = {task.id: task.slots_after(utcnow()) for task in SYSTEM_TASKS}
+    upcoming = {task.id: task.upcoming(utcnow()) for task in SYSTEM_TASKS}
     due: dict[str, datetime] = {task_id: next(slots) for task_id, slots in upcoming.items()}
     while not stopped.is_set():
         task_id = min(due, key=due.__getitem__)

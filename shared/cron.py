@@ -30,8 +30,6 @@ from croniter import CroniterBadCronError, CroniterBadDateError, CroniterError, 
 # only disagree within this distance of a backward transition.
 MAX_DST_SHIFT = timedelta(hours=2)
 _PROBE_STEP = timedelta(minutes=15)
-MAX_INTERVAL_MS = 366 * 24 * 3600 * 1000
-MIN_INTERVAL_MS = 1000
 
 
 class InvalidCron(ValueError):
@@ -99,15 +97,6 @@ def describe_cron(spec: CronSpec) -> str:
         fields = expression.split()
         expression = " ".join([fields[5], *fields[:5]])
     return str(ExpressionDescriptor(expression, options).get_description())
-
-
-def describe_interval(interval_ms: int) -> str:
-    """``Every 5 minutes``, ``Every 2 hours``, ``Every 1500 ms``: the largest unit that divides the interval."""
-    for unit_ms, singular in ((86_400_000, "day"), (3_600_000, "hour"), (60_000, "minute"), (1000, "second")):
-        if interval_ms % unit_ms == 0:
-            count = interval_ms // unit_ms
-            return f"Every {singular}" if count == 1 else f"Every {count} {singular}s"
-    return f"Every {interval_ms} ms"
 
 
 def _utc_offset(zone: ZoneInfo, instant: datetime) -> timedelta:
@@ -182,31 +171,3 @@ def iter_cron_slots(spec: CronSpec, timezone: str, after: datetime) -> Iterator[
             return
         for instant in _instants_for_wall_time(spec, zone, frontier):
             heapq.heappush(pending, instant)
-
-
-def next_cron_slot(spec: CronSpec, timezone: str, after: datetime) -> datetime | None:
-    """The first slot strictly after ``after``, or None when the expression never matches again."""
-    return next(iter_cron_slots(spec, timezone, after), None)
-
-
-def next_interval_slot(previous_slot: datetime, interval_ms: int, after: datetime) -> datetime:
-    """The first slot of the chain ``previous_slot + k * interval`` (k >= 1) strictly after ``after``.
-
-    Anchored on the previous slot, never on "now", so run times never push the chain.
-    """
-    step = timedelta(milliseconds=interval_ms)
-    if previous_slot >= after:
-        return previous_slot + step
-    periods = (after - previous_slot) // step + 1
-    return previous_slot + periods * step
-
-
-def validate_interval_ms(value: object) -> int:
-    """The interval as an int; ``ValueError`` with the reason when it is not a whole number in range."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError("must be a whole number of milliseconds")
-    if value < MIN_INTERVAL_MS:
-        raise ValueError(f"must be at least {MIN_INTERVAL_MS} ms")
-    if value > MAX_INTERVAL_MS:
-        raise ValueError(f"must be at most 366 days ({MAX_INTERVAL_MS} ms)")
-    return value

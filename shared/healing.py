@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, or_, select, update
 
 from shared.db import utcnow
-from shared.models import RunStatus, TaskRunHistory, TaskSchedule, TickInFlight
+from shared.models import FINISHED_STATUSES, RunStatus, TaskRunHistory, TaskSchedule, TickInFlight
 from shared.protocol import dispatch_runs, publish_outboxes
 from shared.runtime import Runtime
 
@@ -141,7 +141,7 @@ def delete_old_history(runtime: Runtime) -> str:
     deadline = time.monotonic() + runtime.settings.task_time_limit_s / 2
     old = (
         select(TaskRunHistory.id)
-        .where(TaskRunHistory.queued_at < cutoff, TaskRunHistory.status.in_(RunStatus.FINISHED))
+        .where(TaskRunHistory.queued_at < cutoff, TaskRunHistory.status.in_(FINISHED_STATUSES))
         .limit(RETENTION_BATCH_ROWS)
     )
     deleted = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -26,29 +27,28 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 JsonDocument = JSON().with_variant(JSONB(), "postgresql")
 
 
-class ScheduleType:
+class ScheduleType(StrEnum):
     CRON = "cron"
     INTERVAL = "interval"
     MANUAL = "manual"
-    ALL = (CRON, INTERVAL, MANUAL)
 
 
-class RunStatus:
+class RunStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     SUCCESS = "success"
     FAILED = "failed"
     ABANDONED = "abandoned"  # its worker vanished; the lease ran out before an outcome was recorded
     SKIPPED = "skipped"  # never started: its schedule was disabled first (errorMessage says so)
-    ALL = (QUEUED, RUNNING, SUCCESS, FAILED, ABANDONED, SKIPPED)
-    FINISHED = (SUCCESS, FAILED, ABANDONED, SKIPPED)
 
 
-class TriggeredBy:
+FINISHED_STATUSES = (RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.ABANDONED, RunStatus.SKIPPED)
+
+
+class TriggeredBy(StrEnum):
     SCHEDULE = "schedule"
     MANUAL = "manual"
     SYSTEM = "system"
-    ALL = (SCHEDULE, MANUAL, SYSTEM)
 
 
 class TaskSchedule(Base):
@@ -77,6 +77,7 @@ class TaskSchedule(Base):
     # The table's own ``last_run_at`` column (migration 0001) is no longer read or written; it stays until a
     # later release drops it, so that pods of the previous release keep working through a rolling upgrade.
     last_run_at: Mapped[datetime | None] = query_expression()
+    last_run_status: Mapped[str | None] = query_expression()  # the newest run's, read with ``last_run_at``
     next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     dedupe_key: Mapped[str | None] = mapped_column(String(32))
     tick_published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

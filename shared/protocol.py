@@ -40,7 +40,6 @@ from sqlalchemy import (
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from shared.cron import CronSpec, iter_cron_slots, next_interval_slot
 from shared.db import (
     UTCDateTime,
     insert_ignoring_conflicts,
@@ -50,9 +49,10 @@ from shared.db import (
     utcnow,
 )
 from shared.messaging import Outgoing, TickSlot, run_message, tick_message
-from shared.models import RunStatus, ScheduleType, TaskRunHistory, TaskSchedule, TickInFlight, TriggeredBy
+from shared.models import RunStatus, TaskRunHistory, TaskSchedule, TickInFlight, TriggeredBy
 from shared.runtime import Runtime
 from shared.task_types import RunContext, TaskFailed, get_task_type
+from shared.timing import NextSlot, Timing, timing_of
 
 logger = logging.getLogger("cronwork.protocol")
 T = TypeVar("T")
@@ -73,41 +73,6 @@ TICK_BUDGET_LOCK = 0x63726F6E  # "cron"
 SCHEDULED_RUN_KEY = ("schedule_id", "scheduled_for", "attempt")  # uq_task_run_history_schedule_slot
 
 
-# --- Slots ------------------------------------------------------------------------------------------------
-
-
-def slots_after(
-    schedule: ArmedRow | TaskSchedule, previous_slot: datetime, after: datetime
-) -> tuple[datetime | None, int]:
-    """The first slot of ``schedule`` strictly after ``after``, following on from ``previous_slot``, and how many
-    slots lie in between (slots missed while nothing ran)."""
-    if schedule.schedule_type == ScheduleType.INTERVAL:
-        assert schedule.interval_ms
-        step = timedelta(milliseconds=schedule.interval_ms)
-        following = next_interval_slot(previous_slot, schedule.interval_ms, after)
-        return following, max(0, (following - previous_slot) // step - 1)
-    if schedule.schedule_type == ScheduleType.CRON:
-        assert schedule.cron_expression
-        # The API accepts five fields only; a stored six-field (seconds) spec comes from tests and demos.
-        spec = CronSpec.parse(schedule.cron_expression, allow_seconds=True)
-        missed = 0
-        for slot in iter_cron_slots(spec, schedule.timezone, previous_slot):
-            if slot > after:
-                return slot, missed
-            missed += 1
-        return None, missed
-    return None, 0
-
-
-def first_slot(schedule: TaskSchedule, now: datetime) -> datetime | None:
-    """The slot a newly armed schedule waits for: the next cron instant, or one interval from now (the anchor)."""
-    if schedule.schedule_type == ScheduleType.INTERVAL:
-        assert schedule.interval_ms
-        return now + timedelta(milliseconds=schedule.interval_ms)
-    slot, _ = slots_after(schedule, now, now)
-    return slot
-
-
 # --- Arm and publish ----------------------------------------------------------------------------------------
 
 
@@ -119,10 +84,7 @@ def arm(schedule: TaskSchedule, now: datetime) -> None:
     """
     schedule.dedupe_key = secrets.token_hex(16)
     schedule.tick_published_at = None
-    if not schedule.enabled or schedule.schedule_type == ScheduleType.MANUAL:
-        schedule.next_run_at = None
-        return
-    schedule.next_run_at = first_slot(schedule, now)
+    schedule.next_run_at = timing_of(schedule).first_slot(now) if schedule.enabled else None
 
 
 def lock_schedule(session: Session, schedule_id: int) -> TaskSchedule | None:
@@ -416,8 +378,8 @@ def claim_locked_slots(
     """Inside the caller's transaction, holding the rows' locks: insert one run per current request (its
     slots missed since coalesced into it) and advance each row to its next future slot. Returns, per request,
     whether it claimed."""
-    following: dict[tuple[Any, ...], tuple[datetime | None, int]] = {}
-    claimed_rows: dict[int, tuple[ArmedRow, datetime | None, int]] = {}
+    next_slots: dict[tuple[Timing, datetime], NextSlot] = {}
+    claimed_rows: dict[int, tuple[ArmedRow, NextSlot]] = {}
     verdicts = []
     for request in requests:
         row = rows.get(request.slot.schedule_id)
@@ -433,18 +395,18 @@ def claim_locked_slots(
             continue
         assert row is not None and row.next_run_at is not None
         # Schedules that share a timing share their next slot: a minute's burst computes it once.
-        timing = (row.schedule_type, row.cron_expression, row.interval_ms, row.timezone, row.next_run_at)
-        if timing not in following:
-            following[timing] = slots_after(row, row.next_run_at, now)
-        claimed_rows[row.id] = (row, *following[timing])
+        timing = timing_of(row)
+        if (timing, row.next_run_at) not in next_slots:
+            next_slots[timing, row.next_run_at] = timing.next_slot(row.next_run_at, now)
+        claimed_rows[row.id] = (row, next_slots[timing, row.next_run_at])
     if not claimed_rows:
         return verdicts
     update_rows(
         session,
         SCHEDULES,
         [
-            {"id": row.id, "next_run_at": next_slot, "tick_published_at": None}
-            for row, next_slot, _ in claimed_rows.values()
+            {"id": row.id, "next_run_at": following.slot, "tick_published_at": None}
+            for row, following in claimed_rows.values()
         ],
     )
     inserted = insert_ignoring_conflicts(
@@ -460,9 +422,9 @@ def claim_locked_slots(
                 "queued_at": now,
                 "due_at": now,
                 "attempt": 1,
-                "missed_slots": missed,
+                "missed_slots": following.missed,
             }
-            for row, _, missed in claimed_rows.values()
+            for row, following in claimed_rows.values()
         ],
         SCHEDULED_RUN_KEY,
         index_where=text("triggered_by = 'schedule'"),
@@ -472,10 +434,13 @@ def claim_locked_slots(
         # re-timed it while hosts' clocks disagreed). The row has moved past it anyway.
         ran_before = set(claimed_rows) - {row.schedule_id for row in inserted}
         logger.warning("schedules %s: slot already has a run; moved past it", sorted(ran_before))
-    for row, _, missed in claimed_rows.values():
-        if missed:
+    for row, following in claimed_rows.values():
+        if following.missed:
             logger.info(
-                "schedule %s: %d slot(s) after %s were missed and coalesced", row.id, missed, row.next_run_at
+                "schedule %s: %d slot(s) after %s were missed and coalesced",
+                row.id,
+                following.missed,
+                row.next_run_at,
             )
     return verdicts
 

@@ -1,28 +1,23 @@
 """User schedules: validation, create, edit, delete, Run Now and the queries the API serves.
 
-Field names in errors are the API's (camelCase): they are the public contract, and validation lives here once.
+Values come in as a ``ScheduleInput`` keyed by the model's attribute names, and errors go out keyed the same
+way; the API's schema maps both to and from its wire names. Validation lives here, once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import Select, func, literal, select, text
 from sqlalchemy.orm import Session, with_expression
 
-from shared.cron import (
-    CronSpec,
-    InvalidCron,
-    describe_cron,
-    describe_interval,
-    load_timezone,
-    validate_interval_ms,
-)
+from shared.cron import load_timezone
 from shared.db import is_postgresql, utcnow
 from shared.messaging import TickSlot
-from shared.models import RunStatus, ScheduleType, TaskRunHistory, TaskSchedule
+from shared.models import RunStatus, TaskRunHistory, TaskSchedule
 from shared.protocol import (
     ArmedRow,
     ClaimRequest,
@@ -37,26 +32,34 @@ from shared.protocol import (
 )
 from shared.runtime import Runtime
 from shared.task_types import get_task_type
+from shared.timing import TIMINGS, InvalidTiming, TimingFields, parse_timing
 
-# API field -> column. ``enabled`` and ``config`` apply to every schedule type.
-FIELDS = {
-    "name": "name",
-    "taskType": "task_type",
-    "scheduleType": "schedule_type",
-    "cronExpression": "cron_expression",
-    "intervalMs": "interval_ms",
-    "timezone": "timezone",
-    "enabled": "enabled",
-    "config": "config",
-}
-FIELDS_OF_TYPE = {ScheduleType.CRON: "cronExpression", ScheduleType.INTERVAL: "intervalMs"}
-TIMING_FIELDS = {"scheduleType", "cronExpression", "intervalMs", "timezone", "enabled"}
+
+class ScheduleInput(TypedDict, total=False):
+    """A schedule's editable values, by attribute. Complete when creating; an update carries what changes."""
+
+    name: str
+    task_type: str
+    schedule_type: str
+    cron_expression: str | None
+    interval_ms: int | None
+    timezone: str
+    enabled: bool
+    config: dict[str, Any] | None
+
+
+EDITABLE_FIELDS = tuple(ScheduleInput.__annotations__)
+# What decides when a schedule runs: a change to any of these re-arms it; any other edit leaves its tick alone.
+TIMING_FIELDS = (*TimingFields._fields, "enabled")
+# The attribute each schedule type uses alone (cron_expression, interval_ms): sent for another type, an error.
+OWN_FIELDS = {kind.own_field: schedule_type for schedule_type, kind in TIMINGS.items() if kind.own_field}
+DEFAULTS = ScheduleInput(timezone="UTC", enabled=True, config={}, cron_expression=None, interval_ms=None)
 NAME_MAX_CHARS = 100
-CRON_EXPRESSION_MAX_CHARS = 100  # the column width: a longer valid list ("0,1,2,...") is a 422, not a 500
 
 
 class ValidationFailed(ValueError):
-    """Input that cannot be stored; ``errors`` maps each API field to its reasons."""
+    """Input that cannot be stored; ``errors`` maps each attribute (``config.<key>`` inside the config) to its
+    reasons."""
 
     def __init__(self, errors: dict[str, list[str]]):
         super().__init__(errors)
@@ -64,7 +67,7 @@ class ValidationFailed(ValueError):
 
 
 def schedule_errors(
-    values: dict[str, Any], sent: dict[str, Any], allow_seconds: bool = False
+    values: Mapping[str, Any], sent: Mapping[str, Any], allow_seconds: bool = False
 ) -> dict[str, list[str]]:
     """Every problem with a schedule's complete ``values``; ``sent`` is what the caller sent this time.
 
@@ -77,35 +80,20 @@ def schedule_errors(
     elif len(name.strip()) > NAME_MAX_CHARS:
         errors["name"] = [f"must be at most {NAME_MAX_CHARS} characters"]
 
-    task_type = get_task_type(values.get("taskType") or "")
+    task_type = get_task_type(values.get("task_type") or "")
     if task_type is None:
-        errors["taskType"] = [f"unknown task type {values.get('taskType')!r}"]
+        errors["task_type"] = [f"unknown task type {values.get('task_type')!r}"]
     else:
         for key, reasons in task_type.config_errors(values.get("config")).items():
             errors["config" if key == "_schema" else f"config.{key}"] = reasons
 
-    schedule_type = values.get("scheduleType")
-    if schedule_type not in ScheduleType.ALL:
-        errors["scheduleType"] = [f"must be one of {', '.join(ScheduleType.ALL)}"]
-    for other_type, field in FIELDS_OF_TYPE.items():
-        if other_type != schedule_type and sent.get(field) is not None:
-            errors[field] = [f"belongs to scheduleType {other_type!r}; omit it or send null"]
-    if schedule_type == ScheduleType.CRON:
-        try:
-            CronSpec.parse(values.get("cronExpression") or "", allow_seconds=allow_seconds)
-        except InvalidCron as exc:
-            errors["cronExpression"] = [str(exc)]
-        else:
-            if len(values["cronExpression"]) > CRON_EXPRESSION_MAX_CHARS:
-                errors["cronExpression"] = [f"must be at most {CRON_EXPRESSION_MAX_CHARS} characters"]
-    if schedule_type == ScheduleType.INTERVAL:
-        if values.get("intervalMs") is None:
-            errors["intervalMs"] = ["is required for an interval schedule"]
-        else:
-            try:
-                validate_interval_ms(values.get("intervalMs"))
-            except ValueError as exc:
-                errors["intervalMs"] = [str(exc)]
+    for field, schedule_type in OWN_FIELDS.items():
+        if schedule_type != values.get("schedule_type") and sent.get(field) is not None:
+            errors[field] = [f"belongs to the {schedule_type!r} schedule type; omit it or send null"]
+    try:
+        parse_timing(_timing_fields(values), allow_seconds)
+    except InvalidTiming as exc:
+        errors.setdefault(exc.field, [exc.reason])
     try:
         load_timezone(values.get("timezone"))  # type: ignore[arg-type]
     except ValueError as exc:
@@ -115,60 +103,63 @@ def schedule_errors(
     return errors
 
 
+def _timing_fields(values: Mapping[str, Any]) -> TimingFields:
+    return TimingFields(
+        values.get("schedule_type") or "",
+        values.get("cron_expression"),
+        values.get("interval_ms"),
+        values.get("timezone") or "",
+    )
+
+
 def _values_of(schedule: TaskSchedule) -> dict[str, Any]:
-    return {field: getattr(schedule, column) for field, column in FIELDS.items()}
+    return {field: getattr(schedule, field) for field in EDITABLE_FIELDS}
 
 
-def _merge(current: dict[str, Any], sent: dict[str, Any]) -> dict[str, Any]:
+def _merge(current: Mapping[str, Any], sent: Mapping[str, Any]) -> dict[str, Any]:
     merged = {**current, **sent}
-    for schedule_type, field in FIELDS_OF_TYPE.items():
-        if merged.get("scheduleType") != schedule_type and field not in sent:
+    for field, schedule_type in OWN_FIELDS.items():
+        if merged.get("schedule_type") != schedule_type and field not in sent:
             merged[field] = None  # switching type drops the old type's timing field
     if isinstance(merged.get("name"), str):
         merged["name"] = merged["name"].strip()
-    if isinstance(merged.get("cronExpression"), str):
-        merged["cronExpression"] = " ".join(merged["cronExpression"].split())
+    if isinstance(merged.get("cron_expression"), str):
+        merged["cron_expression"] = " ".join(merged["cron_expression"].split())
     return merged
 
 
-def _apply(schedule: TaskSchedule, values: dict[str, Any]) -> None:
-    for field, column in FIELDS.items():
-        setattr(schedule, column, values[field])
-
-
-DEFAULTS = {"timezone": "UTC", "enabled": True, "config": {}, "cronExpression": None, "intervalMs": None}
+def _apply(schedule: TaskSchedule, values: Mapping[str, Any]) -> None:
+    for field in EDITABLE_FIELDS:
+        setattr(schedule, field, values[field])
 
 
 def create_schedule(
-    runtime: Runtime, sent: dict[str, Any], created_by: str, allow_seconds: bool = False
+    runtime: Runtime, session: Session, sent: ScheduleInput, created_by: str, allow_seconds: bool = False
 ) -> TaskSchedule:
-    """Validate, store and arm a new schedule; its first tick is published after the commit."""
-    values = _merge({**DEFAULTS, "name": None, "taskType": None, "scheduleType": None}, sent)
+    """Validate, store and arm a new schedule in ``session``; its first tick is published after the commit."""
+    values = _merge(DEFAULTS, sent)
     errors = schedule_errors(values, sent, allow_seconds)
     if errors:
         raise ValidationFailed(errors)
     now = utcnow()
-    with runtime.sessions.begin() as session:
+    with session.begin():
         schedule = TaskSchedule(created_by=created_by, created_at=now, updated_at=now, version=1)
         _apply(schedule, values)
         arm(schedule, now)
         session.add(schedule)
-        session.flush()
-        schedule_id = schedule.id
-    publish_tick(runtime, schedule_id)
+    publish_tick(runtime, schedule.id)
     return schedule
 
 
 def update_schedule(
-    runtime: Runtime, schedule_id: int, sent: dict[str, Any], allow_seconds: bool = False
+    runtime: Runtime, session: Session, schedule_id: int, sent: ScheduleInput, allow_seconds: bool = False
 ) -> TaskSchedule | None:
-    """Apply a partial update. A timing change (type, cron, interval, timezone, enabled) re-arms the schedule
-    with a new key and publishes its tick after the commit; any other edit leaves the armed tick as it is.
-
-    Returns None when the schedule does not exist.
+    """Apply a partial update in ``session``. A timing change (type, cron, interval, timezone, enabled) re-arms
+    the schedule with a new key and publishes its tick after the commit; any other edit leaves the armed tick as
+    it is. Returns the schedule, or None when it does not exist.
     """
     now = utcnow()
-    with runtime.sessions.begin() as session:
+    with session.begin():
         schedule = lock_schedule(session, schedule_id)
         if schedule is None:
             return None
@@ -176,7 +167,7 @@ def update_schedule(
         errors = schedule_errors(values, sent, allow_seconds)
         if errors:
             raise ValidationFailed(errors)
-        timing_changed = any(values[field] != getattr(schedule, FIELDS[field]) for field in TIMING_FIELDS)
+        timing_changed = any(values[field] != getattr(schedule, field) for field in TIMING_FIELDS)
         due_slot = None
         if timing_changed and schedule.enabled and values["enabled"] and _is_due(schedule, now):
             # A slot already due under the old timing, its tick still on the way: it runs, rather than being
@@ -213,9 +204,9 @@ def _is_due(schedule: TaskSchedule, now: datetime) -> bool:
     return schedule.next_run_at is not None and schedule.next_run_at <= now
 
 
-def delete_schedule(runtime: Runtime, schedule_id: int) -> bool:
+def delete_schedule(session: Session, schedule_id: int) -> bool:
     """Delete a schedule; its history stays (schedule id nulled) and any tick in flight finds no row."""
-    with runtime.sessions.begin() as session:
+    with session.begin():
         schedule = session.get(TaskSchedule, schedule_id)
         if schedule is None:
             return False
@@ -223,9 +214,9 @@ def delete_schedule(runtime: Runtime, schedule_id: int) -> bool:
     return True
 
 
-def run_now(runtime: Runtime, schedule_id: int) -> TaskRunHistory | None:
+def run_now(runtime: Runtime, session: Session, schedule_id: int) -> TaskRunHistory | None:
     """Queue a manual run, enabled or not; the chain of slots is untouched. None when no such schedule."""
-    with runtime.sessions.begin() as session:
+    with session.begin():
         schedule = session.get(TaskSchedule, schedule_id)
         if schedule is None:
             return None
@@ -234,25 +225,7 @@ def run_now(runtime: Runtime, schedule_id: int) -> TaskRunHistory | None:
     return run
 
 
-def describe_schedule(schedule: TaskSchedule) -> str:
-    """Human text of when a schedule runs."""
-    if schedule.schedule_type == ScheduleType.CRON and schedule.cron_expression:
-        return describe_cron(CronSpec.parse(schedule.cron_expression, allow_seconds=True))
-    if schedule.schedule_type == ScheduleType.INTERVAL and schedule.interval_ms:
-        return describe_interval(schedule.interval_ms)
-    return "Manual only"
-
-
 # --- Queries ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Page:
-    number: int
-    size: int
-
-    def apply(self, query: Select) -> Select:
-        return query.limit(self.size).offset((self.number - 1) * self.size)
 
 
 # A list's total is counted exactly up to this many rows; past it, PostgreSQL's planner estimates it. Counting
@@ -306,14 +279,29 @@ LAST_RUN_AT = (
 )
 
 
+# The status of a schedule's newest run, whatever its state (queued, running, finished).
+LAST_RUN_STATUS = (
+    select(TaskRunHistory.status)
+    .where(TaskRunHistory.schedule_id == TaskSchedule.id)
+    .order_by(TaskRunHistory.id.desc())
+    .limit(1)
+    .scalar_subquery()
+)
+
+
 def with_last_run(query: Select) -> Select:
-    """``query`` (of schedules) loading each one's ``last_run_at`` from its history."""
-    return query.options(with_expression(TaskSchedule.last_run_at, LAST_RUN_AT))
+    """``query`` (of schedules) loading each one's ``last_run_at`` and ``last_run_status`` from its history."""
+    return query.options(
+        with_expression(TaskSchedule.last_run_at, LAST_RUN_AT),
+        with_expression(TaskSchedule.last_run_status, LAST_RUN_STATUS),
+    )
 
 
 def get_schedule(session: Session, schedule_id: int) -> TaskSchedule | None:
     """One schedule with its last run, or None."""
-    return session.scalars(with_last_run(select(TaskSchedule).where(TaskSchedule.id == schedule_id))).first()
+    query = with_last_run(select(TaskSchedule).where(TaskSchedule.id == schedule_id))
+    # populate_existing: the row may already be in the session, loaded by an update without its last run.
+    return session.scalars(query.execution_options(populate_existing=True)).first()
 
 
 def schedules_query(
@@ -358,16 +346,3 @@ def history_query(
     if system_task:
         query = query.where(TaskRunHistory.system_task == system_task)
     return query
-
-
-def latest_runs(
-    session: Session, schedule_ids: list[int] | None = None, system_tasks: list[str] | None = None
-) -> dict[Any, TaskRunHistory]:
-    """The newest run of each schedule (or system task), in one query."""
-    key = TaskRunHistory.schedule_id if schedule_ids is not None else TaskRunHistory.system_task
-    wanted = schedule_ids if schedule_ids is not None else system_tasks
-    if not wanted:
-        return {}
-    newest = select(func.max(TaskRunHistory.id)).where(key.in_(wanted)).group_by(key)
-    runs = session.scalars(select(TaskRunHistory).where(TaskRunHistory.id.in_(newest))).all()
-    return {getattr(run, key.key): run for run in runs}

@@ -7,12 +7,17 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 
 from croniter import croniter
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
-from shared.cron import CronSpec, describe_cron, iter_cron_slots
+from shared.cron import CronSpec
 from shared.healing import delete_old_history, pump
+from shared.models import TaskRunHistory
 from shared.runtime import Runtime
+from shared.timing import CronTiming
 
 SYSTEM_TASK_TYPE = "SYSTEM"
 # System crons run in UTC: the beat runs periodiq with TZ=UTC, and everything that computes their slots says so.
@@ -29,13 +34,17 @@ class SystemTask:
     work: Callable[[Runtime], str | None]
     summary: str
 
+    @cached_property
+    def timing(self) -> CronTiming:
+        return CronTiming(CronSpec.parse(self.cron_expression), SYSTEM_TIMEZONE)
+
     @property
     def description(self) -> str:
-        return f"{describe_cron(CronSpec.parse(self.cron_expression))}. {self.summary}"
+        return f"{self.timing.description}. {self.summary}"
 
-    def slots_after(self, after: datetime) -> Iterator[datetime]:
+    def upcoming(self, after: datetime) -> Iterator[datetime]:
         """This cron's slots strictly after ``after``, in UTC."""
-        return iter_cron_slots(CronSpec.parse(self.cron_expression), SYSTEM_TIMEZONE, after)
+        return self.timing.upcoming(after)
 
 
 def session_cleanup(runtime: Runtime) -> str:
@@ -81,3 +90,37 @@ SYSTEM_TASKS: tuple[SystemTask, ...] = tuple(
         ),
     )
 )
+
+
+@dataclass(frozen=True)
+class SystemTaskStatus:
+    """A system cron as operators see it: what it is, when it runs, how its last run went."""
+
+    task: SystemTask
+    last_run: TaskRunHistory | None
+    next_run_at: datetime | None
+
+    @property
+    def last_run_at(self) -> datetime | None:
+        return self.last_run.started_at if self.last_run else None
+
+    @property
+    def last_status(self) -> str | None:
+        return self.last_run.status if self.last_run else None
+
+
+def system_task_statuses(session: Session, now: datetime) -> list[SystemTaskStatus]:
+    """Every system cron with its newest run (one query) and its next slot after ``now``."""
+    newest = (
+        select(func.max(TaskRunHistory.id))
+        .where(TaskRunHistory.system_task.in_([task.id for task in SYSTEM_TASKS]))
+        .group_by(TaskRunHistory.system_task)
+    )
+    last_runs = {
+        run.system_task: run
+        for run in session.scalars(select(TaskRunHistory).where(TaskRunHistory.id.in_(newest)))
+    }
+    return [
+        SystemTaskStatus(task, last_runs.get(task.id), next(task.upcoming(now), None))
+        for task in SYSTEM_TASKS
+    ]

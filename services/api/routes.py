@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
 
 from flask import current_app, g, request, url_for
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import Blueprint, Page
 from sqlalchemy import Select
 from sqlalchemy.orm import Session
+from webargs.flaskparser import abort  # flask-smorest's abort, where it is typed NoReturn
 
 from services.api.schemas import (
     CronPreviewQuerySchema,
@@ -24,12 +27,13 @@ from services.api.schemas import (
     TaskTypeSchema,
 )
 from shared import schedules
-from shared.cron import CronSpec, InvalidCron, all_timezones, describe_cron, iter_cron_slots, load_timezone
+from shared.cron import all_timezones
 from shared.db import utcnow
-from shared.models import TaskSchedule
+from shared.models import TaskRunHistory, TaskSchedule
 from shared.runtime import Runtime
-from shared.system_tasks import SYSTEM_TASK_TYPE, SYSTEM_TASKS, SYSTEM_TIMEZONE
+from shared.system_tasks import system_task_statuses
 from shared.task_types import TASK_TYPES
+from shared.timing import CronPreview, preview_cron
 
 
 class SchedulerBlueprint(Blueprint):
@@ -58,6 +62,20 @@ def runtime() -> Runtime:
     return current_app.extensions["cronwork"]
 
 
+def db() -> Session:
+    """The request's session: opened on first use, closed when the request ends."""
+    if "db_session" not in g:
+        g.db_session = runtime().sessions()
+    return g.db_session
+
+
+@blp.teardown_request
+def close_session(_error: BaseException | None) -> None:
+    session = g.pop("db_session", None)
+    if session is not None:
+        session.close()
+
+
 @blp.before_request
 def identify_caller() -> None:
     """Dev mode takes the user from MOCK_USER_EMAIL; header mode trusts the authenticating proxy's header."""
@@ -75,161 +93,117 @@ def identify_caller() -> None:
     g.user = user
 
 
-def page_of(session: Session, query: Select, pagination_parameters: Any) -> list[Any]:
-    """The requested page of ``query``'s rows, its total (exact, or an estimate past
-    ``schedules.EXACT_COUNT_LIMIT``) set for the ``X-Pagination`` header."""
-    total = schedules.count_rows(session, query)
-    pagination_parameters.item_count = total.rows
-    pagination_parameters.total_is_estimate = total.is_estimate
-    page = schedules.Page(pagination_parameters.page, pagination_parameters.page_size)
-    return list(session.scalars(page.apply(query)).all())
+class SelectPager(Page):
+    """Pages a select statement of ORM rows in the request's session. The total for ``X-Pagination`` is exact
+    up to ``schedules.EXACT_COUNT_LIMIT`` rows, past it the planner's estimate (flagged ``total_is_estimate``)."""
+
+    collection: Select
+
+    @property
+    def items(self) -> list[Any]:
+        query = self.collection.limit(self.page_params.page_size).offset(self.page_params.first_item)
+        return list(db().scalars(query))
+
+    @property
+    def item_count(self) -> int:
+        total = schedules.count_rows(db(), self.collection)
+        self.page_params.total_is_estimate = total.is_estimate
+        return total.rows
 
 
-def task_view(schedule: TaskSchedule, last_run_status: str | None) -> dict[str, Any]:
-    view = {column: getattr(schedule, column) for column in schedules.FIELDS.values()}
-    view.update(
-        id=schedule.id,
-        created_by=schedule.created_by,
-        created_at=schedule.created_at,
-        updated_at=schedule.updated_at,
-        last_run_at=schedule.last_run_at,
-        next_run_at=schedule.next_run_at,
-        version=schedule.version,
-        description=schedules.describe_schedule(schedule),
-        last_run_status=last_run_status,
-    )
-    return view
-
-
-def validation_error(exc: schedules.ValidationFailed) -> None:
-    fields_named = ", ".join(sorted(exc.errors))
-    abort(422, message=f"invalid value for {fields_named}", errors={"json": exc.errors})
-
-
-def load_task(task_id: int) -> dict[str, Any]:
-    with runtime().sessions() as session:
-        schedule = schedules.get_schedule(session, task_id)
-        if schedule is None:
-            abort(404, message=f"no task with id {task_id}")
-        last = schedules.latest_runs(session, schedule_ids=[task_id]).get(task_id)
-        return task_view(schedule, last.status if last else None)
-
-
-def update_task(task_id: int, sent: dict[str, Any]) -> dict[str, Any]:
+@contextmanager
+def invalid_input_as_422() -> Iterator[None]:
+    """Turn the domain's ``ValidationFailed`` into a 422 naming each field by its wire name."""
     try:
-        schedule = schedules.update_schedule(runtime(), task_id, sent)
+        yield
     except schedules.ValidationFailed as exc:
-        validation_error(exc)
-    if schedule is None:
-        abort(404, message=f"no task with id {task_id}")
-    return load_task(task_id)
+        errors = TaskInSchema().wire_errors(exc.errors)
+        abort(422, message=f"invalid value for {', '.join(sorted(errors))}", errors={"json": errors})
+
+
+def no_such_task(task_id: int) -> NoReturn:
+    abort(404, message=f"no task with id {task_id}")
+
+
+def stored_task(task_id: int) -> TaskSchedule:
+    return schedules.get_schedule(db(), task_id) or no_such_task(task_id)
 
 
 @blp.route("/tasks")
 class Tasks(MethodView):
     @blp.arguments(TaskFiltersSchema, location="query")
     @blp.response(200, TaskSchema(many=True))
-    @blp.paginate(**PAGINATION)
-    def get(self, filters: dict[str, Any], pagination_parameters: Any) -> list[dict[str, Any]]:
+    @blp.paginate(SelectPager, **PAGINATION)
+    def get(self, filters: dict[str, Any]) -> Select:
         """User schedules, oldest first (system crons are at /system-tasks)."""
-        query = schedules.schedules_query(
-            filters.get("enabled"), filters.get("taskType"), filters.get("q"), filters.get("afterId")
-        )
-        with runtime().sessions() as session:
-            rows = page_of(session, query, pagination_parameters)
-            last = schedules.latest_runs(session, schedule_ids=[row.id for row in rows])
-            return [task_view(row, last[row.id].status if row.id in last else None) for row in rows]
+        return schedules.schedules_query(**filters)
 
     @blp.arguments(TaskInSchema)
     @blp.response(201, TaskSchema)
-    def post(self, sent: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
+    def post(self, sent: schedules.ScheduleInput) -> tuple[TaskSchedule, int, dict[str, str]]:
         """Create a schedule and arm it."""
-        try:
-            schedule = schedules.create_schedule(runtime(), sent, created_by=g.user)
-        except schedules.ValidationFailed as exc:
-            validation_error(exc)
-        location = url_for("scheduler.Task", task_id=schedule.id)
-        return load_task(schedule.id), 201, {"Location": location}
+        with invalid_input_as_422():
+            schedule = schedules.create_schedule(runtime(), db(), sent, created_by=g.user)
+        return schedule, 201, {"Location": url_for("scheduler.Task", task_id=schedule.id)}
 
 
 @blp.route("/tasks/<int:task_id>")
 class Task(MethodView):
     @blp.response(200, TaskSchema)
-    def get(self, task_id: int) -> dict[str, Any]:
+    def get(self, task_id: int) -> TaskSchedule:
         """One schedule."""
-        return load_task(task_id)
+        return stored_task(task_id)
 
     @blp.arguments(TaskInSchema)
     @blp.response(200, TaskSchema)
-    def put(self, sent: dict[str, Any], task_id: int) -> dict[str, Any]:
-        """Change some fields (partial update); the schedule is re-armed from its next slot."""
-        return update_task(task_id, sent)
+    def put(self, sent: schedules.ScheduleInput, task_id: int) -> TaskSchedule:
+        """Change some fields (partial update); a timing change re-arms the schedule from its next slot."""
+        return self.update(task_id, sent)
 
     @blp.arguments(TaskInSchema)
     @blp.response(200, TaskSchema)
-    def patch(self, sent: dict[str, Any], task_id: int) -> dict[str, Any]:
+    def patch(self, sent: schedules.ScheduleInput, task_id: int) -> TaskSchedule:
         """The same as PUT: a partial update."""
-        return update_task(task_id, sent)
+        return self.update(task_id, sent)
 
     @blp.response(204)
     def delete(self, task_id: int) -> None:
         """Delete a schedule; its run history is kept."""
-        if not schedules.delete_schedule(runtime(), task_id):
-            abort(404, message=f"no task with id {task_id}")
+        if not schedules.delete_schedule(db(), task_id):
+            no_such_task(task_id)
+
+    @staticmethod
+    def update(task_id: int, sent: schedules.ScheduleInput) -> TaskSchedule:
+        with invalid_input_as_422():
+            if schedules.update_schedule(runtime(), db(), task_id, sent) is None:
+                no_such_task(task_id)
+        return stored_task(task_id)  # with its last run, which the update does not read
 
 
 @blp.route("/tasks/<int:task_id>/run")
 class RunNow(MethodView):
     @blp.response(202, HistorySchema)
-    def post(self, task_id: int) -> Any:
+    def post(self, task_id: int) -> TaskRunHistory:
         """Run Now: queue one manual run, enabled or not; the schedule's next slot does not move."""
-        run = schedules.run_now(runtime(), task_id)
-        if run is None:
-            abort(404, message=f"no task with id {task_id}")
-        return run
+        return schedules.run_now(runtime(), db(), task_id) or no_such_task(task_id)
 
 
 @blp.route("/history")
 class History(MethodView):
     @blp.arguments(HistoryFiltersSchema, location="query")
     @blp.response(200, HistorySchema(many=True))
-    @blp.paginate(**PAGINATION)
-    def get(self, filters: dict[str, Any], pagination_parameters: Any) -> Any:
+    @blp.paginate(SelectPager, **PAGINATION)
+    def get(self, filters: dict[str, Any]) -> Select:
         """Runs, newest first."""
-        query = schedules.history_query(
-            filters.get("scheduleId"),
-            filters.get("status"),
-            filters.get("triggeredBy"),
-            filters.get("systemTask"),
-            filters.get("beforeId"),
-        )
-        with runtime().sessions() as session:
-            return page_of(session, query, pagination_parameters)
+        return schedules.history_query(**filters)
 
 
 @blp.route("/system-tasks")
 class SystemTasks(MethodView):
     @blp.response(200, SystemTaskSchema(many=True))
-    def get(self) -> list[dict[str, Any]]:
+    def get(self) -> list[Any]:
         """The system crons (read-only), with their real last and next runs."""
-        now = utcnow()
-        with runtime().sessions() as session:
-            last = schedules.latest_runs(session, system_tasks=[task.id for task in SYSTEM_TASKS])
-            return [
-                {
-                    "id": task.id,
-                    "name": task.name,
-                    "taskType": SYSTEM_TASK_TYPE,
-                    "cronExpression": task.cron_expression,
-                    "timezone": SYSTEM_TIMEZONE,
-                    "description": task.description,
-                    "scheduleDescription": describe_cron(CronSpec.parse(task.cron_expression)),
-                    "lastRunAt": last[task.id].started_at if task.id in last else None,
-                    "lastStatus": last[task.id].status if task.id in last else None,
-                    "nextRunAt": next(task.slots_after(now)),
-                }
-                for task in SYSTEM_TASKS
-            ]
+        return system_task_statuses(db(), utcnow())
 
 
 @blp.route("/me")
@@ -257,19 +231,14 @@ class Timezones(MethodView):
 
 
 @blp.route("/cron/preview")
-class CronPreview(MethodView):
+class CronPreviewView(MethodView):
     @blp.arguments(CronPreviewQuerySchema, location="query")
     @blp.response(200, CronPreviewSchema)
-    def get(self, query: dict[str, Any]) -> dict[str, Any]:
+    def get(self, query: dict[str, Any]) -> CronPreview:
         """Describe a cron expression and list its next slots, by the same DST policy the workers use."""
         try:
-            load_timezone(query["timezone"])
-        except ValueError as exc:
+            return preview_cron(
+                query["expression"], query["timezone"], query.get("after") or utcnow(), query["count"]
+            )
+        except ValueError as exc:  # the timezone: an invalid expression is an answer, not an error
             abort(422, message=str(exc), errors={"query": {"timezone": [str(exc)]}})
-        try:
-            spec = CronSpec.parse(query["expression"])
-        except InvalidCron as exc:
-            return {"valid": False, "description": None, "nextRuns": [], "error": str(exc)}
-        slots = iter_cron_slots(spec, query["timezone"], query.get("after") or utcnow())
-        next_runs = [slot for _, slot in zip(range(query["count"]), slots, strict=False)]
-        return {"valid": True, "description": describe_cron(spec), "nextRuns": next_runs, "error": None}

@@ -8,6 +8,8 @@ from typing import Any
 from marshmallow import EXCLUDE, RAISE, Schema, fields, validate
 
 from shared.models import RunStatus, TriggeredBy
+from shared.system_tasks import SYSTEM_TASK_TYPE, SYSTEM_TIMEZONE
+from shared.timing import timing_of
 
 
 class UtcDateTime(fields.DateTime):
@@ -24,40 +26,48 @@ class UtcDateTime(fields.DateTime):
 
 
 class TaskInSchema(Schema):
-    """A schedule as sent by a client; every field optional here (an update is partial), required-ness and
-    the rules between fields are checked by ``shared.schedules``."""
+    """A schedule as a client sends it: the one map of its editable fields, from wire names (``data_key``) to
+    the attributes of ``shared.schedules.ScheduleInput``. Every field is optional here (an update is partial);
+    which are required and the rules between them are checked by ``shared.schedules``, whose errors, keyed by
+    attribute, ``wire_errors`` maps back."""
 
     class Meta:
         unknown = RAISE
 
     name = fields.String()
-    taskType = fields.String()
-    scheduleType = fields.String()
-    cronExpression = fields.String(allow_none=True)
-    intervalMs = fields.Integer(strict=True, allow_none=True)
-    timezone = fields.String()
+    task_type = fields.String(data_key="taskType")
+    schedule_type = fields.String(data_key="scheduleType")
+    cron_expression = fields.String(data_key="cronExpression", allow_none=True)
+    interval_ms = fields.Integer(data_key="intervalMs", strict=True, allow_none=True)
+    timezone = fields.String(metadata={"description": "IANA name, e.g. Europe/Berlin"})
     enabled = fields.Boolean()
-    config = fields.Raw(allow_none=True)
+    config = fields.Raw(allow_none=True, metadata={"description": "The task type's settings"})
+
+    def wire_errors(self, errors: dict[str, list[str]]) -> dict[str, list[str]]:
+        """``errors`` keyed by attribute (``config.<key>`` for a key of the config) keyed by wire name."""
+
+        def wire_name(key: str) -> str:
+            attribute, dot, rest = key.partition(".")
+            field = self.fields.get(attribute)
+            return f"{field.data_key or attribute if field else attribute}{dot}{rest}"
+
+        return {wire_name(key): reasons for key, reasons in errors.items()}
 
 
-class TaskSchema(Schema):
-    id = fields.Integer()
-    name = fields.String()
-    taskType = fields.String(attribute="task_type")
-    scheduleType = fields.String(attribute="schedule_type")
-    cronExpression = fields.String(attribute="cron_expression", allow_none=True)
-    intervalMs = fields.Integer(attribute="interval_ms", allow_none=True)
-    timezone = fields.String()
-    enabled = fields.Boolean()
-    config = fields.Dict()
-    createdBy = fields.String(attribute="created_by")
-    createdAt = UtcDateTime(attribute="created_at")
-    updatedAt = UtcDateTime(attribute="updated_at")
-    lastRunAt = UtcDateTime(attribute="last_run_at", allow_none=True)
-    nextRunAt = UtcDateTime(attribute="next_run_at", allow_none=True)
-    description = fields.String(metadata={"description": "When it runs, in words"})
-    lastRunStatus = fields.String(attribute="last_run_status", allow_none=True)
-    version = fields.Integer(metadata={"description": "Incremented by every edit"})
+class TaskSchema(TaskInSchema):
+    """A stored schedule: its editable fields and what the scheduler keeps about it."""
+
+    id = fields.Integer(dump_only=True)
+    created_by = fields.String(data_key="createdBy", dump_only=True)
+    created_at = UtcDateTime(data_key="createdAt", dump_only=True)
+    updated_at = UtcDateTime(data_key="updatedAt", dump_only=True)
+    last_run_at = UtcDateTime(data_key="lastRunAt", allow_none=True, dump_only=True)
+    last_run_status = fields.String(data_key="lastRunStatus", allow_none=True, dump_only=True)
+    next_run_at = UtcDateTime(data_key="nextRunAt", allow_none=True, dump_only=True)
+    description = fields.Function(
+        lambda schedule: timing_of(schedule).description, metadata={"description": "When it runs, in words"}
+    )
+    version = fields.Integer(dump_only=True, metadata={"description": "Incremented by every edit"})
 
 
 class TaskFiltersSchema(Schema):
@@ -65,9 +75,12 @@ class TaskFiltersSchema(Schema):
         unknown = EXCLUDE
 
     enabled = fields.Boolean()
-    taskType = fields.String()
-    q = fields.String(metadata={"description": "Case-insensitive substring of the name"})
-    afterId = fields.Integer(
+    task_type = fields.String(data_key="taskType")
+    name_contains = fields.String(
+        data_key="q", metadata={"description": "Case-insensitive substring of the name"}
+    )
+    after_id = fields.Integer(
+        data_key="afterId",
         validate=validate.Range(min=0),
         metadata={
             "description": "Only schedules after this id: pass a page's last id for the next (fast at any depth)"
@@ -96,11 +109,12 @@ class HistoryFiltersSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    scheduleId = fields.Integer()
-    status = fields.String(validate=validate.OneOf(RunStatus.ALL))
-    triggeredBy = fields.String(validate=validate.OneOf(TriggeredBy.ALL))
-    systemTask = fields.String()
-    beforeId = fields.Integer(
+    schedule_id = fields.Integer(data_key="scheduleId")
+    status = fields.String(validate=validate.OneOf(list(RunStatus)))
+    triggered_by = fields.String(data_key="triggeredBy", validate=validate.OneOf(list(TriggeredBy)))
+    system_task = fields.String(data_key="systemTask")
+    before_id = fields.Integer(
+        data_key="beforeId",
         validate=validate.Range(min=1),
         metadata={
             "description": "Only runs older than this id: pass a page's last id for the next (fast at any depth)"
@@ -109,16 +123,20 @@ class HistoryFiltersSchema(Schema):
 
 
 class SystemTaskSchema(Schema):
-    id = fields.String()
-    name = fields.String()
-    taskType = fields.String()
-    cronExpression = fields.String()
-    timezone = fields.String()
-    description = fields.String()
-    scheduleDescription = fields.String(metadata={"description": "When it runs, in words"})
-    lastRunAt = UtcDateTime(allow_none=True)
-    nextRunAt = UtcDateTime(allow_none=True)
-    lastStatus = fields.String(allow_none=True)
+    """Dumps a ``shared.system_tasks.SystemTaskStatus``."""
+
+    id = fields.String(attribute="task.id")
+    name = fields.String(attribute="task.name")
+    taskType = fields.Constant(SYSTEM_TASK_TYPE)
+    cronExpression = fields.String(attribute="task.cron_expression")
+    timezone = fields.Constant(SYSTEM_TIMEZONE)
+    description = fields.String(attribute="task.description")
+    scheduleDescription = fields.String(
+        attribute="task.timing.description", metadata={"description": "When it runs, in words"}
+    )
+    lastRunAt = UtcDateTime(attribute="last_run_at", allow_none=True)
+    nextRunAt = UtcDateTime(attribute="next_run_at", allow_none=True)
+    lastStatus = fields.String(attribute="last_status", allow_none=True)
 
 
 class OptionSchema(Schema):
@@ -160,7 +178,9 @@ class CronPreviewQuerySchema(Schema):
 
 
 class CronPreviewSchema(Schema):
+    """Dumps a ``shared.timing.CronPreview``."""
+
     valid = fields.Boolean()
     description = fields.String(allow_none=True)
-    nextRuns = fields.List(UtcDateTime())
+    nextRuns = fields.List(UtcDateTime(), attribute="next_runs")
     error = fields.String(allow_none=True)

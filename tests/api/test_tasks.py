@@ -13,10 +13,10 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import insert
 
-from shared.cron import MAX_INTERVAL_MS
 from shared.messaging import RUN_QUEUE, TickSlot
 from shared.models import TaskRunHistory, TaskSchedule
 from shared.runtime import Runtime
+from shared.timing import MAX_INTERVAL_MS
 from tests.api.conftest import TASKS, cron_task, interval_task, parse_utc
 
 TASK_FIELDS = {

@@ -9,31 +9,23 @@ Transitions used below (2024):
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from itertools import islice, takewhile
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from shared.cron import (
-    MAX_INTERVAL_MS,
-    CronSpec,
-    InvalidCron,
-    describe_cron,
-    describe_interval,
-    iter_cron_slots,
-    load_timezone,
-    next_cron_slot,
-    next_interval_slot,
-    validate_interval_ms,
-)
+from shared.cron import CronSpec, InvalidCron, describe_cron, iter_cron_slots, load_timezone
 
 BERLIN, NEW_YORK, LORD_HOWE = "Europe/Berlin", "America/New_York", "Australia/Lord_Howe"
 
 
 def utc(*fields: int) -> datetime:
     return datetime(*fields, tzinfo=UTC)
+
+
+def next_cron_slot(spec: CronSpec, timezone: str, after: datetime) -> datetime:
+    return next(iter_cron_slots(spec, timezone, after))
 
 
 def slots(expression: str, timezone: str, after: datetime, count: int) -> list[datetime]:
@@ -417,68 +409,6 @@ def test_a_fixed_hour_daily_spec_runs_exactly_once_every_local_day_through_a_yea
     )
 
 
-# --- Interval slots are anchored ----------------------------------------------------------------------------
-
-ANCHOR = utc(2024, 1, 1, 12)
-MINUTE_MS = 60_000
-
-
-def test_the_next_interval_slot_follows_the_previous_slot() -> None:
-    assert next_interval_slot(ANCHOR, MINUTE_MS, ANCHOR) == ANCHOR + timedelta(minutes=1)
-
-
-def test_a_late_run_does_not_push_the_chain() -> None:
-    ran_at = ANCHOR + timedelta(seconds=42)  # the run of ANCHOR happened 42 s late
-
-    # The next slot is ANCHOR + 1 min, not ran_at + 1 min.
-    assert next_interval_slot(ANCHOR, MINUTE_MS, ran_at) == ANCHOR + timedelta(minutes=1)
-
-
-def test_slots_missed_while_down_are_skipped_on_the_grid() -> None:
-    back_up = ANCHOR + timedelta(minutes=10, seconds=30)
-
-    assert next_interval_slot(ANCHOR, MINUTE_MS, back_up) == ANCHOR + timedelta(minutes=11)
-
-
-def test_an_interval_slot_is_strictly_after_after() -> None:
-    assert next_interval_slot(ANCHOR, MINUTE_MS, ANCHOR + timedelta(minutes=3)) == ANCHOR + timedelta(
-        minutes=4
-    )
-
-
-def test_an_interval_slot_follows_a_previous_slot_still_in_the_future() -> None:
-    assert next_interval_slot(ANCHOR, MINUTE_MS, ANCHOR - timedelta(hours=1)) == ANCHOR + timedelta(minutes=1)
-
-
-def test_the_nth_interval_slot_is_anchor_plus_n_intervals_whatever_the_run_times() -> None:
-    def chain(jitter_s: Iterator[float]) -> Iterator[datetime]:
-        slot = ANCHOR
-        while True:
-            slot = next_interval_slot(slot, 1500, slot + timedelta(seconds=next(jitter_s)))
-            yield slot
-
-    jitters = iter([0.0, 0.3, 1.2, 0.0, 0.7] * 200)  # every run late, by less than one interval
-
-    assert list(islice(chain(jitters), 1000)) == [
-        ANCHOR + n * timedelta(milliseconds=1500) for n in range(1, 1001)
-    ]
-
-
-@pytest.mark.parametrize("interval_ms", [1000, 60_000, MAX_INTERVAL_MS])
-def test_intervals_in_range_are_accepted(interval_ms: int) -> None:
-    assert validate_interval_ms(interval_ms) == interval_ms
-
-
-@pytest.mark.parametrize("interval_ms", [999, 0, -1000, MAX_INTERVAL_MS + 1, 1500.0, "60000", True, None])
-def test_intervals_out_of_range_or_not_whole_numbers_are_refused(interval_ms: object) -> None:
-    with pytest.raises(ValueError, match="must be"):
-        validate_interval_ms(interval_ms)
-
-
-def test_the_longest_interval_is_366_days() -> None:
-    assert timedelta(milliseconds=MAX_INTERVAL_MS) == timedelta(days=366)
-
-
 # --- Descriptions -------------------------------------------------------------------------------------------
 
 
@@ -500,20 +430,3 @@ def test_a_seconds_field_is_described_as_seconds() -> None:
     text = describe_cron(CronSpec.parse("0 9 * * * 30", allow_seconds=True))
 
     assert text.startswith("At 09:00:30")
-
-
-@pytest.mark.parametrize(
-    ("interval_ms", "text"),
-    [
-        (1000, "Every second"),
-        (90_000, "Every 90 seconds"),
-        (60_000, "Every minute"),
-        (300_000, "Every 5 minutes"),
-        (7_200_000, "Every 2 hours"),
-        (86_400_000, "Every day"),
-        (MAX_INTERVAL_MS, "Every 366 days"),
-        (1500, "Every 1500 ms"),
-    ],
-)
-def test_interval_is_described_in_its_largest_whole_unit(interval_ms: int, text: str) -> None:
-    assert describe_interval(interval_ms) == text

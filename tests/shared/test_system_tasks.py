@@ -12,7 +12,7 @@ from shared.system_tasks import SYSTEM_TASKS, SystemTask, _refuse_periodiq_sunda
 
 def gaps_between_slots(task_id: str, count: int = 30) -> set[timedelta]:
     [task] = [task for task in SYSTEM_TASKS if task.id == task_id]
-    slots = list(islice(task.slots_after(datetime(2026, 3, 28, tzinfo=UTC)), count))
+    slots = list(islice(task.upcoming(datetime(2026, 3, 28, tzinfo=UTC)), count))
     return {later - earlier for earlier, later in pairwise(slots)}
 
 

@@ -20,7 +20,32 @@ from shared.runtime import Runtime, build_runtime
 from shared.settings import Settings
 from tests.conftest import Service, Services, environment, make_settings, truncate, wait_for
 
-EMAIL = {"taskType": "send_email", "config": {"templateId": "weekly-digest"}}
+EMAIL = {"task_type": "send_email", "config": {"templateId": "weekly-digest"}}
+
+
+# The domain's write functions work in a session the caller owns (the API's is the request's); tests own one each.
+def create_schedule(
+    runtime: Runtime, values: dict[str, Any], created_by: str = "tests", allow_seconds: bool = False
+) -> TaskSchedule:
+    with runtime.sessions() as session:
+        return schedules.create_schedule(runtime, session, values, created_by, allow_seconds)  # type: ignore[arg-type]
+
+
+def update_schedule(
+    runtime: Runtime, schedule_id: int, values: dict[str, Any], allow_seconds: bool = False
+) -> TaskSchedule | None:
+    with runtime.sessions() as session:
+        return schedules.update_schedule(runtime, session, schedule_id, values, allow_seconds)  # type: ignore[arg-type]
+
+
+def run_now(runtime: Runtime, schedule_id: int) -> TaskRunHistory | None:
+    with runtime.sessions() as session:
+        return schedules.run_now(runtime, session, schedule_id)
+
+
+def delete_schedule(runtime: Runtime, schedule_id: int) -> bool:
+    with runtime.sessions() as session:
+        return schedules.delete_schedule(session, schedule_id)
 
 
 @dataclass
@@ -55,12 +80,10 @@ class Engine:
         return self.services.start("beat", environment(self.settings))
 
     def create(self, **fields: Any) -> TaskSchedule:
-        return schedules.create_schedule(
-            self.runtime, {"name": "engine test", **EMAIL, **fields}, "tests", allow_seconds=True
-        )
+        return create_schedule(self.runtime, {"name": "engine test", **EMAIL, **fields}, allow_seconds=True)
 
     def update(self, schedule_id: int, **fields: Any) -> TaskSchedule:
-        updated = schedules.update_schedule(self.runtime, schedule_id, fields, allow_seconds=True)
+        updated = update_schedule(self.runtime, schedule_id, fields, allow_seconds=True)
         assert updated is not None
         return updated
 

@@ -16,12 +16,12 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from shared import healing, schedules
+from shared import healing
 from shared.db import utcnow
 from shared.messaging import RUN_QUEUE, Outgoing, TickSlot, tick_message
 from shared.models import RunStatus, TaskRunHistory, TaskSchedule, TriggeredBy
 from tests.conftest import wait_for
-from tests.worker.conftest import Engine
+from tests.worker.conftest import Engine, run_now
 
 
 def assert_each_slot_ran_once(engine: Engine, schedule_id: int) -> None:
@@ -31,7 +31,7 @@ def assert_each_slot_ran_once(engine: Engine, schedule_id: int) -> None:
 
 def test_the_same_tick_published_three_times_runs_once(engine: Engine) -> None:
     worker = engine.start_worker()
-    schedule = engine.create(scheduleType="interval", intervalMs=3000)
+    schedule = engine.create(schedule_type="interval", interval_ms=3000)
     armed = engine.schedule(schedule.id)
     assert armed.next_run_at and armed.dedupe_key
     delay_ms = int((armed.next_run_at - utcnow()).total_seconds() * 1000)
@@ -53,10 +53,10 @@ def test_the_same_tick_published_three_times_runs_once(engine: Engine) -> None:
 def test_a_worker_killed_mid_run_leaves_the_chain_going_and_the_run_abandoned(make_engine) -> None:
     engine: Engine = make_engine(simulated_work_ms=3000, task_time_limit_s=4)
     doomed = engine.start_worker()
-    long_run = engine.create(name="long", scheduleType="manual")
-    chain = engine.create(name="chain", scheduleType="interval", intervalMs=2000)
+    long_run = engine.create(name="long", schedule_type="manual")
+    chain = engine.create(name="chain", schedule_type="interval", interval_ms=2000)
 
-    run = schedules.run_now(engine.runtime, long_run.id)
+    run = run_now(engine.runtime, long_run.id)
     assert run is not None
     wait_for(lambda: engine.runs(long_run.id)[0].status == RunStatus.RUNNING, 15, "the long run to start")
 
@@ -80,7 +80,7 @@ def test_a_worker_killed_mid_run_leaves_the_chain_going_and_the_run_abandoned(ma
 
 def test_the_pump_heals_every_chain_after_the_queues_are_purged(engine: Engine) -> None:
     worker = engine.start_worker()
-    chains = [engine.create(name=f"chain {n}", scheduleType="interval", intervalMs=2000) for n in range(3)]
+    chains = [engine.create(name=f"chain {n}", schedule_type="interval", interval_ms=2000) for n in range(3)]
     for chain in chains:
         engine.wait_for_runs(chain.id, 1, timeout_s=15)
 
@@ -109,7 +109,7 @@ def test_the_pump_heals_every_chain_after_the_queues_are_purged(engine: Engine) 
 
 def test_slots_missed_while_everything_was_down_run_once_coalesced(engine: Engine) -> None:
     worker = engine.start_worker()
-    schedule = engine.create(scheduleType="interval", intervalMs=1000)
+    schedule = engine.create(schedule_type="interval", interval_ms=1000)
     engine.wait_for_runs(schedule.id, 2, timeout_s=15)
 
     worker.terminate()
@@ -131,7 +131,7 @@ def test_slots_missed_while_everything_was_down_run_once_coalesced(engine: Engin
 
 def test_edits_racing_ticks_never_run_a_slot_twice(engine: Engine) -> None:
     worker = engine.start_worker()
-    schedule = engine.create(scheduleType="interval", intervalMs=1000)
+    schedule = engine.create(schedule_type="interval", interval_ms=1000)
     stop = threading.Event()
     edits = Counter()
     jitter = random.Random(7)
@@ -141,7 +141,7 @@ def test_edits_racing_ticks_never_run_a_slot_twice(engine: Engine) -> None:
         # fortieth moves it (a new interval, re-anchored on now).
         while not stop.wait(jitter.uniform(0.01, 0.1)):
             n = edits["total"]
-            fields = {"intervalMs": 1000 + (n // 40 % 2) * 500} if n % 40 == 39 else {"name": f"race {n}"}
+            fields = {"interval_ms": 1000 + (n // 40 % 2) * 500} if n % 40 == 39 else {"name": f"race {n}"}
             engine.update(schedule.id, **fields)
             edits["total"] += 1
 
@@ -160,9 +160,9 @@ def test_edits_racing_ticks_never_run_a_slot_twice(engine: Engine) -> None:
 def test_sigterm_drains_the_run_in_flight(make_engine) -> None:
     engine: Engine = make_engine(simulated_work_ms=3000)
     worker = engine.start_worker()
-    schedule = engine.create(scheduleType="manual")
+    schedule = engine.create(schedule_type="manual")
 
-    schedules.run_now(engine.runtime, schedule.id)
+    run_now(engine.runtime, schedule.id)
     wait_for(lambda: engine.runs(schedule.id)[0].status == RunStatus.RUNNING, 15, "the run to start")
     assert worker.terminate(timeout_s=30) == 0
     [run] = engine.runs(schedule.id, TriggeredBy.MANUAL)
@@ -188,7 +188,7 @@ def restart_postgresql() -> None:
 @pytest.mark.parametrize("restart", [restart_rabbitmq, restart_postgresql], ids=["rabbitmq", "postgresql"])
 def test_chains_survive_a_server_restart(engine: Engine, restart: Callable[[], None]) -> None:
     worker = engine.start_worker()
-    chain = engine.create(scheduleType="interval", intervalMs=1000)
+    chain = engine.create(schedule_type="interval", interval_ms=1000)
     engine.wait_for_runs(chain.id, 2, timeout_s=15)
 
     restart()
@@ -250,9 +250,9 @@ def hold_running_rows(session: Session, schedule_id: int) -> set[int]:
 
 def queue_manual_runs(engine: Engine, count: int) -> TaskSchedule:
     """A manual schedule with ``count`` Run Now requests queued."""
-    schedule = engine.create(scheduleType="manual")
+    schedule = engine.create(schedule_type="manual")
     for _ in range(count):
-        assert schedules.run_now(engine.runtime, schedule.id) is not None
+        assert run_now(engine.runtime, schedule.id) is not None
     return schedule
 
 

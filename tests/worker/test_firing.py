@@ -13,8 +13,8 @@ SLOTS = 20
 def test_interval_and_cron_fire_on_exactly_their_slots_with_two_workers(engine: Engine) -> None:
     engine.start_worker()
     engine.start_worker()
-    interval = engine.create(name="every 2 s", scheduleType="interval", intervalMs=2000)
-    cron = engine.create(name="even seconds", scheduleType="cron", cronExpression="* * * * * */2")
+    interval = engine.create(name="every 2 s", schedule_type="interval", interval_ms=2000)
+    cron = engine.create(name="even seconds", schedule_type="cron", cron_expression="* * * * * */2")
 
     interval_runs = engine.wait_for_runs(interval.id, SLOTS, timeout_s=SLOTS * 2 + 30)
     cron_runs = engine.wait_for_runs(cron.id, SLOTS, timeout_s=30)
@@ -38,7 +38,7 @@ def test_long_handlers_never_delay_the_ticks_of_other_slots(make_engine) -> None
     # One handler thread, four-second handlers, a one-second chain: runs pile up, claims must not.
     engine: Engine = make_engine(simulated_work_ms=4000, worker_processes=1, worker_threads=1)
     engine.start_worker()
-    schedule = engine.create(scheduleType="interval", intervalMs=1000)
+    schedule = engine.create(schedule_type="interval", interval_ms=1000)
 
     runs = engine.wait_for_runs(schedule.id, 8, timeout_s=30)
     claim_lateness = [run.queued_at - run.scheduled_for for run in runs[:8]]

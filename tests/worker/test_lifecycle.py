@@ -10,7 +10,7 @@ from shared import schedules
 from shared.db import utcnow
 from shared.models import RunStatus, TriggeredBy
 from tests.conftest import wait_for
-from tests.worker.conftest import Engine
+from tests.worker.conftest import Engine, delete_schedule, run_now
 
 
 def observe_quiet(count_runs: Callable[[], int], seconds: float) -> None:
@@ -24,11 +24,11 @@ def observe_quiet(count_runs: Callable[[], int], seconds: float) -> None:
 
 def test_edit_moves_the_next_slot_and_later_runs_follow_it(engine: Engine) -> None:
     engine.start_worker()
-    schedule = engine.create(scheduleType="interval", intervalMs=2000)
+    schedule = engine.create(schedule_type="interval", interval_ms=2000)
     engine.wait_for_runs(schedule.id, 2, timeout_s=15)
 
     edited_at = utcnow()
-    edited = engine.update(schedule.id, intervalMs=3000)
+    edited = engine.update(schedule.id, interval_ms=3000)
     assert edited.next_run_at is not None
     assert timedelta(seconds=2.9) < edited.next_run_at - edited_at < timedelta(seconds=3.1)
     before = len(engine.scheduled_runs(schedule.id))
@@ -39,7 +39,7 @@ def test_edit_moves_the_next_slot_and_later_runs_follow_it(engine: Engine) -> No
 
 def test_disabled_schedule_never_fires_again(engine: Engine) -> None:
     engine.start_worker()
-    schedule = engine.create(scheduleType="interval", intervalMs=1000)
+    schedule = engine.create(schedule_type="interval", interval_ms=1000)
     engine.wait_for_runs(schedule.id, 2, timeout_s=15)
 
     disabled = engine.update(schedule.id, enabled=False)
@@ -62,10 +62,10 @@ def test_disabled_schedule_never_fires_again(engine: Engine) -> None:
 
 def test_deleted_schedule_stops_without_an_error(engine: Engine) -> None:
     worker = engine.start_worker()
-    schedule = engine.create(scheduleType="interval", intervalMs=1000)
+    schedule = engine.create(schedule_type="interval", interval_ms=1000)
     engine.wait_for_runs(schedule.id, 2, timeout_s=15, status=RunStatus.SUCCESS)
 
-    assert schedules.delete_schedule(engine.runtime, schedule.id)
+    assert delete_schedule(engine.runtime, schedule.id)
     # Three intervals: a tick already in flight arrives meanwhile and must be dropped quietly.
     observe_quiet(lambda: len(engine.runs(triggered_by=TriggeredBy.SCHEDULE)), seconds=3)
     history = engine.runs(triggered_by=TriggeredBy.SCHEDULE)
@@ -76,10 +76,10 @@ def test_deleted_schedule_stops_without_an_error(engine: Engine) -> None:
 
 def test_run_now_adds_one_manual_run_and_leaves_the_chain_alone(engine: Engine) -> None:
     engine.start_worker()
-    schedule = engine.create(scheduleType="interval", intervalMs=60_000)
+    schedule = engine.create(schedule_type="interval", interval_ms=60_000)
     slot_before = engine.schedule(schedule.id).next_run_at
 
-    run = schedules.run_now(engine.runtime, schedule.id)
+    run = run_now(engine.runtime, schedule.id)
     assert run is not None and run.status == RunStatus.QUEUED
 
     def finished() -> bool:
@@ -96,10 +96,10 @@ def test_run_now_adds_one_manual_run_and_leaves_the_chain_alone(engine: Engine) 
 
 def test_run_now_on_a_disabled_schedule_runs(engine: Engine) -> None:
     engine.start_worker()
-    schedule = engine.create(scheduleType="cron", cronExpression="0 9 * * *", enabled=False)
+    schedule = engine.create(schedule_type="cron", cron_expression="0 9 * * *", enabled=False)
     assert engine.schedule(schedule.id).next_run_at is None
 
-    schedules.run_now(engine.runtime, schedule.id)
+    run_now(engine.runtime, schedule.id)
     wait_for(
         lambda: [r.status for r in engine.runs(schedule.id, TriggeredBy.MANUAL)] == [RunStatus.SUCCESS],
         15,

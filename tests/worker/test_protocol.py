@@ -13,15 +13,16 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from sqlalchemy import event, func, select, text, update
 from sqlalchemy.exc import OperationalError
 
-from shared import healing, protocol, schedules
+from shared import healing, protocol
 from shared.db import utcnow
 from shared.messaging import RUN_QUEUE, TICK_QUEUE, Outgoing, Publisher, TickSlot, tick_slots
 from shared.models import RunStatus, TaskRunHistory, TaskSchedule, TickInFlight, TriggeredBy
 from shared.runtime import Runtime, build_runtime
 from shared.settings import Settings
 from tests.conftest import make_settings
+from tests.worker.conftest import create_schedule, run_now, update_schedule
 
-EMAIL = {"taskType": "send_email", "config": {"templateId": "weekly-digest"}}
+EMAIL = {"task_type": "send_email", "config": {"templateId": "weekly-digest"}}
 
 
 def ready_and_delayed(runtime: Runtime, queue: str) -> tuple[int, int]:
@@ -47,8 +48,10 @@ def test_a_schedule_created_while_the_broker_is_down_is_stored_and_published_by_
     runtime: Runtime,
 ) -> None:
     down = unreachable_broker_runtime(runtime)
-    schedule = schedules.create_schedule(
-        down, {"name": "born in an outage", "scheduleType": "interval", "intervalMs": 5000, **EMAIL}, "tests"
+    schedule = create_schedule(
+        down,
+        {"name": "born in an outage", "schedule_type": "interval", "interval_ms": 5000, **EMAIL},
+        "tests",
     )
     with runtime.sessions() as session:
         stored = session.get(TaskSchedule, schedule.id)
@@ -63,10 +66,8 @@ def test_a_schedule_created_while_the_broker_is_down_is_stored_and_published_by_
 
 
 def test_a_run_whose_message_was_lost_is_dispatched_again_by_the_pump(runtime: Runtime) -> None:
-    schedule = schedules.create_schedule(
-        runtime, {"name": "manual", "scheduleType": "manual", **EMAIL}, "tests"
-    )
-    run = schedules.run_now(unreachable_broker_runtime(runtime), schedule.id)
+    schedule = create_schedule(runtime, {"name": "manual", "schedule_type": "manual", **EMAIL}, "tests")
+    run = run_now(unreachable_broker_runtime(runtime), schedule.id)
     assert run is not None
     with runtime.sessions.begin() as session:  # it has been waiting longer than the grace period
         session.execute(update(TaskRunHistory).values(due_at=utcnow() - timedelta(minutes=5)))
@@ -81,10 +82,8 @@ def test_a_run_whose_message_was_lost_is_dispatched_again_by_the_pump(runtime: R
 
 
 def test_a_run_sent_long_ago_and_never_started_is_sent_once_more_per_lease(runtime: Runtime) -> None:
-    schedule = schedules.create_schedule(
-        runtime, {"name": "manual", "scheduleType": "manual", **EMAIL}, "tests"
-    )
-    run = schedules.run_now(runtime, schedule.id)
+    schedule = create_schedule(runtime, {"name": "manual", "schedule_type": "manual", **EMAIL}, "tests")
+    run = run_now(runtime, schedule.id)
     assert run is not None
     long_ago = utcnow() - runtime.lease - timedelta(minutes=1)
     with runtime.sessions.begin() as session:  # sent a lease ago, and its message lost since
@@ -100,8 +99,8 @@ def test_a_run_sent_long_ago_and_never_started_is_sent_once_more_per_lease(runti
 
 
 def test_a_slot_beyond_the_horizon_is_published_by_the_pump_once_it_enters_it(runtime: Runtime) -> None:
-    schedule = schedules.create_schedule(
-        runtime, {"name": "hourly", "scheduleType": "interval", "intervalMs": 3_600_000, **EMAIL}, "tests"
+    schedule = create_schedule(
+        runtime, {"name": "hourly", "schedule_type": "interval", "interval_ms": 3_600_000, **EMAIL}, "tests"
     )
     with runtime.sessions() as session:
         assert session.get(TaskSchedule, schedule.id).tick_published_at is None, "an hour away: beyond H"
@@ -116,8 +115,8 @@ def test_a_slot_beyond_the_horizon_is_published_by_the_pump_once_it_enters_it(ru
 
 
 def test_a_stale_tick_is_dropped_and_a_current_one_claims_its_slot_once(runtime: Runtime) -> None:
-    schedule = schedules.create_schedule(
-        runtime, {"name": "claim", "scheduleType": "interval", "intervalMs": 60_000, **EMAIL}, "tests"
+    schedule = create_schedule(
+        runtime, {"name": "claim", "schedule_type": "interval", "interval_ms": 60_000, **EMAIL}, "tests"
     )
     with runtime.sessions.begin() as session:
         row = session.get(TaskSchedule, schedule.id)
@@ -167,10 +166,8 @@ def test_build_runtime_connects_with_publisher_confirms(settings: Settings) -> N
 
 
 def test_a_run_delivered_twice_at_once_starts_once(runtime: Runtime) -> None:
-    schedule = schedules.create_schedule(
-        runtime, {"name": "manual", "scheduleType": "manual", **EMAIL}, "tests"
-    )
-    run = schedules.run_now(runtime, schedule.id)
+    schedule = create_schedule(runtime, {"name": "manual", "schedule_type": "manual", **EMAIL}, "tests")
+    run = run_now(runtime, schedule.id)
     assert run is not None
     outcomes: list[str | None] = []
     deliveries = [
@@ -196,8 +193,8 @@ def due_now(runtime: Runtime, schedule_id: int) -> tuple[datetime, str]:
 
 
 def test_a_slot_re_armed_after_it_ran_is_moved_past_instead_of_retried_forever(runtime: Runtime) -> None:
-    schedule = schedules.create_schedule(
-        runtime, {"name": "skewed", "scheduleType": "interval", "intervalMs": 60_000, **EMAIL}, "tests"
+    schedule = create_schedule(
+        runtime, {"name": "skewed", "schedule_type": "interval", "interval_ms": 60_000, **EMAIL}, "tests"
     )
     slot, key = due_now(runtime, schedule.id)
     assert claim(runtime, schedule.id, slot, key)
@@ -212,8 +209,8 @@ def test_a_slot_re_armed_after_it_ran_is_moved_past_instead_of_retried_forever(r
 
 
 def test_publishing_is_not_blocked_by_a_run_being_inserted_for_the_schedule(runtime: Runtime) -> None:
-    schedule = schedules.create_schedule(
-        runtime, {"name": "busy", "scheduleType": "interval", "intervalMs": 60_000, **EMAIL}, "tests"
+    schedule = create_schedule(
+        runtime, {"name": "busy", "schedule_type": "interval", "interval_ms": 60_000, **EMAIL}, "tests"
     )
     with runtime.sessions.begin() as session:
         session.get(TaskSchedule, schedule.id).tick_published_at = None
@@ -242,12 +239,12 @@ def test_publishing_is_not_blocked_by_a_run_being_inserted_for_the_schedule(runt
 
 
 def test_re_timing_a_schedule_whose_slot_is_due_runs_that_slot_first(runtime: Runtime) -> None:
-    schedule = schedules.create_schedule(
-        runtime, {"name": "retime", "scheduleType": "interval", "intervalMs": 60_000, **EMAIL}, "tests"
+    schedule = create_schedule(
+        runtime, {"name": "retime", "schedule_type": "interval", "interval_ms": 60_000, **EMAIL}, "tests"
     )
     slot, _key = due_now(runtime, schedule.id)  # its tick is still on the way
 
-    schedules.update_schedule(runtime, schedule.id, {"intervalMs": 120_000})
+    update_schedule(runtime, schedule.id, {"interval_ms": 120_000})
     with runtime.sessions() as session:
         [run] = session.scalars(select(TaskRunHistory)).all()
         assert (run.scheduled_for, run.triggered_by, run.status) == (
@@ -260,12 +257,12 @@ def test_re_timing_a_schedule_whose_slot_is_due_runs_that_slot_first(runtime: Ru
 
 
 def test_a_scheduled_run_whose_schedule_was_disabled_before_it_started_is_skipped(runtime: Runtime) -> None:
-    schedule = schedules.create_schedule(
-        runtime, {"name": "stopped", "scheduleType": "interval", "intervalMs": 60_000, **EMAIL}, "tests"
+    schedule = create_schedule(
+        runtime, {"name": "stopped", "schedule_type": "interval", "interval_ms": 60_000, **EMAIL}, "tests"
     )
     slot, key = due_now(runtime, schedule.id)
     assert claim(runtime, schedule.id, slot, key)
-    schedules.update_schedule(runtime, schedule.id, {"enabled": False})
+    update_schedule(runtime, schedule.id, {"enabled": False})
     with runtime.sessions() as session:
         [run] = session.scalars(select(TaskRunHistory)).all()
 
@@ -276,8 +273,8 @@ def test_a_scheduled_run_whose_schedule_was_disabled_before_it_started_is_skippe
 
 
 def test_many_concurrent_publishers_put_one_live_tick_in_the_broker(runtime: Runtime) -> None:
-    schedule = schedules.create_schedule(
-        runtime, {"name": "contended", "scheduleType": "interval", "intervalMs": 60_000, **EMAIL}, "tests"
+    schedule = create_schedule(
+        runtime, {"name": "contended", "schedule_type": "interval", "interval_ms": 60_000, **EMAIL}, "tests"
     )
     with runtime.sessions.begin() as session:  # as if the first publish had failed: the outbox is open
         session.get(TaskSchedule, schedule.id).tick_published_at = None
@@ -335,8 +332,8 @@ def requests_of(ticks: list[tuple[int, list[TickSlot]]]) -> list[protocol.ClaimR
 
 def test_a_batch_with_a_stale_tick_and_a_duplicate_claims_each_current_slot_once(runtime: Runtime) -> None:
     current, edited = (
-        schedules.create_schedule(
-            runtime, {"name": name, "scheduleType": "interval", "intervalMs": 60_000, **EMAIL}, "tests"
+        create_schedule(
+            runtime, {"name": name, "schedule_type": "interval", "interval_ms": 60_000, **EMAIL}, "tests"
         )
         for name in ("current", "edited")
     )
@@ -357,8 +354,8 @@ def test_a_batch_with_a_stale_tick_and_a_duplicate_claims_each_current_slot_once
 
 def test_a_batch_whose_commit_fails_changes_nothing_and_claims_when_delivered_again(runtime: Runtime) -> None:
     take_ticks(runtime)  # earlier tests' ticks, on this run's shared vhost
-    schedule = schedules.create_schedule(
-        runtime, {"name": "fragile", "scheduleType": "interval", "intervalMs": 60_000, **EMAIL}, "tests"
+    schedule = create_schedule(
+        runtime, {"name": "fragile", "schedule_type": "interval", "interval_ms": 60_000, **EMAIL}, "tests"
     )
     slot, key = due_now(runtime, schedule.id)
     [(tick_id, _slots)] = take_ticks(runtime)  # the tick its creation published
@@ -389,9 +386,9 @@ def test_a_publish_that_fails_mid_batch_sends_nothing_and_leaves_every_outbox_to
     take_ticks(runtime)
     batch = []
     for n in range(6):
-        schedule = schedules.create_schedule(
+        schedule = create_schedule(
             runtime,
-            {"name": f"chain {n}", "scheduleType": "interval", "intervalMs": 60_000, **EMAIL},
+            {"name": f"chain {n}", "schedule_type": "interval", "interval_ms": 60_000, **EMAIL},
             "tests",
         )
         slot, key = due_now(runtime, schedule.id)
@@ -434,8 +431,8 @@ def test_a_publish_that_fails_mid_batch_sends_nothing_and_leaves_every_outbox_to
 
 def test_a_tick_redelivered_after_its_claim_but_before_its_publishes_completes_them(runtime: Runtime) -> None:
     take_ticks(runtime)
-    schedule = schedules.create_schedule(
-        runtime, {"name": "interrupted", "scheduleType": "interval", "intervalMs": 60_000, **EMAIL}, "tests"
+    schedule = create_schedule(
+        runtime, {"name": "interrupted", "schedule_type": "interval", "interval_ms": 60_000, **EMAIL}, "tests"
     )
     slot, key = due_now(runtime, schedule.id)
     take_ticks(runtime)
@@ -458,9 +455,9 @@ def test_a_schedule_with_nothing_to_publish_is_stored_while_the_budget_is_busy(r
     with engine.connect() as publisher:  # another publisher, holding the fleet-wide budget lock
         publisher.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": protocol.TICK_BUDGET_LOCK})
         created: list[int] = []
-        nightly = {"name": "nightly", "scheduleType": "cron", "cronExpression": "0 3 * * *", **EMAIL}
+        nightly = {"name": "nightly", "schedule_type": "cron", "cron_expression": "0 3 * * *", **EMAIL}
         create = threading.Thread(
-            target=lambda: created.append(schedules.create_schedule(runtime, nightly, "tests").id)
+            target=lambda: created.append(create_schedule(runtime, nightly, "tests").id)
         )
         create.start()
         create.join(timeout=10)

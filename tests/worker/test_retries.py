@@ -8,10 +8,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from shared import schedules
 from shared.models import RunStatus, TriggeredBy
 from tests.conftest import wait_for
-from tests.worker.conftest import Engine
+from tests.worker.conftest import Engine, run_now
 
 
 class Upstream(BaseHTTPRequestHandler):
@@ -47,13 +46,13 @@ def test_a_failing_http_request_is_retried_to_its_maximum_and_ends_failed(
     engine.start_worker()
     schedule = engine.create(
         name="probe upstream",
-        scheduleType="cron",
-        cronExpression="0 0 1 1 *",
-        taskType="http_request",
+        schedule_type="cron",
+        cron_expression="0 0 1 1 *",
+        task_type="http_request",
         config={"url": failing_upstream, "timeoutS": 5},
     )
     next_slot = engine.schedule(schedule.id).next_run_at
-    schedules.run_now(engine.runtime, schedule.id)
+    run_now(engine.runtime, schedule.id)
 
     def three_attempts_finished() -> bool:
         runs = engine.runs(schedule.id, TriggeredBy.MANUAL)
@@ -95,11 +94,11 @@ def test_a_successful_http_request_posts_its_body_once(engine: Engine) -> None:
         engine.start_worker()
         url = f"http://127.0.0.1:{server.server_address[1]}/hooks/nightly"
         schedule = engine.create(
-            scheduleType="manual",
-            taskType="http_request",
+            schedule_type="manual",
+            task_type="http_request",
             config={"url": url, "method": "POST", "body": '{"report": "nightly"}'},
         )
-        schedules.run_now(engine.runtime, schedule.id)
+        run_now(engine.runtime, schedule.id)
         wait_for(
             lambda: [r.status for r in engine.runs(schedule.id)] == [RunStatus.SUCCESS],
             20,

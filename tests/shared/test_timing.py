@@ -1,0 +1,227 @@
+"""Schedule timing (shared/timing.py): each kind's first slot, its next slot after a previous one, the slots
+missed in between, its words, and the preview the page shows while a cron expression is typed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from itertools import islice
+
+import pytest
+
+from shared.timing import (
+    MAX_INTERVAL_MS,
+    CronTiming,
+    IntervalTiming,
+    InvalidTiming,
+    ManualTiming,
+    NextSlot,
+    TimingFields,
+    parse_timing,
+    preview_cron,
+    timing_of,
+)
+
+
+def utc(*fields: int) -> datetime:
+    return datetime(*fields, tzinfo=UTC)
+
+
+def interval(interval_ms: int) -> TimingFields:
+    return TimingFields("interval", None, interval_ms, "UTC")
+
+
+def cron(expression: str, timezone: str = "UTC") -> TimingFields:
+    return TimingFields("cron", expression, None, timezone)
+
+
+ANCHOR = utc(2024, 1, 1, 12)
+EVERY_MINUTE = IntervalTiming(60_000)
+
+
+# --- Interval: anchored on the previous slot, never on the run ----------------------------------------------
+
+
+def test_an_interval_schedule_first_runs_one_interval_after_it_is_armed() -> None:
+    assert EVERY_MINUTE.first_slot(ANCHOR) == ANCHOR + timedelta(minutes=1)
+
+
+def test_the_next_interval_slot_follows_the_previous_slot() -> None:
+    assert EVERY_MINUTE.next_slot(ANCHOR, ANCHOR) == NextSlot(ANCHOR + timedelta(minutes=1), missed=0)
+
+
+def test_a_late_run_does_not_push_the_chain() -> None:
+    ran_at = ANCHOR + timedelta(seconds=42)  # the run of ANCHOR happened 42 s late
+
+    assert EVERY_MINUTE.next_slot(ANCHOR, ran_at) == NextSlot(ANCHOR + timedelta(minutes=1), missed=0)
+
+
+def test_slots_missed_while_down_are_counted_and_the_chain_resumes_on_its_grid() -> None:
+    back_up = ANCHOR + timedelta(minutes=10, seconds=30)
+
+    # Slots at +1 ... +10 min passed while nothing ran; the next is +11 min.
+    assert EVERY_MINUTE.next_slot(ANCHOR, back_up) == NextSlot(ANCHOR + timedelta(minutes=11), missed=10)
+
+
+def test_an_interval_slot_exactly_at_now_counts_as_passed() -> None:
+    assert EVERY_MINUTE.next_slot(ANCHOR, ANCHOR + timedelta(minutes=3)) == NextSlot(
+        ANCHOR + timedelta(minutes=4), missed=3
+    )
+
+
+def test_an_interval_slot_follows_a_previous_slot_still_in_the_future() -> None:
+    early = ANCHOR - timedelta(hours=1)
+
+    assert EVERY_MINUTE.next_slot(ANCHOR, early) == NextSlot(ANCHOR + timedelta(minutes=1), missed=0)
+
+
+def test_the_nth_interval_slot_is_anchor_plus_n_intervals_whatever_the_run_times() -> None:
+    timing = IntervalTiming(1500)
+
+    def chain(jitter_s: Iterator[float]) -> Iterator[datetime]:
+        slot = ANCHOR
+        while True:
+            following = timing.next_slot(slot, slot + timedelta(seconds=next(jitter_s)))
+            assert following.slot is not None and following.missed == 0
+            slot = following.slot
+            yield slot
+
+    jitters = iter([0.0, 0.3, 1.2, 0.0, 0.7] * 200)  # every run late, by less than one interval
+
+    assert list(islice(chain(jitters), 1000)) == [
+        ANCHOR + n * timedelta(milliseconds=1500) for n in range(1, 1001)
+    ]
+
+
+@pytest.mark.parametrize("interval_ms", [1000, 60_000, 366 * 24 * 3600 * 1000])
+def test_intervals_from_a_second_to_366_days_are_accepted(interval_ms: int) -> None:
+    assert parse_timing(interval(interval_ms)) == IntervalTiming(interval_ms)
+
+
+@pytest.mark.parametrize(
+    ("interval_ms", "reason"),
+    [
+        (999, "must be at least 1000 ms"),
+        (0, "must be at least 1000 ms"),
+        (MAX_INTERVAL_MS + 1, "must be at most 366 days"),
+        (1500.0, "must be a whole number of milliseconds"),
+        ("60000", "must be a whole number of milliseconds"),
+        (True, "must be a whole number of milliseconds"),
+        (None, "is required for an interval schedule"),
+    ],
+)
+def test_intervals_out_of_range_or_not_whole_numbers_are_refused_naming_the_field(
+    interval_ms: object, reason: str
+) -> None:
+    with pytest.raises(InvalidTiming) as refused:
+        parse_timing(interval(interval_ms))  # type: ignore[arg-type]
+
+    assert refused.value.field == "interval_ms" and refused.value.reason.startswith(reason)
+
+
+@pytest.mark.parametrize(
+    ("interval_ms", "text"),
+    [
+        (1000, "Every second"),
+        (5000, "Every 5 seconds"),
+        (90_000, "Every 90 seconds"),
+        (60_000, "Every minute"),
+        (300_000, "Every 5 minutes"),
+        (7_200_000, "Every 2 hours"),
+        (86_400_000, "Every day"),
+        (366 * 86_400_000, "Every 366 days"),
+        (1500, "Every 1500 ms"),
+    ],
+)
+def test_an_interval_is_described_in_its_largest_whole_unit(interval_ms: int, text: str) -> None:
+    assert IntervalTiming(interval_ms).description == text
+
+
+# --- Cron: the next instant after the previous slot, in the schedule's zone --------------------------------
+
+
+def test_a_cron_schedule_first_runs_at_its_next_instant() -> None:
+    timing = parse_timing(cron("0 9 * * *", "Europe/Berlin"))
+
+    # 09:00 in Berlin in January is 08:00 UTC.
+    assert timing.first_slot(utc(2024, 1, 1, 8)) == utc(2024, 1, 2, 8)
+    assert timing.first_slot(utc(2024, 1, 1, 7, 59)) == utc(2024, 1, 1, 8)
+
+
+def test_cron_slots_missed_while_down_are_counted() -> None:
+    hourly = parse_timing(cron("0 * * * *"))
+
+    following = hourly.next_slot(utc(2024, 1, 1, 9), now=utc(2024, 1, 1, 13, 30))
+
+    assert following == NextSlot(utc(2024, 1, 1, 14), missed=4)  # 10:00, 11:00, 12:00 and 13:00
+
+
+def test_a_cron_that_never_matches_again_has_no_next_slot() -> None:
+    new_year_2024 = parse_timing(cron("0 0 1 1 *"))  # every year: there is always a next one
+
+    assert new_year_2024.next_slot(utc(2024, 1, 1), utc(2024, 6, 1)) == NextSlot(utc(2025, 1, 1), missed=0)
+
+
+def test_the_api_refuses_a_seconds_field_that_stored_test_schedules_may_carry() -> None:
+    with pytest.raises(InvalidTiming) as refused:
+        parse_timing(cron("0 9 * * * 30"))
+    assert refused.value.field == "cron_expression"
+
+    stored = timing_of(cron("0 9 * * * 30"))
+
+    assert stored.first_slot(utc(2024, 1, 1)) == utc(2024, 1, 1, 9, 0, 30)
+
+
+def test_a_cron_longer_than_its_column_is_refused() -> None:
+    every_minute_listed = ",".join(str(minute) for minute in range(60))  # valid, and 169 characters
+
+    with pytest.raises(InvalidTiming, match="at most 100 characters"):
+        parse_timing(cron(f"{every_minute_listed} * * * *"))
+
+
+def test_an_unknown_schedule_type_is_refused_naming_the_field() -> None:
+    with pytest.raises(InvalidTiming) as refused:
+        parse_timing(TimingFields("weekly", None, None, "UTC"))
+
+    assert refused.value.field == "schedule_type" and "cron, interval, manual" in refused.value.reason
+
+
+# --- Manual: no slots -------------------------------------------------------------------------------------
+
+
+def test_a_manual_schedule_has_no_slots() -> None:
+    timing = parse_timing(TimingFields("manual", None, None, "UTC"))
+
+    assert timing == ManualTiming()
+    assert (timing.first_slot(ANCHOR), list(timing.upcoming(ANCHOR))) == (None, [])
+    assert timing.description == "Manual only"
+
+
+# --- What the page previews ---------------------------------------------------------------------------------
+
+
+def test_the_preview_lists_the_next_slots_in_utc_and_describes_them() -> None:
+    preview = preview_cron("30 8 * * 1-5", "America/New_York", utc(2024, 3, 8, 12), count=3)
+
+    assert preview.valid and preview.error is None
+    assert preview.description == "At 08:30, Monday through Friday"
+    # Fri 8 Mar is EST (UTC-5); from Mon 11 Mar, after the spring change, EDT (UTC-4).
+    assert preview.next_runs == [utc(2024, 3, 8, 13, 30), utc(2024, 3, 11, 12, 30), utc(2024, 3, 12, 12, 30)]
+
+
+def test_the_preview_of_an_invalid_expression_says_why_and_lists_nothing() -> None:
+    preview = preview_cron("61 * * * *", "UTC", ANCHOR, count=5)
+
+    assert (preview.valid, preview.description, preview.next_runs) == (False, None, [])
+    assert preview.error
+
+
+def test_the_preview_refuses_an_unknown_timezone() -> None:
+    with pytest.raises(ValueError, match="Mars/Olympus_Mons"):
+        preview_cron("* * * * *", "Mars/Olympus_Mons", ANCHOR, count=1)
+
+
+def test_timings_that_are_equal_are_interchangeable() -> None:
+    # The claim computes one next slot for every schedule of a minute's burst that shares a timing.
+    assert timing_of(cron("*/5 * * * *")) == CronTiming.parse(cron("*/5 * * * *"))
+    assert len({timing_of(interval(5000)), IntervalTiming(5000)}) == 1
