@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from shared.settings import SETTINGS, Settings
 
@@ -82,14 +83,29 @@ def test_app_services_get_the_database_and_broker_urls(compose_config):
 
 
 def test_app_services_get_every_setting_with_the_services_defaults(compose_config):
-    """Every variable Settings.from_env reads is passed (so a .env file can set it), and the file's defaults are
-    the services' own: a default changed in shared/settings.py must be changed here too."""
+    """Every variable Settings.from_env reads is passed (so a .env file can set it), nothing else is (a name the
+    services do not declare would be ignored silently), and the file's defaults are the services' own: a default
+    changed in shared/settings.py must be changed here too."""
     for name in APP_SERVICES:
         env = {key: str(value) for key, value in compose_config["services"][name]["environment"].items()}
-        assert {s.env for s in SETTINGS} - env.keys() == set(), name
+        assert env.keys() == {s.env for s in SETTINGS}, name
         parsed = Settings.from_env(env)  # raises SettingsError, naming the variable, if a default is refused
         assert dataclasses.replace(parsed, database_url="", broker_url="") == Settings.from_env({}), name
         assert (parsed.tick_budget, parsed.tick_bucket_ms, parsed.tick_threads) == (10000, 10, 16), name
+
+
+def test_a_setting_is_set_from_the_shell_or_env_file_by_its_own_name():
+    """``TICK_BUDGET: ${TICK_BUDGET:-10000}``, never another name: the README tells users to set the setting's
+    variable, and a misspelt one would leave the default in force without a word."""
+    compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+    environment = compose["x-cronwork"]["environment"]
+    from_shell = {
+        key: match.group(1)
+        for key, value in environment.items()
+        if (match := re.fullmatch(r"\$\{(\w+)(?::?-[^}]*)?\}", str(value)))
+    }
+    assert from_shell, "the pattern no longer matches the file"
+    assert {key: variable for key, variable in from_shell.items() if key != variable} == {}
 
 
 def test_worker_can_be_scaled(compose_config):
