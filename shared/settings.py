@@ -305,7 +305,7 @@ SETTINGS: tuple[Setting, ...] = tuple(declaration(name) for name in _FIELDS)
 
 
 def _parameters_doc() -> str:
-    lines = ["Parameters (attribute (environment variable, default; accepts): meaning):"]
+    lines = ["Parameters (environment variable, default; accepted values):"]
     for name, declared in zip(_FIELDS, SETTINGS, strict=True):
         lines.append(
             f"  {name} ({declared.env}, {declared.shown_default}; {declared.accepts}): {declared.doc}."
