@@ -4,9 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+TOOLS := .tools
+PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps run migrate api worker beat test test-fast lint format bench bench-full clean
+.PHONY: help install tools system-deps run migrate api worker beat test test-fast lint format bench bench-full clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -18,6 +20,9 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*; touch $@
 
 install: $(STAMP) ## Create .venv and install cronwork with its pinned dependencies
+
+tools: ## Install the pinned chart tools (helm, kubernetes-validate) into .tools/, checked by hash
+	$(PYTHON) deploy/install_tools.py
 
 system-deps: ## Install the Debian packages the tests drive (chromium, docker-compose) when missing
 	@missing=""; \
@@ -44,8 +49,8 @@ worker: $(STAMP) ## Run the Dramatiq workers
 beat: $(STAMP) ## Run the periodiq beat (system crons)
 	$(BIN)/cronwork beat
 
-test: $(STAMP) system-deps ## The whole suite against the real PostgreSQL and RabbitMQ, browser and chart checks included
-	source deploy/tools.sh && $(BIN)/pytest
+test: $(STAMP) system-deps tools ## The whole suite against the real PostgreSQL and RabbitMQ, browser and chart checks included (PYTEST_ARGS=tests/deploy: a part)
+	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(BIN)/pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## Unit and API tests only (no worker processes, browser or chart)
 	$(BIN)/pytest tests/shared tests/api
