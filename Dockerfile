@@ -14,12 +14,11 @@ RUN apt-get update \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# Dependencies first, read from pyproject.toml alone, so that a code change does not reinstall them.
-COPY pyproject.toml ./
-RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
-      > /tmp/requirements.txt \
- && pip install -r /tmp/requirements.txt
-# Then the project itself, built as a wheel and installed (not editable) into the venv.
+# Dependencies first, from the hashed lock alone (`make lock` compiles it from pyproject.toml's pins), so that
+# a code change does not reinstall them and every file pip installs is checked against its hash.
+COPY requirements.lock ./
+RUN pip install --require-hashes -r requirements.lock
+# Then the project itself, built as a wheel and installed (not editable) with --no-deps: the lock has them.
 COPY . .
 RUN pip wheel --no-deps --wheel-dir /tmp/wheels . \
  && pip install --no-deps /tmp/wheels/*.whl

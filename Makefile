@@ -3,26 +3,44 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+LOCK := requirements-dev.lock
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | sha1sum | cut -c1-12)
 TOOLS := .tools
+LOCK_VENV := $(TOOLS)/lock-venv
+LOCK_STAMP := $(LOCK_VENV)/.installed-$(shell cat deploy/lock-tools.txt | sha1sum | cut -c1-12)
+COMPILE = $(LOCK_VENV)/bin/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+	--custom-compile-command 'make lock' $(LOCK_ARGS)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install tools system-deps run migrate api worker beat test test-fast lint format bench bench-full clean
+.PHONY: help install tools lock system-deps run migrate api worker beat test test-fast lint format bench bench-full clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip==25.3
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r $(LOCK)
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	rm -f $(VENV)/.installed-*; touch $@
 
-install: $(STAMP) ## Create .venv and install cronwork with its pinned dependencies
+install: $(STAMP) ## Create .venv and install cronwork with the locked, hash-checked dependencies
 
 tools: ## Install the pinned chart tools (helm, kubernetes-validate) into .tools/, checked by hash
 	$(PYTHON) deploy/install_tools.py
+
+$(LOCK_STAMP): deploy/lock-tools.txt
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes -r deploy/lock-tools.txt
+	touch $@
+
+lock: $(LOCK_STAMP) ## Compile the hashed lock files from pyproject.toml and deploy/*.in (LOCK_ARGS=--upgrade: newest transitive pins)
+	$(COMPILE) pyproject.toml -o requirements.lock
+	$(COMPILE) pyproject.toml --extra dev -o requirements-dev.lock
+	$(COMPILE) deploy/chart-tools.in -o deploy/chart-tools.txt
+	$(COMPILE) deploy/lock-tools.in -o deploy/lock-tools.txt
 
 system-deps: ## Install the Debian packages the tests drive (chromium, docker-compose) when missing
 	@missing=""; \

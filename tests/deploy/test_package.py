@@ -1,9 +1,12 @@
-"""The wheel the image installs (Dockerfile: `pip wheel .`) carries everything the roles need at run time."""
+"""The wheel the image installs (Dockerfile: `pip wheel .`) carries everything the roles need at run time, and
+the hashed lock files it and `make install` install from hold exactly the versions pinned at the source."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -70,3 +73,41 @@ def test_cronwork_migrate_runs_from_the_installed_files_alone(wheel: Path, tmp_p
     )
     assert result.returncode == 0, result.stderr
     assert (workdir / "var" / "cronwork.sqlite3").stat().st_size > 0
+
+
+# --- the lock files --------------------------------------------------------------------------------------
+
+PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+# `name==version`, `name[extra]==version`, and in a lock `name==version ; marker \` with its hashes below.
+PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)")
+
+
+def _pins(lines: list[str]) -> dict[str, str]:
+    """The exact pins among ``lines``, by normalised name (PEP 503)."""
+    pins = (PIN.match(line.strip()) for line in lines)
+    return {re.sub(r"[-_.]+", "-", pin[1]).lower(): pin[2] for pin in pins if pin}
+
+
+def _lines(path: str) -> list[str]:
+    return (REPO_ROOT / path).read_text().splitlines()
+
+
+# Each lock file, and the direct requirements `make lock` compiles it from.
+LOCKS = {
+    "requirements.lock": PYPROJECT["dependencies"],
+    "requirements-dev.lock": PYPROJECT["dependencies"] + PYPROJECT["optional-dependencies"]["dev"],
+    "deploy/chart-tools.txt": [line for line in _lines("deploy/chart-tools.in") if not line.startswith("#")],
+    "deploy/lock-tools.txt": [line for line in _lines("deploy/lock-tools.in") if not line.startswith("#")],
+}
+
+
+@pytest.mark.parametrize("lock", LOCKS)
+def test_every_direct_dependency_is_locked_at_the_version_its_source_pins(lock: str) -> None:
+    direct = [line for line in LOCKS[lock] if line.strip()]
+    pinned = _pins(direct)
+    assert len(pinned) == len(direct), f"pin every direct dependency exactly (name==version): {direct}"
+    locked = _pins(_lines(lock))
+    drifted = {
+        name: (version, locked.get(name)) for name, version in pinned.items() if locked.get(name) != version
+    }
+    assert not drifted, f"{lock} drifted from its source, (pinned, locked): {drifted}; run `make lock`"
