@@ -85,7 +85,7 @@ def reopen_overdue_ticks(runtime: Runtime, now: datetime) -> int:
     overdue = (
         select(TaskSchedule.id)
         .where(
-            TaskSchedule.enabled.is_(True),
+            TaskSchedule.enabled,  # plain "enabled", so the partial indexes on it match
             TaskSchedule.next_run_at < now - runtime.grace,
             TaskSchedule.tick_published_at < now - runtime.grace,
         )

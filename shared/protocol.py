@@ -220,7 +220,7 @@ def _take_ticks(
     if not schedule_ids and not earliest:
         return []
     unpublished = select(TaskSchedule.id, TaskSchedule.next_run_at, TaskSchedule.dedupe_key).where(
-        TaskSchedule.enabled.is_(True),
+        TaskSchedule.enabled,  # plain "enabled", so the partial indexes on it match
         TaskSchedule.tick_published_at.is_(None),
         TaskSchedule.next_run_at.is_not(None),
         TaskSchedule.next_run_at <= now + runtime.horizon,

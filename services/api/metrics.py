@@ -38,7 +38,7 @@ class SchedulerCollector(Collector):
             overdue = (
                 session.scalar(
                     select(func.count()).where(
-                        TaskSchedule.enabled.is_(True), TaskSchedule.next_run_at < now - self.runtime.grace
+                        TaskSchedule.enabled, TaskSchedule.next_run_at < now - self.runtime.grace
                     )
                 )
                 or 0
