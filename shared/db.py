@@ -198,7 +198,7 @@ def lock_for_transaction(session: Session, lock_id: int) -> None:
         session.execute(text("SELECT pg_advisory_xact_lock(:lock_id)"), {"lock_id": lock_id})
 
 
-def create_session_factory(engine: Engine) -> sessionmaker:
+def create_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False, autoflush=False)
 
 

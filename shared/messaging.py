@@ -171,7 +171,8 @@ class Publisher:
         channel.tx_commit()
         channel.connection.process_data_events(0)  # a basic.return arrives before tx.commit-ok
         if returned:
-            raise QueueNotFound(f"the broker returned {len(returned)} message(s): no queue {returned[0]!r}")
+            reason = f"the broker returned {len(returned)} message(s): no queue {returned[0]!r}"
+            raise QueueNotFound(reason)  # type: ignore[no-untyped-call]  # dramatiq's errors are unannotated
 
     def close(self) -> None:
         self._forget_connection()

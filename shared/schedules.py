@@ -241,7 +241,7 @@ class Total:
     is_estimate: bool = False
 
 
-def count_rows(session: Session, query: Select) -> Total:
+def count_rows(session: Session, query: Select[Any]) -> Total:
     """The rows ``query`` selects: exact up to ``EXACT_COUNT_LIMIT`` (a count that stops there), above it the
     planner's estimate on PostgreSQL, never less than the limit. SQLite (the embedded mode) counts exactly."""
     if not is_postgresql(session):
@@ -258,7 +258,7 @@ def count_rows(session: Session, query: Select) -> Total:
     return Total(max(EXACT_COUNT_LIMIT + 1, _planner_estimate(session, query)), is_estimate=True)
 
 
-def _planner_estimate(session: Session, query: Select) -> int:
+def _planner_estimate(session: Session, query: Select[Any]) -> int:
     sql = query.order_by(None).compile(session.get_bind(), compile_kwargs={"literal_binds": True})
     [plan] = session.execute(text(f"EXPLAIN (FORMAT JSON) {sql}")).scalar_one()  # psycopg decodes the JSON
     return int(plan["Plan"]["Plan Rows"])
@@ -289,7 +289,7 @@ LAST_RUN_STATUS = (
 )
 
 
-def with_last_run(query: Select) -> Select:
+def with_last_run(query: Select[Any]) -> Select[Any]:
     """``query`` (of schedules) loading each one's ``last_run_at`` and ``last_run_status`` from its history."""
     return query.options(
         with_expression(TaskSchedule.last_run_at, LAST_RUN_AT),
@@ -309,14 +309,14 @@ def schedules_query(
     task_type: str | None = None,
     name_contains: str | None = None,
     after_id: int | None = None,
-) -> Select:
+) -> Select[Any]:
     """User schedules oldest first; ``after_id`` continues a listing after that schedule (keyset paging: as
     fast deep in a million schedules as on the first page)."""
     query = with_last_run(select(TaskSchedule).order_by(TaskSchedule.id))
     if after_id is not None:
         query = query.where(TaskSchedule.id > after_id)
     if enabled is not None:
-        query = query.where(TaskSchedule.enabled.is_(enabled))
+        query = query.where(TaskSchedule.enabled == enabled)
     if task_type:
         query = query.where(TaskSchedule.task_type == task_type)
     if name_contains:
@@ -331,7 +331,7 @@ def history_query(
     triggered_by: str | None = None,
     system_task: str | None = None,
     before_id: int | None = None,
-) -> Select:
+) -> Select[Any]:
     """Runs newest first; ``before_id`` continues a listing after (older than) that run: keyset paging, as fast
     deep in ten million runs as on the first page, where an offset reads every row it skips."""
     query = select(TaskRunHistory).order_by(TaskRunHistory.id.desc())

@@ -110,27 +110,26 @@ def execute_run(history_id: int) -> None:
     protocol.execute_run(runtime, history_id, record=completer.submit)
 
 
-def system_slot(message: dramatiq.Message | None) -> datetime:
+def system_slot(message: dramatiq.Message[Any] | None) -> datetime:
     """The minute a system-cron message belongs to: periodiq's ``scheduled_at``, or now for a manual send."""
     scheduled_at = message.options.get("scheduled_at") if message else None
     instant = datetime.fromisoformat(scheduled_at) if scheduled_at else datetime.now(UTC)
     return instant.astimezone(UTC).replace(second=0, microsecond=0)
 
 
-def declare_system_actor(task: SystemTask) -> dramatiq.Actor:
+def declare_system_actor(task: SystemTask) -> dramatiq.Actor[[], None]:
     def run_system_task() -> None:
         slot = system_slot(CurrentMessage.get_current_message())
         protocol.run_system_slot(runtime, task.id, SYSTEM_TASK_TYPE, slot, task.work)
 
     run_system_task.__name__ = task.id
     return dramatiq.actor(
-        run_system_task,
         actor_name=task.id,
         queue_name=SYSTEM_QUEUE,
         periodic=cron(task.cron_expression),
         max_retries=0,
         time_limit=settings.task_time_limit_s * 1000,
-    )
+    )(run_system_task)
 
 
 system_actors = {task.id: declare_system_actor(task) for task in SYSTEM_TASKS}
