@@ -2,7 +2,7 @@
 
 PostgreSQL is the source of truth and RabbitMQ only a transport, so every step below checks the database row
 before acting, and every message may be lost, duplicated or late without a slot running twice or silently not
-at all. ``../shared/docs/ARCHITECTURE.md`` (beside the checkout) states the invariants this module keeps;
+at all. ``docs/ARCHITECTURE.md`` states the invariants this module keeps;
 ``shared.healing`` (the pump) repairs what a lost message or a dead worker leaves behind.
 
 At volume the work is done in batches: a tick names every slot due in one short bucket, a worker's tick
