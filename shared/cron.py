@@ -61,6 +61,7 @@ class CronSpec:
 
     @property
     def is_wildcard_hour(self) -> bool:
+        """Whether the hour field starts with ``*`` (the DST policy follows real time for these)."""
         return self.expression.split()[1].startswith("*")
 
     @classmethod

@@ -18,6 +18,8 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
 class Base(DeclarativeBase):
+    """The declarative base of every model."""
+
     pass
 
 
@@ -28,6 +30,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        """Store an aware datetime in UTC (as naive UTC on SQLite); a naive one is refused: it would be a guess."""
         if value is None:
             return None
         if value.tzinfo is None:
@@ -36,6 +39,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        """Read a stored naive UTC value back as an aware UTC datetime."""
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
@@ -96,6 +100,7 @@ def retrying_a_stale_connection(work: Callable[[], T]) -> T:
 
 
 def is_postgresql(session: Session) -> bool:
+    """Whether ``session`` talks to PostgreSQL (otherwise it is the embedded mode's SQLite)."""
     return session.get_bind().dialect.name == "postgresql"
 
 
@@ -199,10 +204,12 @@ def lock_for_transaction(session: Session, lock_id: int) -> None:
 
 
 def create_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions that keep loaded values after commit and flush only when told."""
     return sessionmaker(bind=engine, expire_on_commit=False, autoflush=False)
 
 
 def alembic_config(url: str) -> Any:
+    """Alembic's configuration for the migrations shipped in ``shared/migrations``, pointed at ``url``."""
     from alembic.config import Config  # imported here: the services that never migrate skip its start-up
 
     config = Config()

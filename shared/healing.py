@@ -54,6 +54,7 @@ def pump(runtime: Runtime) -> str:
 
 
 def abandon_runs_of_vanished_workers(runtime: Runtime, now: datetime) -> int:
+    """Mark ``abandoned`` the runs still ``running`` past their lease: their worker died. Returns how many."""
     expired = (
         select(TaskRunHistory.id)
         .where(TaskRunHistory.status == RunStatus.RUNNING, TaskRunHistory.lease_expires_at < now)
@@ -76,12 +77,16 @@ def abandon_runs_of_vanished_workers(runtime: Runtime, now: datetime) -> int:
 
 
 def forget_lost_ticks(runtime: Runtime, now: datetime) -> int:
+    """Drop from the budget ledger the ticks overdue by more than the grace period: the broker lost them.
+    Returns how many."""
     with runtime.sessions.begin() as session:
         result = session.execute(delete(TickInFlight).where(TickInFlight.due_at < now - runtime.grace))
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def reopen_overdue_ticks(runtime: Runtime, now: datetime) -> int:
+    """Clear the outbox flag of schedules whose tick is overdue past the grace period, so it is published
+    again (same key: a tick that is only late still claims). Returns how many."""
     overdue = (
         select(TaskSchedule.id)
         .where(
@@ -102,6 +107,8 @@ def reopen_overdue_ticks(runtime: Runtime, now: datetime) -> int:
 
 
 def redispatch_stuck_runs(runtime: Runtime, now: datetime) -> int:
+    """Send again the messages of queued runs that were never sent (past the grace period) or sent but never
+    started (past a lease). Returns how many."""
     stuck = (
         select(TaskRunHistory.id)
         .where(
@@ -125,6 +132,8 @@ def redispatch_stuck_runs(runtime: Runtime, now: datetime) -> int:
 
 
 def publish_ticks_in_horizon(runtime: Runtime, deadline: float) -> int:
+    """Publish unpublished ticks within the horizon, earliest first, up to the budget, until ``deadline`` (a
+    monotonic time). Returns how many slots."""
     total = 0
     while time.monotonic() < deadline:
         _runs, slots = publish_outboxes(runtime, "ticks entering the horizon", earliest_ticks=STEP_ROWS)

@@ -14,6 +14,7 @@ STALE_AFTER_S = 60.0
 
 
 def heartbeat_path(directory: str, role: str) -> Path:
+    """The file a process of ``role`` touches while it is alive (read by the liveness probe)."""
     return Path(directory) / f"cronwork-{role}.heartbeat"
 
 
@@ -26,10 +27,12 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._beat, name=f"heartbeat:{path.name}", daemon=True)
 
     def start(self) -> Heartbeat:
+        """Start the thread: it touches the file at once, then every ``INTERVAL_S``."""
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        """Stop touching the file."""
         self._stopped.set()
 
     def _beat(self) -> None:

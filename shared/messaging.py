@@ -175,6 +175,7 @@ class Publisher:
             raise QueueNotFound(reason)  # type: ignore[no-untyped-call]  # dramatiq's errors are unannotated
 
     def close(self) -> None:
+        """Close this thread's connections."""
         self._forget_connection()
 
     @staticmethod

@@ -28,12 +28,16 @@ JsonDocument = JSON().with_variant(JSONB(), "postgresql")
 
 
 class ScheduleType(StrEnum):
+    """How a schedule is timed: a cron expression, a fixed interval, or only by hand."""
+
     CRON = "cron"
     INTERVAL = "interval"
     MANUAL = "manual"
 
 
 class RunStatus(StrEnum):
+    """Where a run is: queued, running, or one of its outcomes."""
+
     QUEUED = "queued"
     RUNNING = "running"
     SUCCESS = "success"
@@ -46,6 +50,8 @@ FINISHED_STATUSES = (RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.ABANDONED, R
 
 
 class TriggeredBy(StrEnum):
+    """What made a run: its schedule, an operator (Run Now), or the system crons."""
+
     SCHEDULE = "schedule"
     MANUAL = "manual"
     SYSTEM = "system"

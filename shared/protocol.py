@@ -304,6 +304,7 @@ class ArmedRow:
 
     @classmethod
     def of(cls, schedule: TaskSchedule) -> ArmedRow:
+        """The armed columns of a loaded schedule."""
         return cls(**{name: getattr(schedule, name) for name in cls.__dataclass_fields__})
 
 

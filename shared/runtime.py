@@ -33,6 +33,7 @@ class Runtime:
 
     @property
     def on_postgresql(self) -> bool:
+        """Whether the database is PostgreSQL (otherwise the embedded SQLite)."""
         return bool(self.sessions.kw["bind"].dialect.name == "postgresql")
 
     @property

@@ -62,6 +62,7 @@ class Setting:
 
     @property
     def is_whole_number(self) -> bool:
+        """Whether the setting holds an integer."""
         return isinstance(self.default, int)
 
     def parse(self, environ: Mapping[str, str]) -> int | str:
@@ -273,6 +274,8 @@ class Settings:
 
     @property
     def sqlalchemy_url(self) -> str:
+        """The database URL for SQLAlchemy: ``DATABASE_URL`` with the psycopg 3 driver, or the embedded SQLite
+        file."""
         if self.database_url:
             return normalise_database_url(self.database_url)
         return f"sqlite:///{EMBEDDED_DATABASE_PATH}"

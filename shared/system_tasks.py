@@ -36,10 +36,12 @@ class SystemTask:
 
     @cached_property
     def timing(self) -> CronTiming:
+        """The cron's timing, in UTC."""
         return CronTiming(CronSpec.parse(self.cron_expression), SYSTEM_TIMEZONE)
 
     @property
     def description(self) -> str:
+        """When it runs and what it does, in words."""
         return f"{self.timing.description}. {self.summary}"
 
     def upcoming(self, after: datetime) -> Iterator[datetime]:
@@ -102,10 +104,12 @@ class SystemTaskStatus:
 
     @property
     def last_run_at(self) -> datetime | None:
+        """When its newest run started (None: never)."""
         return self.last_run.started_at if self.last_run else None
 
     @property
     def last_status(self) -> str | None:
+        """The status of its newest run (None: never ran)."""
         return self.last_run.status if self.last_run else None
 
 

@@ -23,12 +23,16 @@ class TaskFailed(Exception):
 
 @dataclass(frozen=True)
 class Option:
+    """One choice of a select field: the stored value and its label."""
+
     value: str
     label: str
 
 
 @dataclass(frozen=True)
 class ConfigField:
+    """One field of a task type's config form; ``check`` validates a value for it."""
+
     key: str
     label: str
     type: str  # select | text | number | url
@@ -208,4 +212,5 @@ TASK_TYPES_BY_ID: dict[str, TaskType] = {task_type.id: task_type for task_type i
 
 
 def get_task_type(task_type_id: str) -> TaskType | None:
+    """The installed task type with this id, or None."""
     return TASK_TYPES_BY_ID.get(task_type_id)

@@ -17,6 +17,8 @@ from functools import lru_cache
 from itertools import islice
 from typing import ClassVar, NamedTuple, Protocol
 
+from typing_extensions import override
+
 from shared.cron import CronSpec, InvalidCron, describe_cron, iter_cron_slots, load_timezone
 from shared.models import ScheduleType
 
@@ -30,13 +32,20 @@ class TimingColumns(Protocol):
     """What a timing is built from: a schedule row, or the columns a claim reads of one."""
 
     @property
-    def schedule_type(self) -> str: ...
+    def schedule_type(self) -> str:
+        """cron, interval or manual."""
+
     @property
-    def cron_expression(self) -> str | None: ...
+    def cron_expression(self) -> str | None:
+        """The cron expression of a cron schedule."""
+
     @property
-    def interval_ms(self) -> int | None: ...
+    def interval_ms(self) -> int | None:
+        """The interval of an interval schedule."""
+
     @property
-    def timezone(self) -> str: ...
+    def timezone(self) -> str:
+        """The IANA zone its cron instants are read in."""
 
 
 class TimingFields(NamedTuple):
@@ -108,6 +117,7 @@ class CronTiming(Timing):
     timezone: str
 
     @classmethod
+    @override
     def parse(cls, columns: TimingColumns, allow_seconds: bool = False) -> CronTiming:
         expression = columns.cron_expression or ""
         try:
@@ -118,9 +128,11 @@ class CronTiming(Timing):
             raise InvalidTiming("cron_expression", f"must be at most {CRON_EXPRESSION_MAX_CHARS} characters")
         return cls(spec, columns.timezone)
 
+    @override
     def first_slot(self, now: datetime) -> datetime | None:
         return next(iter_cron_slots(self.spec, self.timezone, now), None)
 
+    @override
     def next_slot(self, previous_slot: datetime, now: datetime) -> NextSlot:
         missed = 0
         for slot in iter_cron_slots(self.spec, self.timezone, previous_slot):
@@ -130,9 +142,11 @@ class CronTiming(Timing):
         return NextSlot(None, missed)
 
     @property
+    @override
     def description(self) -> str:
         return describe_cron(self.spec)
 
+    @override
     def upcoming(self, now: datetime) -> Iterator[datetime]:
         return iter_cron_slots(self.spec, self.timezone, now)
 
@@ -146,6 +160,7 @@ class IntervalTiming(Timing):
     interval_ms: int
 
     @classmethod
+    @override
     def parse(cls, columns: TimingColumns, allow_seconds: bool = False) -> IntervalTiming:
         value = columns.interval_ms
         if value is None:
@@ -160,16 +175,20 @@ class IntervalTiming(Timing):
 
     @property
     def step(self) -> timedelta:
+        """The interval as a timedelta."""
         return timedelta(milliseconds=self.interval_ms)
 
+    @override
     def first_slot(self, now: datetime) -> datetime:
         return now + self.step
 
+    @override
     def next_slot(self, previous_slot: datetime, now: datetime) -> NextSlot:
         periods = 1 if previous_slot >= now else (now - previous_slot) // self.step + 1
         return NextSlot(previous_slot + periods * self.step, periods - 1)
 
     @property
+    @override
     def description(self) -> str:
         """``Every 5 minutes``, ``Every 2 hours``, ``Every 1500 ms``: the largest unit that divides it."""
         for unit_ms, singular in INTERVAL_UNITS:
@@ -186,16 +205,20 @@ class ManualTiming(Timing):
     schedule_type: ClassVar[ScheduleType] = ScheduleType.MANUAL
 
     @classmethod
+    @override
     def parse(cls, columns: TimingColumns, allow_seconds: bool = False) -> ManualTiming:
         return cls()
 
+    @override
     def first_slot(self, now: datetime) -> None:
         return None
 
+    @override
     def next_slot(self, previous_slot: datetime, now: datetime) -> NextSlot:
         return NextSlot(None, 0)
 
     @property
+    @override
     def description(self) -> str:
         return "Manual only"
 
