@@ -73,10 +73,10 @@ test: $(STAMP) system-deps tools ## The whole suite against the real PostgreSQL 
 test-fast: $(STAMP) ## Unit and API tests only (no worker processes, browser or chart)
 	$(BIN)/pytest tests/shared tests/api
 
-lint: $(STAMP) ## ruff (lint and format check) and mypy on shared/
+lint: $(STAMP) ## ruff (lint, docstrings, format check) and mypy --strict on shared/ and services/
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared
+	$(BIN)/mypy
 
 format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
