@@ -73,8 +73,8 @@ class RunContext:
 
 @dataclass(frozen=True)
 class TaskType:
-    """A kind of task. ``max_attempts`` bounds retries; ``time_limit_s`` bounds one attempt (None: the
-    worker-wide ``TASK_TIME_LIMIT_S``)."""
+    """A kind of task: its form (``config_fields``), its ``handler``, and ``max_attempts`` (a failed attempt is
+    retried until this many have run). One attempt runs for at most the worker-wide ``TASK_TIME_LIMIT_S``."""
 
     id: str
     label: str
