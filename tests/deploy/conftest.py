@@ -25,23 +25,27 @@ import shared.settings
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOLS_BIN = REPO_ROOT / ".tools" / "bin"
 KUBERNETES_VERSION = "1.34.0"
-HOW_TO_GET = {
-    "helm": "`make tools` installs the pinned one into .tools/bin",
-    "kubernetes-validate": "`make tools` installs the pinned one into .tools/bin",
-    "docker-compose": "`make system-deps` installs it (apt-get install docker-compose)",
-}
+CHART_TOOLS = ("helm", "kubernetes-validate")
 
 
 def _is_ci() -> bool:
     return os.environ.get("CI", "").lower() not in ("", "0", "false")
 
 
+def _find_tool(name: str) -> str | None:
+    return shutil.which(name, path=os.pathsep.join([str(TOOLS_BIN), os.environ.get("PATH", "")]))
+
+
 def _require_tool(name: str) -> str:
     """The tool's path, from .tools/bin or PATH; skips the test when it is missing (fails it under CI)."""
-    path = shutil.which(name, path=os.pathsep.join([str(TOOLS_BIN), os.environ.get("PATH", "")]))
+    path = _find_tool(name)
     if path:
         return path
-    message = f"{name} is not installed: {HOW_TO_GET[name]}"
+    if name in CHART_TOOLS:  # one reason for every chart check, however many tools are missing
+        missing = " and ".join(tool for tool in CHART_TOOLS if not _find_tool(tool))
+        message = f"{missing} not installed: `make tools` installs the pinned chart tools into .tools/bin"
+    else:
+        message = f"{name} is not installed: `make system-deps` installs it (apt-get install {name})"
     if _is_ci():
         pytest.fail(f"{message} (CI runs every chart and compose check)")
     pytest.skip(message)
