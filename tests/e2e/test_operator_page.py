@@ -196,6 +196,15 @@ def open_add_dialog(page: Page) -> Locator:
     return dialog
 
 
+def boxes_overlap(a: dict[str, float], b: dict[str, float]) -> bool:
+    return (
+        a["x"] < b["x"] + b["width"]
+        and b["x"] < a["x"] + a["width"]
+        and a["y"] < b["y"] + b["height"]
+        and b["y"] < a["y"] + a["height"]
+    )
+
+
 def toast(page: Page, kind: str, text: str | re.Pattern[str]) -> Locator:
     return page.get_by_test_id(f"toast-{kind}").filter(has_text=text)
 
@@ -562,6 +571,37 @@ def test_disable_pauses_the_task_and_the_enabled_filter_finds_it(page: Page, res
     page.get_by_test_id("filter-enabled").select_option(label="Disabled only")
     expect(task_row(page, name)).to_be_visible()
     assert "enabled=false" in page.url  # the filtered view can be bookmarked
+
+
+def test_enabled_switch_draws_its_track_and_its_knob_never_covers_the_label(
+    page: Page, rest: RestClient
+) -> None:
+    name = unique("Switch check")
+    rest.create_task(name)
+    search_for(page, name).get_by_test_id("edit").click()
+    switch = page.get_by_test_id("task-enabled")
+    track, knob, label = (
+        page.get_by_test_id(part) for part in ("switch-track", "switch-knob", "switch-label")
+    )
+    expect(label).to_have_text("Enabled")
+    for checked in (True, False):
+        switch.set_checked(checked)
+        page.wait_for_timeout(300)  # the knob slides for 0.15 s
+        track_box, knob_box, label_box = (part.bounding_box() for part in (track, knob, label))
+        assert track_box and knob_box and label_box
+        assert track_box["width"] >= 30 and track_box["height"] >= 16, f"no track drawn: {track_box}"
+        background = track.evaluate("element => getComputedStyle(element).backgroundColor")
+        assert background not in ("rgba(0, 0, 0, 0)", "transparent"), "the track has no colour"
+        assert (
+            track_box["x"] <= knob_box["x"]
+            and knob_box["x"] + knob_box["width"] <= track_box["x"] + track_box["width"]
+        ), f"the knob ({knob_box}) sits outside its track ({track_box})"
+        assert not boxes_overlap(knob_box, label_box), f"the knob ({knob_box}) covers the label ({label_box})"
+        assert not boxes_overlap(track_box, label_box), (
+            f"the track ({track_box}) runs under the label ({label_box})"
+        )
+    screenshot(page, "edit-dialog-enabled-switch")
+    page.get_by_test_id("task-cancel").click()
 
 
 def test_delete_asks_for_confirmation_naming_the_task(page: Page, rest: RestClient) -> None:
