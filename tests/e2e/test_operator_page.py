@@ -86,6 +86,9 @@ class RestClient:
     def delete_task(self, task_id: int) -> None:
         self.call("DELETE", f"/api/scheduler/tasks/{task_id}")
 
+    def system_tasks(self) -> list[dict[str, Any]]:
+        return self.call("GET", "/api/scheduler/system-tasks")
+
 
 @contextmanager
 def endpoint_that_never_answers() -> Iterator[str]:
@@ -602,6 +605,24 @@ def test_enabled_switch_draws_its_track_and_its_knob_never_covers_the_label(
         )
     screenshot(page, "edit-dialog-enabled-switch")
     page.get_by_test_id("task-cancel").click()
+
+
+def test_page_load_asks_no_cron_preview_and_system_tasks_read_in_the_servers_words(
+    page: Page, rest: RestClient
+) -> None:
+    previews: list[str] = []
+    page.on(
+        "request",
+        lambda request: "/api/scheduler/cron/preview" in request.url and previews.append(request.url),
+    )
+    page.reload()
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    page.wait_for_load_state("networkidle")
+    assert previews == [], f"the page asked for cron previews on load: {previews}"
+
+    for system_task in rest.system_tasks():
+        row = page.locator(f'[data-testid="system-task-row"][data-system-task-id="{system_task["id"]}"]')
+        expect(row.get_by_test_id("task-schedule")).to_have_text(system_task["scheduleDescription"])
 
 
 def test_delete_asks_for_confirmation_naming_the_task(page: Page, rest: RestClient) -> None:

@@ -32,7 +32,6 @@ const state = {
   lastLoadedAt: 0,
   /** Run Now presses still queued or running: schedule id → {runId, name}. */
   pendingRuns: new Map(),
-  cronDescriptions: new Map(),
 };
 
 const el = (id) => document.getElementById(id);
@@ -202,18 +201,6 @@ async function loadTasks() {
   }
 }
 
-/** The human text of a system task's cron, asked of the server once per expression. */
-async function describeCron(expression, timezone) {
-  const key = `${expression}|${timezone}`;
-  if (state.cronDescriptions.has(key)) return;
-  try {
-    const preview = await api.previewCron({ expression, timezone, count: 1 });
-    state.cronDescriptions.set(key, preview.valid ? preview.description : expression);
-  } catch {
-    state.cronDescriptions.set(key, expression);
-  }
-}
-
 async function loadSystemTasks() {
   try {
     state.systemTasks = await api.listSystemTasks();
@@ -223,10 +210,8 @@ async function loadSystemTasks() {
     );
     return false;
   }
-  await Promise.all(state.systemTasks.map((task) => describeCron(task.cronExpression, task.timezone || "UTC")));
   keepingFocus(() =>
     renderSystemRows(el("system-rows"), state.systemTasks, {
-      describeCron: (task) => state.cronDescriptions.get(`${task.cronExpression}|${task.timezone || "UTC"}`),
       onHistory: (task) => historyDialog.open({ name: task.name, systemTask: task.id }),
     }),
   );

@@ -2,7 +2,7 @@
 
 import { runStatusBadge, systemBadge } from "./badges.js";
 import { h } from "./dom.js";
-import { describeInterval, formatExact, formatRelative, formatShort } from "./format.js";
+import { formatExact, formatRelative, formatShort } from "./format.js";
 import { icon } from "./icons.js";
 
 const COLUMN_COUNT = 8;
@@ -26,14 +26,8 @@ function timeCell(label, iso, emptyText, testId) {
   );
 }
 
-function scheduleText(task) {
-  if (task.description) return task.description;
-  if (task.scheduleType === "cron") return task.cronExpression;
-  if (task.scheduleType === "interval") return describeInterval(task.intervalMs);
-  return "Manual only";
-}
-
-function scheduleCell(task) {
+/** `description` is the server's words for when the task runs: the page never describes a schedule itself. */
+function scheduleCell(task, description) {
   const details = [];
   if (task.scheduleType === "cron") details.push(h("code", { class: "cron-code" }, task.cronExpression));
   if (task.scheduleType === "cron" && task.timezone && task.timezone !== "UTC") {
@@ -43,7 +37,7 @@ function scheduleCell(task) {
   }
   return cell(
     "Schedule",
-    h("div", { class: "schedule-text", "data-testid": "task-schedule" }, scheduleText(task)),
+    h("div", { class: "schedule-text", "data-testid": "task-schedule" }, description),
     details.length ? h("div", { class: "schedule-details" }, details) : null,
   );
 }
@@ -131,7 +125,7 @@ export function renderTaskRows(tbody, tasks, { taskTypes, emptyMessage, ...handl
           h("div", { "data-testid": "task-type-label" }, taskType?.label ?? task.taskType),
           configSummary(task, taskType),
         ),
-        scheduleCell(task),
+        scheduleCell(task, task.description),
         statusCell(task),
         timeCell("Last run", task.lastRunAt, "Never", "task-last-run"),
         nextRunCell(task),
@@ -179,7 +173,7 @@ export function renderTaskRows(tbody, tasks, { taskTypes, emptyMessage, ...handl
 }
 
 /** Render the built-in system tasks: SYSTEM badge, real last/next runs, History but nothing that changes them. */
-export function renderSystemRows(tbody, systemTasks, { describeCron, onHistory }) {
+export function renderSystemRows(tbody, systemTasks, { onHistory }) {
   if (!systemTasks.length) {
     tbody.replaceChildren(
       h("tr", { class: "empty-row" }, h("td", { colspan: COLUMN_COUNT }, "No system tasks are registered.")),
@@ -197,7 +191,7 @@ export function renderSystemRows(tbody, systemTasks, { describeCron, onHistory }
           task.description ? h("div", { class: "muted small" }, task.description) : null,
         ),
         cell("Type", "System"),
-        scheduleCell({ ...task, scheduleType: "cron", description: describeCron(task) }),
+        scheduleCell({ ...task, scheduleType: "cron" }, task.scheduleDescription),
         cell(
           "Status",
           h(
