@@ -71,7 +71,7 @@ test: $(STAMP) system-deps tools ## The whole suite against the real PostgreSQL 
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(BIN)/pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## Unit and API tests only (no worker processes, browser or chart)
-	$(BIN)/pytest tests/shared tests/api
+	$(BIN)/pytest -m "not services"
 
 lint: $(STAMP) ## ruff (lint, docstrings, format check) and mypy --strict on shared/ and services/
 	$(BIN)/ruff check .

@@ -1,7 +1,8 @@
 """Fixtures over the real services: a throwaway PostgreSQL database and RabbitMQ vhost per run, and real
 ``cronwork`` processes (gunicorn, dramatiq, periodiq) started against them.
 
-Nothing here skips when a service is missing: the run fails and says what to start.
+Nothing here skips when a service is missing: the run fails and says what to start. Every test that needs a
+service is marked ``services`` (see ``needs_services``); ``make test-fast`` runs the others, which need none.
 """
 
 from __future__ import annotations
@@ -47,6 +48,31 @@ def wait_for(condition: Callable[[], object], timeout_s: float, what: str, inter
         time.sleep(interval_s)
 
 
+# --- Which tests need the real services ---------------------------------------------------------------------
+
+# The fixtures that reach PostgreSQL, RabbitMQ or start ``cronwork`` processes: a test that asks for one,
+# directly or through another fixture, needs the services.
+SERVICE_FIXTURES = {"make_database", "make_vhost", "services"}
+# A browser against the live system (e2e); helm, kubernetes-validate, docker-compose and wheel builds (deploy).
+SERVICE_DIRECTORIES = {"e2e", "deploy"}
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+def needs_services(item: pytest.Item) -> bool:
+    in_service_directory = TESTS_DIR in item.path.parents and (
+        item.path.relative_to(TESTS_DIR).parts[0] in SERVICE_DIRECTORIES
+    )
+    return in_service_directory or not SERVICE_FIXTURES.isdisjoint(getattr(item, "fixturenames", ()))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``services`` every test that needs more than this process, so that ``make test-fast``
+    (``-m "not services"``) runs the rest: the unit tier, on SQLite and Dramatiq's in-memory broker."""
+    for item in items:
+        if needs_services(item):
+            item.add_marker(pytest.mark.services)
+
+
 # --- PostgreSQL ------------------------------------------------------------------------------------------------
 
 
@@ -76,6 +102,8 @@ def make_database() -> Iterator[Callable[[str], str]]:
         return url
 
     yield make
+    if not created:
+        return
     with _admin_connection() as admin:
         for name in created:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -14,11 +14,12 @@ from shared.models import TaskSchedule
 from shared.settings import Settings
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path, make_database: Callable[[str], str]) -> str:
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path}/cronwork.sqlite3"
-    else:
+    else:  # asked for here, not in the signature, so that the SQLite variant never needs PostgreSQL
+        make_database: Callable[[str], str] = request.getfixturevalue("make_database")
         url = Settings(database_url=make_database("dbtypes"), broker_url="amqp://x").sqlalchemy_url
     upgrade_to_head(url)
     return url
