@@ -16,6 +16,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,9 @@ class RestClient:
                 return
             time.sleep(0.3)
         raise AssertionError(f"the runs of task {task_id} did not finish within {timeout_s} s")
+
+    def get_task(self, task_id: int) -> dict[str, Any]:
+        return self.call("GET", f"/api/scheduler/tasks/{task_id}")
 
     def delete_task(self, task_id: int) -> None:
         self.call("DELETE", f"/api/scheduler/tasks/{task_id}")
@@ -197,6 +201,25 @@ def open_add_dialog(page: Page) -> Locator:
     dialog = page.get_by_test_id("task-dialog")
     expect(dialog).to_be_visible()
     return dialog
+
+
+@contextmanager
+def sent_update(page: Page) -> Iterator[dict[str, Any]]:
+    """The JSON body of the task update (PUT) the page sends inside the block."""
+    body: dict[str, Any] = {}
+    with page.expect_request(
+        lambda request: request.method == "PUT" and "/api/scheduler/tasks/" in request.url
+    ) as update:
+        yield body
+    body.update(update.value.post_data_json)
+
+
+def selected_label(select: Locator) -> str:
+    return str(select.evaluate("select => select.selectedOptions[0]?.label ?? ''"))
+
+
+def parse_instant(iso: str) -> datetime:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00"))
 
 
 def boxes_overlap(a: dict[str, float], b: dict[str, float]) -> bool:
@@ -549,9 +572,12 @@ def test_edit_changes_name_and_switches_cron_to_interval(page: Page, rest: RestC
     page.get_by_test_id("schedule-type-interval").check()
     page.get_by_test_id("interval-value").fill("30")
     page.get_by_test_id("interval-unit").select_option(label="minutes")
-    page.get_by_test_id("task-save").click()
+    with sent_update(page) as sent:
+        page.get_by_test_id("task-save").click()
     expect(dialog).to_be_hidden()
     expect(toast(page, "success", f"Saved “{renamed}”")).to_be_visible()
+    # What changed, and the new type's timing (the server drops the cron expression itself); nothing else.
+    assert sent == {"name": renamed, "scheduleType": "interval", "intervalMs": 30 * 60_000}
 
     row = search_for(page, renamed)
     expect(row.get_by_test_id("task-schedule")).to_contain_text("30 minutes")
@@ -564,8 +590,10 @@ def test_disable_pauses_the_task_and_the_enabled_filter_finds_it(page: Page, res
     row = search_for(page, name)
     row.get_by_test_id("edit").click()
     page.get_by_test_id("task-enabled").uncheck()
-    page.get_by_test_id("task-save").click()
+    with sent_update(page) as sent:
+        page.get_by_test_id("task-save").click()
     expect(page.get_by_test_id("task-dialog")).to_be_hidden()
+    assert sent == {"enabled": False}
 
     expect(row.get_by_test_id("task-enabled-state")).to_have_text("Disabled")
     expect(row.get_by_test_id("task-next-run")).to_have_text("Paused (disabled)")
@@ -574,6 +602,71 @@ def test_disable_pauses_the_task_and_the_enabled_filter_finds_it(page: Page, res
     page.get_by_test_id("filter-enabled").select_option(label="Disabled only")
     expect(task_row(page, name)).to_be_visible()
     assert "enabled=false" in page.url  # the filtered view can be bookmarked
+
+
+def test_a_seconds_interval_opens_in_seconds_and_a_rename_leaves_its_timing_and_slots_alone(
+    page: Page, rest: RestClient
+) -> None:
+    name = unique("Five-second poll")
+    task = rest.create_task(name, scheduleType="interval", cronExpression=None, intervalMs=5000)
+    try:
+        before = rest.get_task(task["id"])
+        search_for(page, name).get_by_test_id("edit").click()
+        dialog = page.get_by_test_id("task-dialog")
+        expect(page.get_by_test_id("interval-value")).to_have_value("5")
+        assert selected_label(page.get_by_test_id("interval-unit")) == "seconds"
+        expect(page.get_by_test_id("interval-hint")).to_have_text(f"{before['description']}, as saved.")
+
+        renamed = unique("Five-second poll, renamed")
+        dialog.get_by_label("Name").fill(renamed)
+        with sent_update(page) as sent:
+            page.get_by_test_id("task-save").click()
+        expect(toast(page, "success", f"Saved “{renamed}”")).to_be_visible()
+        assert sent == {"name": renamed}, "the page sent back fields nobody changed"
+
+        after = rest.get_task(task["id"])
+        assert (after["name"], after["intervalMs"], after["scheduleType"]) == (renamed, 5000, "interval")
+        # The chain keeps firing every 5 s meanwhile, so its next slot may have moved on, but only along its own
+        # grid: a re-armed chain would start again one interval after the save, off that grid.
+        moved = parse_instant(after["nextRunAt"]) - parse_instant(before["nextRunAt"])
+        assert moved % timedelta(milliseconds=5000) == timedelta(0), (
+            f"the chain was re-armed: next slot {before['nextRunAt']} became {after['nextRunAt']}"
+        )
+    finally:
+        rest.delete_task(task["id"])  # a 5 s chain would keep the shared worker busy for the other tests
+
+
+def test_an_interval_reads_in_the_servers_words_in_the_table_and_the_form(
+    page: Page, rest: RestClient
+) -> None:
+    name = unique("Fast interval")
+    task = rest.create_task(
+        name, scheduleType="interval", cronExpression=None, intervalMs=1500, enabled=False
+    )
+    described = task["description"]
+    assert "1500 ms" in described, f"the server describes 1500 ms as {described!r}"
+    row = search_for(page, name)
+    expect(row.get_by_test_id("task-schedule")).to_have_text(described)
+
+    row.get_by_test_id("edit").click()
+    dialog = page.get_by_test_id("task-dialog")
+    expect(page.get_by_test_id("interval-value")).to_have_value("1500")  # exactly, never rounded
+    assert selected_label(page.get_by_test_id("interval-unit")) == "milliseconds"
+    expect(page.get_by_test_id("interval-hint")).to_have_text(f"{described}, as saved.")
+    # A value not yet saved has no server description yet: the form says exactly how long it is.
+    page.get_by_test_id("interval-value").fill("2")
+    page.get_by_test_id("interval-unit").select_option(label="seconds")
+    expect(page.get_by_test_id("interval-hint")).to_have_text(
+        "2,000 ms between runs, counted from when you save."
+    )
+    page.get_by_test_id("interval-value").fill("1500")
+    page.get_by_test_id("interval-unit").select_option(label="milliseconds")
+    expect(page.get_by_test_id("interval-hint")).to_have_text(f"{described}, as saved.")
+
+    page.get_by_test_id("task-save").click()  # nothing changed: nothing is sent
+    expect(dialog).to_be_hidden()
+    expect(toast(page, "info", f"Nothing changed: “{name}” is as it was.")).to_be_visible()
+    assert rest.get_task(task["id"])["version"] == task["version"]
 
 
 def test_enabled_switch_draws_its_track_and_its_knob_never_covers_the_label(

@@ -1,6 +1,7 @@
 // How times, durations and intervals read on the page. All times are shown in the viewer's own zone.
 
-const MINUTE_MS = 60_000;
+const SECOND_MS = 1000;
+const MINUTE_MS = 60 * SECOND_MS;
 const HOUR_MS = 60 * MINUTE_MS;
 const DAY_MS = 24 * HOUR_MS;
 
@@ -136,23 +137,22 @@ export function formatDuration(ms) {
   return `${Math.floor(ms / HOUR_MS)}h ${String(minutes).padStart(2, "0")}m`;
 }
 
+/** The units the interval editor offers, smallest first; `ms` is each unit's length. */
 export const INTERVAL_UNITS = [
-  { ms: MINUTE_MS, singular: "minute", plural: "minutes" },
-  { ms: HOUR_MS, singular: "hour", plural: "hours" },
-  { ms: DAY_MS, singular: "day", plural: "days" },
+  { ms: 1, label: "milliseconds" },
+  { ms: SECOND_MS, label: "seconds" },
+  { ms: MINUTE_MS, label: "minutes" },
+  { ms: HOUR_MS, label: "hours" },
+  { ms: DAY_MS, label: "days" },
 ];
 
-/** Split an interval into the largest unit that divides it exactly: 7_200_000 → {value: 2, unitMs: HOUR_MS}. */
+/**
+ * An interval as a whole number of the largest unit that divides it exactly, so the editor shows the stored
+ * value unrounded: 5_000 → {value: 5, unitMs: 1000}, 1_500 → {value: 1500, unitMs: 1}. Never a fraction.
+ */
 export function splitInterval(intervalMs) {
   for (const unit of [...INTERVAL_UNITS].reverse()) {
     if (intervalMs % unit.ms === 0) return { value: intervalMs / unit.ms, unitMs: unit.ms };
   }
-  return { value: Number((intervalMs / MINUTE_MS).toFixed(3)), unitMs: MINUTE_MS };
-}
-
-/** "Every 5 minutes", "Every hour", "Every 1.5 days". */
-export function describeInterval(intervalMs) {
-  const { value, unitMs } = splitInterval(intervalMs);
-  const unit = INTERVAL_UNITS.find((candidate) => candidate.ms === unitMs);
-  return value === 1 ? `Every ${unit.singular}` : `Every ${value} ${unit.plural}`;
+  return { value: intervalMs, unitMs: 1 }; // not a whole number of ms: no server stores one
 }

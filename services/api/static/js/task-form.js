@@ -1,13 +1,30 @@
 // The Add / Edit task dialog. On a rejected save the dialog stays open with everything as typed and each
-// server reason shown beside its field.
+// server reason shown beside its field. An edit sends only the fields the user changed (the API's PUT is a
+// partial update), so a field nobody touched is never rewritten, and the schedule is re-armed only when its
+// timing really changed.
 
 import { CronField } from "./cron-field.js";
 import { openDialog, setUpDialog } from "./dialog.js";
 import { $, $$, h } from "./dom.js";
-import { describeInterval, splitInterval, viewerTimeZone } from "./format.js";
+import { INTERVAL_UNITS, splitInterval, viewerTimeZone } from "./format.js";
 import { toast } from "./toast.js";
 
 const MAX_NAME_LENGTH = 100;
+const TIMING_FIELD_OF_TYPE = { cron: "cronExpression", interval: "intervalMs" };
+
+/** Equal as JSON values, whatever the order of object keys (a config sent back in another order is the same). */
+function sameValue(a, b) {
+  return canonicalJson(a) === canonicalJson(b);
+}
+
+function canonicalJson(value) {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
+  if (value && typeof value === "object") {
+    const keys = Object.keys(value).sort();
+    return `{${keys.map((key) => `${JSON.stringify(key)}:${canonicalJson(value[key])}`).join(",")}}`;
+  }
+  return JSON.stringify(value ?? null);
+}
 
 /**
  * Parameters:
@@ -23,6 +40,7 @@ export class TaskForm {
     this.loadTimezones = loadTimezones;
     this.onSaved = onSaved;
     this.editing = null;
+    this.opened = null; // the form's values as the dialog opened: a field still equal to its value here is unchanged
     this.saving = false;
     this.configValues = {};
 
@@ -44,6 +62,9 @@ export class TaskForm {
     this.enabledField = document.getElementById("enabled-field");
     this.enabledInput = document.getElementById("task-enabled");
 
+    this.intervalUnit.replaceChildren(
+      ...INTERVAL_UNITS.map((unit) => h("option", { value: String(unit.ms) }, unit.label)),
+    );
     this.typeSelect.replaceChildren(
       h("option", { value: "", disabled: true }, "Choose what the task does…"),
       ...taskTypes.map((type) => h("option", { value: type.id }, type.label)),
@@ -158,6 +179,7 @@ export class TaskForm {
     this.renderTaskType();
     this.renderScheduleType();
     this.renderIntervalHint();
+    this.opened = this.formValues();
   }
 
   renderScheduleType() {
@@ -168,10 +190,15 @@ export class TaskForm {
   }
 
   renderIntervalHint() {
-    const intervalMs = this.intervalMs();
-    this.intervalHint.textContent = intervalMs
-      ? `${describeInterval(intervalMs)}, counted from when you save.`
-      : "Enter a number greater than zero.";
+    this.intervalHint.textContent = this.intervalHintText(this.intervalMs());
+  }
+
+  /** The stored interval in the server's words; any other value as its exact milliseconds (never re-described). */
+  intervalHintText(intervalMs) {
+    if (!intervalMs) return "Enter a number greater than zero.";
+    const stored = this.editing?.scheduleType === "interval" ? this.editing : null;
+    if (intervalMs === stored?.intervalMs) return `${stored.description}, as saved.`;
+    return `${intervalMs.toLocaleString("en-GB")} ms between runs, counted from when you save.`;
   }
 
   intervalMs() {
@@ -254,33 +281,56 @@ export class TaskForm {
     return config;
   }
 
-  buildPayload() {
-    const scheduleType = this.scheduleType;
-    const payload = {
+  /** Every field as the form holds it now, in the API's terms. */
+  formValues() {
+    return {
       name: this.nameInput.value.trim(),
       taskType: this.typeSelect.value,
-      scheduleType,
-      // The API rejects a field that belongs to another schedule type, so those are sent as null.
-      cronExpression: scheduleType === "cron" ? this.cronInput.value.trim() : null,
-      intervalMs: scheduleType === "interval" ? this.intervalMs() : null,
+      scheduleType: this.scheduleType,
+      cronExpression: this.cronInput.value.trim(),
+      intervalMs: this.intervalMs(),
       timezone: this.timezoneInput.value.trim() || "UTC",
       config: this.collectConfig(),
+      enabled: this.enabledInput.checked,
     };
-    if (this.editing) payload.enabled = this.enabledInput.checked;
+  }
+
+  /** A new task: every field of its schedule type (the API rejects a field of another type, so it is null). */
+  createPayload(values) {
+    const payload = { ...values };
+    for (const [type, field] of Object.entries(TIMING_FIELD_OF_TYPE)) {
+      if (type !== values.scheduleType) payload[field] = null;
+    }
     return payload;
   }
 
+  /**
+   * An edit: only what the user changed since the dialog opened. Switching schedule type sends the new type's
+   * timing field too (the server drops the old one); a new task type sends its config.
+   */
+  changedFields(values) {
+    const changed = {};
+    const differs = (field) => !sameValue(values[field], this.opened[field]);
+    for (const field of ["name", "taskType", "scheduleType", "timezone", "enabled"]) {
+      if (differs(field)) changed[field] = values[field];
+    }
+    if (differs("taskType") || differs("config")) changed.config = values.config;
+    const timingField = TIMING_FIELD_OF_TYPE[values.scheduleType];
+    if (timingField && (differs("scheduleType") || differs(timingField))) changed[timingField] = values[timingField];
+    return changed;
+  }
+
   /** The checks the browser can make alone; the server still has the last word. */
-  localErrors(payload) {
+  localErrors(values) {
     const errors = {};
-    if (!payload.name) errors.name = ["Give the task a name."];
-    else if (payload.name.length > MAX_NAME_LENGTH) errors.name = [`At most ${MAX_NAME_LENGTH} characters.`];
-    if (!payload.taskType) errors.taskType = ["Choose a task type."];
-    if (payload.scheduleType === "interval" && !payload.intervalMs)
+    if (!values.name) errors.name = ["Give the task a name."];
+    else if (values.name.length > MAX_NAME_LENGTH) errors.name = [`At most ${MAX_NAME_LENGTH} characters.`];
+    if (!values.taskType) errors.taskType = ["Choose a task type."];
+    if (values.scheduleType === "interval" && !values.intervalMs)
       errors.intervalMs = ["Enter a number greater than zero."];
     const config = {};
     for (const field of this.selectedTaskType()?.configFields ?? []) {
-      if (field.required && !(field.key in payload.config)) config[field.key] = [`${field.label} is required.`];
+      if (field.required && !(field.key in values.config)) config[field.key] = [`${field.label} is required.`];
     }
     if (Object.keys(config).length) errors.config = config;
     return errors;
@@ -295,10 +345,16 @@ export class TaskForm {
   async save() {
     if (this.saving) return;
     this.clearAllErrors();
-    const payload = this.buildPayload();
-    const local = this.localErrors(payload);
+    const values = this.formValues();
+    const local = this.localErrors(values);
     if (Object.keys(local).length) {
       this.showErrors(local, "Some fields need your attention.");
+      return;
+    }
+    const payload = this.editing ? this.changedFields(values) : this.createPayload(values);
+    if (this.editing && !Object.keys(payload).length) {
+      this.dialog.close();
+      toast(`Nothing changed: “${this.editing.name}” is as it was.`, "info");
       return;
     }
     this.saving = true;
