@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -118,6 +119,10 @@ def ensure_helm() -> None:
     helm = BIN_DIR / "helm"
     if file_sha256(helm) == HELM_SHA256:
         return
+    if (platform.system(), platform.machine()) not in (("Linux", "x86_64"), ("Linux", "amd64")):
+        raise ToolError(
+            f"the pinned helm is a linux-amd64 binary, this is {platform.system()} {platform.machine()}"
+        )
     if not (CHART_VENV / "bin" / "python").exists():
         create_chart_venv()
     with tempfile.TemporaryDirectory() as download_dir:
