@@ -91,7 +91,6 @@ def test_app_services_get_every_setting_with_the_services_defaults(compose_confi
         assert env.keys() == {s.env for s in SETTINGS}, name
         parsed = Settings.from_env(env)  # raises SettingsError, naming the variable, if a default is refused
         assert dataclasses.replace(parsed, database_url="", broker_url="") == Settings.from_env({}), name
-        assert (parsed.tick_budget, parsed.tick_bucket_ms, parsed.tick_threads) == (10000, 10, 16), name
 
 
 def test_a_setting_is_set_from_the_shell_or_env_file_by_its_own_name():
