@@ -12,11 +12,21 @@ from swagger_ui_bundle import swagger_ui_path
 
 from services.api.metrics import SchedulerCollector
 from services.api.routes import blp
+from services.api.schemas import ENUMS, enum_reference
 from shared.messaging import broker_is_reachable
 from shared.runtime import Runtime, build_runtime
 from shared.settings import Settings
 
 STATIC_DIR = Path(__file__).parent / "static"
+IDENTITY_SCHEME = "identityHeader"
+
+
+class SchedulerApi(Api):
+    """flask-smorest's Api without its ``X-Pagination`` header component, whose object schema says the header
+    is an object: the blueprint documents it as the JSON string it is."""
+
+    def _register_pagination_header(self) -> None:
+        pass
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Flask:
@@ -36,7 +46,17 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         JSON_SORT_KEYS=False,
     )
     app.extensions["cronwork"] = runtime
-    api = Api(app, spec_kwargs={"info": {"description": "Schedules that run exactly once per slot."}})
+    api = SchedulerApi(
+        app,
+        spec_kwargs={
+            "info": {"description": "Schedules that run exactly once per slot."},
+            "security": [{IDENTITY_SCHEME: []}],
+        },
+    )
+    api.spec.components.security_scheme(IDENTITY_SCHEME, identity_scheme(settings))
+    for name, values in ENUMS.items():
+        api.spec.components.schema(name, {"type": "string", "enum": values})
+    api.ma_plugin.converter.add_attribute_function(enum_reference)
     api.register_blueprint(blp)
 
     metrics = CollectorRegistry()
@@ -66,6 +86,19 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         return Response(generate_latest(metrics), mimetype=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def identity_scheme(settings: Settings) -> dict[str, str]:
+    """How a caller is identified: the authenticating proxy in front of the API sets a header to its e-mail."""
+    return {
+        "type": "apiKey",
+        "in": "header",
+        "name": settings.auth_header,
+        "description": (
+            f"The caller's e-mail, set by the authenticating proxy (AUTH_HEADER, here {settings.auth_header}); "
+            "without it an AUTH_MODE=header API answers 401. AUTH_MODE=dev ignores it."
+        ),
+    }
 
 
 def _database_answers(runtime: Runtime) -> bool:

@@ -7,12 +7,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
-from flask import current_app, g, request, url_for
+from flask import Request, Response, current_app, g, jsonify, request, url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint, Page
+from flask_smorest.error_handler import ErrorSchema
 from sqlalchemy import Select
 from sqlalchemy.orm import Session
-from webargs.flaskparser import abort  # flask-smorest's abort, where it is typed NoReturn
+from webargs.flaskparser import FlaskParser, abort, is_json_request  # abort: flask-smorest's, typed NoReturn
 
 from services.api.schemas import (
     CronPreviewQuerySchema,
@@ -25,6 +26,7 @@ from services.api.schemas import (
     TaskInSchema,
     TaskSchema,
     TaskTypeSchema,
+    TaskUpdateSchema,
 )
 from shared import schedules
 from shared.cron import all_timezones
@@ -35,9 +37,69 @@ from shared.system_tasks import system_task_statuses
 from shared.task_types import TASK_TYPES
 from shared.timing import CronPreview, preview_cron
 
+JSON = "application/json"
+TASK = "/tasks/<int:task_id>"  # every route under it answers 404 for an id that names no schedule
+
+# The errors every operation documents (flask-smorest adds the 422 of each parsed argument and the default).
+UNAUTHORIZED = (401, "No identity: with AUTH_MODE=header, the identity header is missing or too long")
+NOT_FOUND = (404, "No task with this id")
+MALFORMED = (400, "The body is not well-formed JSON")
+NOT_JSON = (415, f"The body is not sent as {JSON}")
+
+PAGINATION_HEADER = {
+    "description": (
+        "The page, as a JSON object in a string: total, total_pages, first_page, last_page, page, previous_page "
+        "and next_page (integers, each absent where it does not apply), and total_is_estimate (true, present "
+        f"only when total is the database's estimate, past {schedules.EXACT_COUNT_LIMIT:,} rows)"
+    ),
+    "schema": {
+        "type": "string",
+        "example": '{"total": 101, "total_pages": 2, "first_page": 1, "last_page": 2, "page": 1, "next_page": 2}',
+    },
+}
+
+
+class JsonBodyParser(FlaskParser):
+    """webargs' parser, except that a body sent as another media type is refused (415) rather than read as no
+    body at all. A request with neither a body nor a Content-Type still reads as an empty body."""
+
+    def _raw_load_json(self, req: Request) -> Any:
+        if not is_json_request(req) and (req.mimetype or req.get_data(cache=True)):
+            abort(415, message=f"the body must be sent as {JSON}, not {req.mimetype or 'untyped'}")
+        return super()._raw_load_json(req)
+
 
 class SchedulerBlueprint(Blueprint):
-    """flask-smorest's Blueprint, whose ``X-Pagination`` header also says when ``total`` is an estimate."""
+    """flask-smorest's Blueprint, which also documents the errors each operation can answer, in one place: 401
+    for all (the caller is identified before any view), 404 for the routes of one task, 400 and 415 for those
+    that read a JSON body; and documents ``X-Pagination`` as the JSON string it is, which also says when
+    ``total`` is an estimate."""
+
+    ARGUMENTS_PARSER = JsonBodyParser()
+
+    def route(self, rule: str, **options: Any) -> Any:
+        register = super().route(rule, **options)
+        errors = [UNAUTHORIZED, NOT_FOUND] if rule.startswith(TASK) else [UNAUTHORIZED]
+        return lambda view: register(
+            self._decorate_view_func_or_method_view(self._documenting_errors(errors), view)
+        )
+
+    def arguments(self, schema: Any, *, location: str = "json", **kwargs: Any) -> Any:
+        parse = super().arguments(schema, location=location, **kwargs)
+        if location != "json":
+            return parse
+        return lambda view: self._documenting_errors([MALFORMED, NOT_JSON])(parse(view))
+
+    def _documenting_errors(self, errors: list[tuple[int, str]]) -> Any:
+        def decorate(view: Any) -> Any:
+            for status, description in errors:
+                view = self.alt_response(status, schema=ErrorSchema, description=description)(view)
+            return view
+
+        return decorate
+
+    def _document_pagination_metadata(self, spec: Any, resp_doc: dict[str, Any]) -> None:
+        resp_doc.setdefault("headers", {})[self.PAGINATION_HEADER_NAME] = PAGINATION_HEADER
 
     def _set_pagination_metadata(self, page_params: Any, result: Any, headers: Any) -> tuple[Any, Any]:
         result, headers = super()._set_pagination_metadata(page_params, result, headers)
@@ -59,14 +121,16 @@ IDENTITY_MAX_CHARS = 255  # task_schedules.created_by
 
 
 def runtime() -> Runtime:
-    return current_app.extensions["cronwork"]
+    built: Runtime = current_app.extensions["cronwork"]
+    return built
 
 
 def db() -> Session:
     """The request's session: opened on first use, closed when the request ends."""
     if "db_session" not in g:
         g.db_session = runtime().sessions()
-    return g.db_session
+    session: Session = g.db_session
+    return session
 
 
 @blp.teardown_request
@@ -97,7 +161,7 @@ class SelectPager(Page):
     """Pages a select statement of ORM rows in the request's session. The total for ``X-Pagination`` is exact
     up to ``schedules.EXACT_COUNT_LIMIT`` rows, past it the planner's estimate (flagged ``total_is_estimate``)."""
 
-    collection: Select
+    collection: Select[Any]
 
     @property
     def items(self) -> list[Any]:
@@ -131,15 +195,21 @@ def stored_task(task_id: int) -> TaskSchedule:
 
 @blp.route("/tasks")
 class Tasks(MethodView):
+    @blp.doc(operationId="listTasks")
     @blp.arguments(TaskFiltersSchema, location="query")
     @blp.response(200, TaskSchema(many=True))
     @blp.paginate(SelectPager, **PAGINATION)
-    def get(self, filters: dict[str, Any]) -> Select:
+    def get(self, filters: dict[str, Any]) -> Select[Any]:
         """User schedules, oldest first (system crons are at /system-tasks)."""
         return schedules.schedules_query(**filters)
 
+    @blp.doc(operationId="createTask")
     @blp.arguments(TaskInSchema)
-    @blp.response(201, TaskSchema)
+    @blp.response(
+        201,
+        TaskSchema,
+        headers={"Location": {"description": "The new task's URL", "schema": {"type": "string"}}},
+    )
     def post(self, sent: schedules.ScheduleInput) -> tuple[TaskSchedule, int, dict[str, str]]:
         """Create a schedule and arm it."""
         with invalid_input_as_422():
@@ -147,25 +217,29 @@ class Tasks(MethodView):
         return schedule, 201, {"Location": url_for("scheduler.Task", task_id=schedule.id)}
 
 
-@blp.route("/tasks/<int:task_id>")
+@blp.route(TASK)
 class Task(MethodView):
+    @blp.doc(operationId="getTask")
     @blp.response(200, TaskSchema)
     def get(self, task_id: int) -> TaskSchedule:
         """One schedule."""
         return stored_task(task_id)
 
-    @blp.arguments(TaskInSchema)
+    @blp.doc(operationId="updateTask")
+    @blp.arguments(TaskUpdateSchema)
     @blp.response(200, TaskSchema)
     def put(self, sent: schedules.ScheduleInput, task_id: int) -> TaskSchedule:
         """Change some fields (partial update); a timing change re-arms the schedule from its next slot."""
         return self.update(task_id, sent)
 
-    @blp.arguments(TaskInSchema)
+    @blp.doc(operationId="patchTask")
+    @blp.arguments(TaskUpdateSchema)
     @blp.response(200, TaskSchema)
     def patch(self, sent: schedules.ScheduleInput, task_id: int) -> TaskSchedule:
         """The same as PUT: a partial update."""
         return self.update(task_id, sent)
 
+    @blp.doc(operationId="deleteTask")
     @blp.response(204)
     def delete(self, task_id: int) -> None:
         """Delete a schedule; its run history is kept."""
@@ -180,8 +254,9 @@ class Task(MethodView):
         return stored_task(task_id)  # with its last run, which the update does not read
 
 
-@blp.route("/tasks/<int:task_id>/run")
+@blp.route(f"{TASK}/run")
 class RunNow(MethodView):
+    @blp.doc(operationId="runTaskNow")
     @blp.response(202, HistorySchema)
     def post(self, task_id: int) -> TaskRunHistory:
         """Run Now: queue one manual run, enabled or not; the schedule's next slot does not move."""
@@ -190,16 +265,18 @@ class RunNow(MethodView):
 
 @blp.route("/history")
 class History(MethodView):
+    @blp.doc(operationId="listHistory")
     @blp.arguments(HistoryFiltersSchema, location="query")
     @blp.response(200, HistorySchema(many=True))
     @blp.paginate(SelectPager, **PAGINATION)
-    def get(self, filters: dict[str, Any]) -> Select:
+    def get(self, filters: dict[str, Any]) -> Select[Any]:
         """Runs, newest first."""
         return schedules.history_query(**filters)
 
 
 @blp.route("/system-tasks")
 class SystemTasks(MethodView):
+    @blp.doc(operationId="listSystemTasks")
     @blp.response(200, SystemTaskSchema(many=True))
     def get(self) -> list[Any]:
         """The system crons (read-only), with their real last and next runs."""
@@ -208,6 +285,7 @@ class SystemTasks(MethodView):
 
 @blp.route("/me")
 class Me(MethodView):
+    @blp.doc(operationId="getMe")
     @blp.response(200, MeSchema)
     def get(self) -> dict[str, str]:
         """Who the API takes the caller to be (shown in the page's header)."""
@@ -216,6 +294,7 @@ class Me(MethodView):
 
 @blp.route("/task-types")
 class TaskTypes(MethodView):
+    @blp.doc(operationId="listTaskTypes")
     @blp.response(200, TaskTypeSchema(many=True))
     def get(self) -> Any:
         """What a schedule can run, with the config form of each type."""
@@ -224,14 +303,16 @@ class TaskTypes(MethodView):
 
 @blp.route("/timezones")
 class Timezones(MethodView):
-    @blp.response(200)
-    def get(self) -> list[str]:
-        """The IANA timezone names a schedule may carry."""
-        return list(all_timezones())
+    @blp.doc(operationId="listTimezones")
+    @blp.response(200, {"type": "array", "items": {"type": "string"}})
+    def get(self) -> Response:
+        """The IANA timezone names a schedule may carry, sorted."""
+        return jsonify(list(all_timezones()))  # a dict schema only documents: the answer is made here
 
 
 @blp.route("/cron/preview")
 class CronPreviewView(MethodView):
+    @blp.doc(operationId="previewCron")
     @blp.arguments(CronPreviewQuerySchema, location="query")
     @blp.response(200, CronPreviewSchema)
     def get(self, query: dict[str, Any]) -> CronPreview:

@@ -1,4 +1,9 @@
-"""Marshmallow schemas: the wire format (camelCase, UTC with ``Z``). Rules about values live in shared/."""
+"""Marshmallow schemas: the wire format (camelCase, UTC with ``Z``). Rules about values live in shared/.
+
+The schemas check the shape of what is sent (required fields, types, unknown fields); which values a schedule
+may take is ``shared.schedules``'s to say, all fields at once. So the enums and bounds of a schedule's fields are
+only documented here (``documented``): the domain's 422 names every bad field in one answer.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,59 @@ from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, fields, validate
 
-from shared.models import RunStatus, TriggeredBy
+from shared.models import RunStatus, ScheduleType, TriggeredBy
+from shared.schedules import NAME_MAX_CHARS
+from shared.settings import declaration
 from shared.system_tasks import SYSTEM_TASK_TYPE, SYSTEM_TIMEZONE
-from shared.timing import timing_of
+from shared.task_types import TASK_TYPES
+from shared.timing import CRON_EXPRESSION_MAX_CHARS, MAX_INTERVAL_MS, MIN_INTERVAL_MS, timing_of
+
+# The sets of values the wire knows, each a schema of its own in the spec (one class in a generated client).
+ENUMS: dict[str, list[str]] = {
+    "TaskTypeId": [task_type.id for task_type in TASK_TYPES],
+    "ScheduleType": [str(value) for value in ScheduleType],
+    "RunStatus": [str(value) for value in RunStatus],
+    "TriggeredBy": [str(value) for value in TriggeredBy],
+    "AuthMode": list(declaration("auth_mode").choices),
+}
+ENUM_METADATA_KEY = "enum_schema"
+
+
+def documented(description: str = "", *, enum: str | None = None, **spec: Any) -> dict[str, Any]:
+    """A field's OpenAPI metadata: its description, the name of the ``ENUMS`` entry it takes its values from
+    (``enum``), and any other OpenAPI keyword (``minimum``, ``maxLength``...)."""
+    metadata = dict(spec)
+    if description:
+        metadata["description"] = description
+    if enum is not None:
+        if enum not in ENUMS:
+            raise ValueError(f"no enum named {enum!r} in ENUMS")
+        metadata[ENUM_METADATA_KEY] = enum
+    return metadata
+
+
+def enum_reference(
+    converter: Any, field: fields.Field[Any], ret: dict[str, Any], **kwargs: Any
+) -> dict[str, Any]:
+    """apispec attribute function: a field ``documented`` with an enum refers to that enum's schema, null
+    allowed where the field allows it (``allOf`` beside ``nullable``: a bare ``$ref`` takes no siblings)."""
+    name = field.metadata.get(ENUM_METADATA_KEY)
+    if name is None:
+        return {}
+    for key in ("type", "enum", "anyOf", "nullable"):
+        ret.pop(key, None)
+    return {
+        "allOf": [{"$ref": f"#/components/schemas/{name}"}],
+        **({"nullable": True} if field.allow_none else {}),
+    }
+
+
+class ResponseSchema(Schema):
+    """An answer's body, which always carries every field (null when it has no value): each is marked required,
+    so that the spec says so and generated clients need not treat every attribute as possibly absent."""
+
+    def on_bind_field(self, field_name: str, field_obj: fields.Field[Any]) -> None:
+        field_obj.required = True
 
 
 class UtcDateTime(fields.DateTime):
@@ -26,22 +81,64 @@ class UtcDateTime(fields.DateTime):
 
 
 class TaskInSchema(Schema):
-    """A schedule as a client sends it: the one map of its editable fields, from wire names (``data_key``) to
-    the attributes of ``shared.schedules.ScheduleInput``. Every field is optional here (an update is partial);
-    which are required and the rules between them are checked by ``shared.schedules``, whose errors, keyed by
-    attribute, ``wire_errors`` maps back."""
+    """A schedule as a client creates it: the one map of its editable fields, from wire names (``data_key``) to
+    the attributes of ``shared.schedules.ScheduleInput``. ``name``, ``taskType`` and ``scheduleType`` are
+    required (the rest has defaults); ``TaskUpdateSchema`` is the same map with every field optional. The rules
+    between fields are checked by ``shared.schedules``, whose errors, keyed by attribute, ``wire_errors`` maps
+    back."""
 
     class Meta:
         unknown = RAISE
 
-    name = fields.String()
-    task_type = fields.String(data_key="taskType")
-    schedule_type = fields.String(data_key="scheduleType")
-    cron_expression = fields.String(data_key="cronExpression", allow_none=True)
-    interval_ms = fields.Integer(data_key="intervalMs", strict=True, allow_none=True)
-    timezone = fields.String(metadata={"description": "IANA name, e.g. Europe/Berlin"})
-    enabled = fields.Boolean()
-    config = fields.Raw(allow_none=True, metadata={"description": "The task type's settings"})
+    name = fields.String(
+        required=True,
+        metadata=documented(f"Trimmed; at most {NAME_MAX_CHARS} characters", maxLength=NAME_MAX_CHARS),
+    )
+    task_type = fields.String(
+        data_key="taskType",
+        required=True,
+        metadata=documented("What runs (GET /task-types)", enum="TaskTypeId"),
+    )
+    schedule_type = fields.String(
+        data_key="scheduleType",
+        required=True,
+        metadata=documented(
+            "cron: cronExpression; interval: intervalMs; manual: Run Now only", enum="ScheduleType"
+        ),
+    )
+    cron_expression = fields.String(
+        data_key="cronExpression",
+        allow_none=True,
+        metadata=documented(
+            "Five fields (minute hour day-of-month month day-of-week) in the timezone; required for cron, "
+            "null or absent otherwise",
+            maxLength=CRON_EXPRESSION_MAX_CHARS,
+            example="0 9 * * 1",
+        ),
+    )
+    interval_ms = fields.Integer(
+        data_key="intervalMs",
+        strict=True,
+        allow_none=True,
+        metadata=documented(
+            "Milliseconds between slots; required for interval, null or absent otherwise",
+            minimum=MIN_INTERVAL_MS,
+            maximum=MAX_INTERVAL_MS,
+        ),
+    )
+    timezone = fields.String(
+        metadata=documented(
+            "IANA name, one of GET /timezones (created without one: UTC)", example="Europe/Berlin"
+        )
+    )
+    enabled = fields.Boolean(metadata=documented("Whether its slots run (created without it: true)"))
+    config = fields.Dict(
+        keys=fields.String(),
+        metadata=documented(
+            "The task type's settings, by the keys of its configFields (created without it: {})",
+            example={"reportId": "compliance-weekly"},
+        ),
+    )
 
     def wire_errors(self, errors: dict[str, list[str]]) -> dict[str, list[str]]:
         """``errors`` keyed by attribute (``config.<key>`` for a key of the config) keyed by wire name."""
@@ -54,20 +151,41 @@ class TaskInSchema(Schema):
         return {wire_name(key): reasons for key, reasons in errors.items()}
 
 
-class TaskSchema(TaskInSchema):
+class TaskUpdateSchema(TaskInSchema):
+    """A change to a schedule (PUT and PATCH alike): any of its fields; what is not sent stays as it is."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(partial=True, **kwargs)
+
+
+class TaskSchema(TaskInSchema, ResponseSchema):
     """A stored schedule: its editable fields and what the scheduler keeps about it."""
 
     id = fields.Integer(dump_only=True)
     created_by = fields.String(data_key="createdBy", dump_only=True)
     created_at = UtcDateTime(data_key="createdAt", dump_only=True)
     updated_at = UtcDateTime(data_key="updatedAt", dump_only=True)
-    last_run_at = UtcDateTime(data_key="lastRunAt", allow_none=True, dump_only=True)
-    last_run_status = fields.String(data_key="lastRunStatus", allow_none=True, dump_only=True)
-    next_run_at = UtcDateTime(data_key="nextRunAt", allow_none=True, dump_only=True)
-    description = fields.Function(
-        lambda schedule: timing_of(schedule).description, metadata={"description": "When it runs, in words"}
+    last_run_at = UtcDateTime(
+        data_key="lastRunAt", allow_none=True, dump_only=True, metadata=documented("When a run last started")
     )
-    version = fields.Integer(dump_only=True, metadata={"description": "Incremented by every edit"})
+    last_run_status = fields.String(
+        data_key="lastRunStatus",
+        allow_none=True,
+        dump_only=True,
+        metadata=documented("The status of its newest run", enum="RunStatus"),
+    )
+    next_run_at = UtcDateTime(
+        data_key="nextRunAt",
+        allow_none=True,
+        dump_only=True,
+        metadata=documented("The armed slot; null when off"),
+    )
+    description = fields.Function(
+        lambda schedule: timing_of(schedule).description,
+        dump_only=True,
+        metadata=documented("When it runs, in words", type="string"),
+    )
+    version = fields.Integer(dump_only=True, metadata=documented("Incremented by every edit"))
 
 
 class TaskFiltersSchema(Schema):
@@ -75,26 +193,28 @@ class TaskFiltersSchema(Schema):
         unknown = EXCLUDE
 
     enabled = fields.Boolean()
-    task_type = fields.String(data_key="taskType")
-    name_contains = fields.String(
-        data_key="q", metadata={"description": "Case-insensitive substring of the name"}
-    )
+    task_type = fields.String(data_key="taskType", metadata=documented(enum="TaskTypeId"))
+    name_contains = fields.String(data_key="q", metadata=documented("Case-insensitive substring of the name"))
     after_id = fields.Integer(
         data_key="afterId",
         validate=validate.Range(min=0),
-        metadata={
-            "description": "Only schedules after this id: pass a page's last id for the next (fast at any depth)"
-        },
+        metadata=documented(
+            "Only schedules after this id: pass a page's last id for the next (fast at any depth)"
+        ),
     )
 
 
-class HistorySchema(Schema):
+class HistorySchema(ResponseSchema):
     id = fields.Integer()
-    scheduleId = fields.Integer(attribute="schedule_id", allow_none=True)
-    taskType = fields.String(attribute="task_type")
+    scheduleId = fields.Integer(
+        attribute="schedule_id",
+        allow_none=True,
+        metadata=documented("Null for a system task's run or a deleted schedule"),
+    )
+    taskType = fields.String(attribute="task_type", metadata=documented("A task type's id, or SYSTEM"))
     systemTask = fields.String(attribute="system_task", allow_none=True)
-    status = fields.String()
-    triggeredBy = fields.String(attribute="triggered_by")
+    status = fields.String(metadata=documented(enum="RunStatus"))
+    triggeredBy = fields.String(attribute="triggered_by", metadata=documented(enum="TriggeredBy"))
     scheduledFor = UtcDateTime(attribute="scheduled_for", allow_none=True)
     queuedAt = UtcDateTime(attribute="queued_at")
     startedAt = UtcDateTime(attribute="started_at", allow_none=True)
@@ -110,56 +230,68 @@ class HistoryFiltersSchema(Schema):
         unknown = EXCLUDE
 
     schedule_id = fields.Integer(data_key="scheduleId")
-    status = fields.String(validate=validate.OneOf(list(RunStatus)))
-    triggered_by = fields.String(data_key="triggeredBy", validate=validate.OneOf(list(TriggeredBy)))
+    status = fields.String(validate=validate.OneOf(ENUMS["RunStatus"]), metadata=documented(enum="RunStatus"))
+    triggered_by = fields.String(
+        data_key="triggeredBy",
+        validate=validate.OneOf(ENUMS["TriggeredBy"]),
+        metadata=documented(enum="TriggeredBy"),
+    )
     system_task = fields.String(data_key="systemTask")
     before_id = fields.Integer(
         data_key="beforeId",
         validate=validate.Range(min=1),
-        metadata={
-            "description": "Only runs older than this id: pass a page's last id for the next (fast at any depth)"
-        },
+        metadata=documented(
+            "Only runs older than this id: pass a page's last id for the next (fast at any depth)"
+        ),
     )
 
 
-class SystemTaskSchema(Schema):
+class SystemTaskSchema(ResponseSchema):
     """Dumps a ``shared.system_tasks.SystemTaskStatus``."""
 
     id = fields.String(attribute="task.id")
     name = fields.String(attribute="task.name")
-    taskType = fields.Constant(SYSTEM_TASK_TYPE)
+    taskType = fields.Constant(SYSTEM_TASK_TYPE, metadata={"type": "string", "enum": [SYSTEM_TASK_TYPE]})
     cronExpression = fields.String(attribute="task.cron_expression")
-    timezone = fields.Constant(SYSTEM_TIMEZONE)
+    timezone = fields.Constant(SYSTEM_TIMEZONE, metadata=documented(type="string"))
     description = fields.String(attribute="task.description")
     scheduleDescription = fields.String(
-        attribute="task.timing.description", metadata={"description": "When it runs, in words"}
+        attribute="task.timing.description", metadata=documented("When it runs, in words")
     )
     lastRunAt = UtcDateTime(attribute="last_run_at", allow_none=True)
     nextRunAt = UtcDateTime(attribute="next_run_at", allow_none=True)
-    lastStatus = fields.String(attribute="last_status", allow_none=True)
+    lastStatus = fields.String(
+        attribute="last_status", allow_none=True, metadata=documented(enum="RunStatus")
+    )
 
 
-class OptionSchema(Schema):
+class OptionSchema(ResponseSchema):
     value = fields.String()
     label = fields.String()
 
 
-class ConfigFieldSchema(Schema):
+class ConfigFieldSchema(ResponseSchema):
     key = fields.String()
     label = fields.String()
-    type = fields.String()
+    type = fields.String(metadata=documented("The form control: select, text, number or url"))
     required = fields.Boolean()
-    options = fields.List(fields.Nested(OptionSchema), allow_none=True)
-    minimum = fields.Float(allow_none=True, metadata={"description": "number fields: the smallest value"})
-    maximum = fields.Float(allow_none=True, metadata={"description": "number fields: the largest value"})
+    options = fields.List(
+        fields.Nested(OptionSchema),
+        allow_none=True,
+        metadata=documented("select fields: the values it takes"),
+    )
+    minimum = fields.Float(allow_none=True, metadata=documented("number fields: the smallest value"))
+    maximum = fields.Float(allow_none=True, metadata=documented("number fields: the largest value"))
 
 
-class MeSchema(Schema):
+class MeSchema(ResponseSchema):
     email = fields.String()
-    authMode = fields.String(metadata={"description": "dev (a fixed user) or header (the proxy's identity)"})
+    authMode = fields.String(
+        metadata=documented("dev (a fixed user) or header (the proxy's identity)", enum="AuthMode")
+    )
 
 
-class TaskTypeSchema(Schema):
+class TaskTypeSchema(ResponseSchema):
     id = fields.String()
     label = fields.String()
     description = fields.String()
@@ -172,12 +304,12 @@ class CronPreviewQuerySchema(Schema):
         unknown = EXCLUDE
 
     expression = fields.String(required=True)
-    timezone = fields.String(load_default="UTC")
-    after = UtcDateTime(metadata={"description": "Slots strictly after this instant (default: now)"})
+    timezone = fields.String(load_default="UTC", metadata=documented("IANA name, one of GET /timezones"))
+    after = UtcDateTime(metadata=documented("Slots strictly after this instant (default: now)"))
     count = fields.Integer(load_default=5, validate=validate.Range(min=1, max=50))
 
 
-class CronPreviewSchema(Schema):
+class CronPreviewSchema(ResponseSchema):
     """Dumps a ``shared.timing.CronPreview``."""
 
     valid = fields.Boolean()

@@ -307,6 +307,38 @@ def test_malformed_json_is_a_400_and_stores_nothing(
     assert stored_schedules() == 0
 
 
+def test_every_missing_required_field_is_named_at_once(
+    client: FlaskClient, stored_schedules: Callable[[], int]
+) -> None:
+    response = client.post(TASKS, json={"cronExpression": "0 9 * * 1"})
+
+    assert response.status_code == 422
+    assert {"name", "taskType", "scheduleType"} <= set(response.get_json()["errors"]["json"])
+    assert stored_schedules() == 0
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
+def test_a_json_body_sent_as_another_media_type_is_a_415_and_stores_nothing(
+    client: FlaskClient, stored_schedules: Callable[[], int], take_ticks: Callable, content_type: str
+) -> None:
+    response = client.post(TASKS, data=json.dumps(cron_task()), content_type=content_type)
+
+    assert response.status_code == 415, response.get_json()
+    assert "application/json" in response.get_json()["message"]
+    assert content_type in response.get_json()["message"]
+    assert stored_schedules() == 0
+    assert take_ticks() == []
+
+
+def test_a_body_without_a_content_type_is_a_415(
+    client: FlaskClient, stored_schedules: Callable[[], int]
+) -> None:
+    response = client.post(TASKS, data=json.dumps(cron_task()), headers={"Content-Type": ""})
+
+    assert response.status_code == 415, response.get_json()
+    assert stored_schedules() == 0
+
+
 # --- Read and list ------------------------------------------------------------------------------------------
 
 
@@ -558,6 +590,22 @@ def test_malformed_json_update_is_a_400(client: FlaskClient, create: Create) -> 
 
     assert response.status_code == 400
     assert client.get(f"{TASKS}/{task['id']}").get_json() == task
+
+
+@pytest.mark.parametrize("method", ["put", "patch"])
+def test_an_update_sent_as_text_plain_is_a_415_and_changes_nothing(
+    client: FlaskClient, create: Create, schedule_row: Callable, method: str
+) -> None:
+    task = create(cron_task())
+    key_before = schedule_row(task["id"]).dedupe_key
+
+    response = getattr(client, method)(
+        f"{TASKS}/{task['id']}", data=json.dumps({"name": "renamed"}), content_type="text/plain"
+    )
+
+    assert response.status_code == 415
+    assert client.get(f"{TASKS}/{task['id']}").get_json() == task
+    assert schedule_row(task["id"]).dedupe_key == key_before
 
 
 def test_editing_the_timing_moves_the_next_run(client: FlaskClient, create: Create) -> None:
