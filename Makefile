@@ -70,13 +70,14 @@ beat: $(STAMP) ## Run the periodiq beat (system crons)
 test: $(STAMP) system-deps tools ## The whole suite against the real PostgreSQL and RabbitMQ, browser and chart checks included (PYTEST_ARGS=tests/deploy: a part)
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(BIN)/pytest $(PYTEST_ARGS)
 
-test-fast: $(STAMP) ## Unit and API tests only (no worker processes, browser or chart)
+test-fast: $(STAMP) ## Every test that needs no service (SQLite and the in-memory broker), in under 30 s
 	$(BIN)/pytest -m "not services"
 
-lint: $(STAMP) ## ruff (lint, docstrings, format check) and mypy --strict on shared/ and services/
+lint: $(STAMP) ## ruff (lint, docstrings, format check), mypy --strict on shared/ and services/, Biome on the page's JS
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	npm ci --silent --no-audit --no-fund && npm run --silent lint:js
 
 format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
