@@ -89,7 +89,7 @@ def schedule_errors(
 
     for field, schedule_type in OWN_FIELDS.items():
         if schedule_type != values.get("schedule_type") and sent.get(field) is not None:
-            errors[field] = [f"belongs to the {schedule_type!r} schedule type; omit it or send null"]
+            errors[field] = [f"belongs to the {str(schedule_type)!r} schedule type; omit it or send null"]
     try:
         parse_timing(_timing_fields(values), allow_seconds)
     except InvalidTiming as exc:

@@ -19,7 +19,6 @@ from shared.protocol import run_system_slot
 from shared.runtime import Runtime
 from shared.settings import Settings
 from shared.system_tasks import SYSTEM_TASK_TYPE
-from shared.task_types import TASK_TYPES
 from tests.api.conftest import TASKS, cron_task, interval_task, parse_utc
 from tests.conftest import Services, environment, free_port, http_ok, wait_for
 
@@ -95,11 +94,11 @@ def test_task_types_lists_the_registry_with_config_fields(client: FlaskClient) -
 
     assert response.status_code == 200
     types = {task_type["id"]: task_type for task_type in response.get_json()}
-    assert list(types) == [task_type.id for task_type in TASK_TYPES]
-    for task_type in types.values():
-        assert task_type["label"] and task_type["description"]
-        for config_field in task_type["configFields"]:
-            assert {"key", "label", "type", "required", "options"} <= set(config_field)
+    assert set(types) == {"report_publish", "send_email", "data_export", "http_request"}
+    assert (types["http_request"]["label"], types["http_request"]["description"]) == (
+        "HTTP Request",
+        "Calls a URL; fails on a non-2xx answer or a network error",
+    )
     (report,) = types["report_publish"]["configFields"]
     assert (report["key"], report["type"], report["required"]) == ("reportId", "select", True)
     assert {"value": "compliance-weekly", "label": "Weekly Compliance Report"} in report["options"]
@@ -190,12 +189,25 @@ def test_preview_gives_up_to_fifty_runs(client: FlaskClient) -> None:
     assert len(preview(client, expression="*/5 * * * *", count=50)["nextRuns"]) == 50
 
 
-@pytest.mark.parametrize("expression", ["0 0 31 2 *", "0 9 * *", "0 0 9 * * 1", "61 * * * *", "every day"])
-def test_preview_of_an_invalid_expression_says_it_is_invalid(client: FlaskClient, expression: str) -> None:
+@pytest.mark.parametrize(
+    ("expression", "reason"),
+    [
+        ("0 0 31 2 *", "the expression never matches a real date"),
+        ("0 9 * *", "expected 5 fields (minute hour day-of-month month day-of-week), got 4"),
+        ("0 0 9 * * 1", "expected 5 fields (minute hour day-of-month month day-of-week), got 6"),
+        ("61 * * * *", "not a valid cron expression: [61 * * * *] is not acceptable, out of range"),
+        ("every day", "expected 5 fields (minute hour day-of-month month day-of-week), got 2"),
+    ],
+)
+def test_preview_of_an_invalid_expression_says_why(client: FlaskClient, expression: str, reason: str) -> None:
     shown = preview(client, expression=expression)
 
-    assert (shown["valid"], shown["description"], shown["nextRuns"]) == (False, None, [])
-    assert shown["error"]
+    assert (shown["valid"], shown["description"], shown["nextRuns"], shown["error"]) == (
+        False,
+        None,
+        [],
+        reason,
+    )
 
 
 @pytest.mark.parametrize(
