@@ -97,10 +97,15 @@ def tick_slots(triples: Sequence[Sequence[Any]]) -> list[TickSlot]:
     ]
 
 
-def run_message(history_id: int) -> dramatiq.Message[None]:
-    """Asks a worker to start the queued run ``history_id``."""
+def run_message(history_id: int, time_limit_s: int) -> dramatiq.Message[None]:
+    """Asks a worker to start the queued run ``history_id``, interrupting it after ``time_limit_s`` (Dramatiq's
+    time-limit middleware reads the message's option before the actor's)."""
     return dramatiq.Message(
-        queue_name=RUN_QUEUE, actor_name=RUN_ACTOR, args=(history_id,), kwargs={}, options={}
+        queue_name=RUN_QUEUE,
+        actor_name=RUN_ACTOR,
+        args=(history_id,),
+        kwargs={},
+        options={"time_limit": time_limit_s * 1000},
     )
 
 

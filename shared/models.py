@@ -88,8 +88,26 @@ class TaskSchedule(Base):
     dedupe_key: Mapped[str | None] = mapped_column(String(32))
     tick_published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # How its runs run, where the task type's defaults are not wanted (None: the task type's, within the
+    # deployment's limits).
+    max_attempts: Mapped[int | None] = mapped_column(Integer)
+    retry_base_delay_ms: Mapped[int | None] = mapped_column(Integer)
+    time_limit_s: Mapped[int | None] = mapped_column(Integer)
+    owner: Mapped[str | None] = mapped_column(String(255))
+    labels: Mapped[dict[str, str]] = mapped_column(JsonDocument, default=dict, server_default=text("'{}'"))
+    # Schedules kept as code (``cronwork apply``): the file's source name and the entry's stable key.
+    source: Mapped[str | None] = mapped_column(String(100))
+    source_key: Mapped[str | None] = mapped_column(String(200))
 
     __table_args__ = (
+        Index(
+            "uq_task_schedules_source_key",
+            "source",
+            "source_key",
+            unique=True,
+            postgresql_where=text("source IS NOT NULL"),
+            sqlite_where=text("source IS NOT NULL"),
+        ),
         # The pump's scan for lost ticks: armed schedules by slot.
         Index(
             "ix_task_schedules_armed",
@@ -147,6 +165,9 @@ class TaskRunHistory(Base):
     missed_slots: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     error_message: Mapped[str | None] = mapped_column(Text)
+    output: Mapped[str | None] = mapped_column(Text)  # the handler's result line (an HTTP status and excerpt)
+    config_override: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)  # Run Now's one-off config
+    time_limit_s: Mapped[int | None] = mapped_column(Integer)  # this run's, when not the worker-wide limit
 
     __table_args__ = (
         # The last line of defence of "no slot runs twice": one row per (schedule, slot, attempt).

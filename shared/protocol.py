@@ -51,7 +51,8 @@ from shared.db import (
 from shared.messaging import Outgoing, TickSlot, run_message, tick_message
 from shared.models import RunStatus, TaskRunHistory, TaskSchedule, TickInFlight, TriggeredBy
 from shared.runtime import Runtime
-from shared.task_types import RunContext, TaskFailed, get_task_type
+from shared.secrets import hidden_secrets, reveal_secrets
+from shared.task_types import OUTPUT_CHARS, RunContext, TaskFailed, TaskType
 from shared.timing import NextSlot, Timing, timing_of
 
 logger = logging.getLogger("cronwork.protocol")
@@ -134,7 +135,7 @@ def publish_outboxes(
     def take() -> tuple[datetime, dict[int, Outgoing], list[TakenTick]]:
         with runtime.sessions.begin() as session:
             now = utcnow()
-            runs = _unsent_runs(session, now, run_candidates) if run_candidates is not None else {}
+            runs = _unsent_runs(runtime, session, now, run_candidates) if run_candidates is not None else {}
             return now, runs, _take_ticks(session, runtime, now, tick_schedule_ids, earliest_ticks)
 
     try:
@@ -197,16 +198,31 @@ def _ms_until(instant: datetime, now: datetime) -> int:
     return int((instant - now).total_seconds() * 1000)
 
 
-def _unsent_runs(session: Session, now: datetime, candidates: Select[Any]) -> dict[int, Outgoing]:
+def _unsent_runs(
+    runtime: Runtime, session: Session, now: datetime, candidates: Select[Any]
+) -> dict[int, Outgoing]:
     """The start messages of the selected runs that are still queued, by run id."""
     queued = session.execute(
-        select(RUNS.c.id, RUNS.c.due_at).where(
+        select(RUNS.c.id, RUNS.c.due_at, RUNS.c.task_type, RUNS.c.time_limit_s).where(
             RUNS.c.id.in_(candidates.scalar_subquery()), RUNS.c.status == RunStatus.QUEUED
         )
     ).all()
     return {
-        history_id: Outgoing(run_message(history_id), _ms_until(due_at, now)) for history_id, due_at in queued
+        history_id: Outgoing(
+            run_message(history_id, time_limit_s(runtime, task_type, own_limit_s)), _ms_until(due_at, now)
+        )
+        for history_id, due_at, task_type, own_limit_s in queued
     }
+
+
+def time_limit_s(runtime: Runtime, task_type_id: str, run_limit_s: int | None) -> int:
+    """How long one attempt of a run may take: its schedule's limit, else its task type's, never more than the
+    worker-wide ``TASK_TIME_LIMIT_S`` (which the run's lease is made of)."""
+    task_type = runtime.task_types.get(task_type_id)
+    wanted = (
+        run_limit_s or (task_type.time_limit_s if task_type else None) or runtime.settings.task_time_limit_s
+    )
+    return min(wanted, runtime.settings.task_time_limit_s)
 
 
 def _take_ticks(
@@ -301,6 +317,7 @@ class ArmedRow:
     interval_ms: int | None
     timezone: str
     task_type: str
+    time_limit_s: int | None
 
     @classmethod
     def of(cls, schedule: TaskSchedule) -> ArmedRow:
@@ -424,6 +441,7 @@ def claim_locked_slots(
                 "due_at": now,
                 "attempt": 1,
                 "missed_slots": following.missed,
+                "time_limit_s": row.time_limit_s,
             }
             for row, following in claimed_rows.values()
         ],
@@ -449,8 +467,11 @@ def claim_locked_slots(
 # --- Run ------------------------------------------------------------------------------------------------------
 
 
-def queue_manual_run(session: Session, schedule: TaskSchedule, now: datetime) -> TaskRunHistory:
-    """Insert a Run Now request; the caller commits, then dispatches it. The chain is not touched."""
+def queue_manual_run(
+    session: Session, schedule: TaskSchedule, now: datetime, config_override: dict[str, Any] | None = None
+) -> TaskRunHistory:
+    """Insert a Run Now request (with a one-off config override, laid over the schedule's config when it
+    starts); the caller commits, then dispatches it. The chain is not touched."""
     run = TaskRunHistory(
         schedule_id=schedule.id,
         task_type=schedule.task_type,
@@ -459,6 +480,8 @@ def queue_manual_run(session: Session, schedule: TaskSchedule, now: datetime) ->
         queued_at=now,
         due_at=now,
         attempt=1,
+        config_override=config_override,
+        time_limit_s=schedule.time_limit_s,
     )
     session.add(run)
     session.flush()
@@ -476,24 +499,34 @@ class StartedRun:
     triggered_by: str
     scheduled_for: datetime | None
     attempt: int
-    config: dict[str, Any]
+    config: dict[str, Any]  # the schedule's, with the run's override laid over it
+    config_override: dict[str, Any] | None
+    time_limit_s: int | None  # the run's own (its schedule's), if any
+    max_attempts: int | None  # its schedule's, if any
+    retry_base_delay_ms: int | None  # its schedule's, if any
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """How an attempt ended; ``may_retry`` when a failure should be followed by another attempt."""
+    """How an attempt ended: its status, error or result line, and ``may_retry`` when a failure should be
+    followed by another attempt."""
 
     run: StartedRun
     status: str
     error: str | None
     duration_ms: int | None
     may_retry: bool = False
+    output: str | None = None
 
 
 SCHEDULE_OF_RUN = SCHEDULES.c.id == RUNS.c.schedule_id
 IS_RUNNING = RUNS.c.status == RunStatus.RUNNING
 _schedule_enabled = select(SCHEDULES.c.enabled).where(SCHEDULE_OF_RUN).scalar_subquery()
 _schedule_config = select(SCHEDULES.c.config).where(SCHEDULE_OF_RUN).scalar_subquery()
+_schedule_max_attempts = select(SCHEDULES.c.max_attempts).where(SCHEDULE_OF_RUN).scalar_subquery()
+_schedule_retry_base_delay_ms = (
+    select(SCHEDULES.c.retry_base_delay_ms).where(SCHEDULE_OF_RUN).scalar_subquery()
+)
 _is_orphan = _schedule_enabled.is_(None)  # its schedule was deleted (schedule_id set null) before it started
 _is_disabled_slot = and_(RUNS.c.triggered_by == TriggeredBy.SCHEDULE, _schedule_enabled.is_(false()))
 WHY_NOT_STARTED = case(
@@ -524,18 +557,21 @@ def start_run(runtime: Runtime, history_id: int) -> StartedRun | None:
     if started is None:
         _resend_if_early(runtime, history_id, now)
         return None
-    status, schedule_id, task_type, system_task, triggered_by, scheduled_for, attempt, config = started
-    if status != RunStatus.RUNNING:
+    if started.status != RunStatus.RUNNING:
         return None
     return StartedRun(
         history_id,
-        schedule_id,
-        task_type,
-        system_task,
-        triggered_by,
-        scheduled_for,
-        attempt,
-        dict(config or {}),
+        started.schedule_id,
+        started.task_type,
+        started.system_task,
+        started.triggered_by,
+        started.scheduled_for,
+        started.attempt,
+        {**(started.config or {}), **(started.config_override or {})},
+        started.config_override,
+        started.time_limit_s,
+        started.max_attempts,
+        started.retry_base_delay_ms,
     )
 
 
@@ -565,7 +601,11 @@ START = (
         RUNS.c.triggered_by,
         RUNS.c.scheduled_for,
         RUNS.c.attempt,
-        _schedule_config,
+        _schedule_config.label("config"),
+        RUNS.c.config_override,
+        RUNS.c.time_limit_s,
+        _schedule_max_attempts.label("max_attempts"),
+        _schedule_retry_base_delay_ms.label("retry_base_delay_ms"),
     )
 )
 
@@ -573,13 +613,9 @@ START = (
 def _resend_if_early(runtime: Runtime, history_id: int, now: datetime) -> None:
     """A start message that came before its run's due time (another host's clock): send it again for then."""
     with runtime.sessions() as session:
-        due_at = session.scalar(
-            select(TaskRunHistory.due_at).where(
-                TaskRunHistory.id == history_id, TaskRunHistory.status == RunStatus.QUEUED
-            )
-        )
-    if due_at is not None and due_at > now:
-        runtime.publisher.publish([Outgoing(run_message(history_id), _ms_until(due_at, now))])
+        early = _unsent_runs(runtime, session, now, select(RUNS.c.id).where(RUNS.c.id == history_id))
+    if history_id in early and (early[history_id].delay_ms or 0) > 0:
+        runtime.publisher.publish([early[history_id]])
 
 
 def execute_run(
@@ -591,38 +627,49 @@ def execute_run(
     run = start_run(runtime, history_id)
     if run is None:
         return None
-    task_type = get_task_type(run.task_type)
-    begun = time.monotonic()
-    error: str | None = None
-    status = RunStatus.SUCCESS
+    task_type = runtime.task_types.get(run.task_type)
     if task_type is None:
-        status, error = RunStatus.ABANDONED, f"unknown task type {run.task_type!r}"
+        # Its plugin was uninstalled (or is a demo type, turned off): the run fails, saying so; no retry.
+        outcome = Outcome(
+            run, RunStatus.FAILED, f"task type {run.task_type!r} is not installed on this worker", 0
+        )
     else:
-        try:
-            task_type.handler(
-                RunContext(config=run.config, simulated_work_ms=runtime.settings.simulated_work_ms)
-            )
-        except TaskFailed as exc:
-            error = str(exc)
-        except (
-            TimeLimitExceeded
-        ):  # Dramatiq interrupts the thread with this BaseException at the actor's limit
-            error = f"time limit exceeded ({runtime.settings.task_time_limit_s} s)"
-        except Exception as exc:  # a handler bug is a failed run, not a crashed worker
-            error = f"{type(exc).__name__}: {exc}"
-        if error:
-            status = RunStatus.FAILED
-    outcome = Outcome(
+        outcome = _run_handler(runtime, task_type, run)
+    (record or (lambda outcomes: record_outcomes(runtime, outcomes)))([outcome])
+    return outcome.status
+
+
+def _run_handler(runtime: Runtime, task_type: TaskType, run: StartedRun) -> Outcome:
+    limit_s = time_limit_s(runtime, run.task_type, run.time_limit_s)
+    context = RunContext(
+        config=reveal_secrets(runtime.settings, task_type, run.config),
+        run_id=run.id,
+        attempt=run.attempt,
+        schedule_id=run.schedule_id,
+        scheduled_for=run.scheduled_for,
+        time_limit_s=limit_s,
+        settings=runtime.settings,
+    )
+    begun = time.monotonic()
+    output = error = None
+    try:
+        output = task_type.handler(context)
+    except TaskFailed as exc:
+        error = str(exc)
+    except TimeLimitExceeded:  # Dramatiq interrupts the thread with this BaseException at the run's limit
+        error = f"time limit exceeded ({limit_s} s)"
+    except Exception as exc:  # a handler bug is a failed run, not a crashed worker
+        error = f"{type(exc).__name__}: {exc}"
+    status = RunStatus.FAILED if error else RunStatus.SUCCESS
+    hide = hidden_secrets(context.config, task_type)
+    return Outcome(
         run,
         status,
-        error,
+        hide(error),
         int((time.monotonic() - begun) * 1000),
-        may_retry=task_type is not None
-        and status == RunStatus.FAILED
-        and run.attempt < task_type.max_attempts,
+        may_retry=status == RunStatus.FAILED and run.attempt < (run.max_attempts or task_type.max_attempts),
+        output=hide(output),
     )
-    (record or (lambda outcomes: record_outcomes(runtime, outcomes)))([outcome])
-    return status
 
 
 def record_outcomes(runtime: Runtime, outcomes: list[Outcome]) -> list[bool]:
@@ -645,6 +692,7 @@ def record_outcomes(runtime: Runtime, outcomes: list[Outcome]) -> list[bool]:
                             "completed_at": now,
                             "duration_ms": outcome.duration_ms,
                             "error_message": (outcome.error or None) and outcome.error[:ERROR_MESSAGE_CHARS],
+                            "output": (outcome.output or None) and outcome.output[:OUTPUT_CHARS],
                             "lease_expires_at": None,
                         }
                         for outcome in outcomes
@@ -653,7 +701,9 @@ def record_outcomes(runtime: Runtime, outcomes: list[Outcome]) -> list[bool]:
                 )
             )
             retries = [
-                _retry_row(outcome.run, now, runtime.settings.retry_base_delay_ms)
+                _retry_row(
+                    outcome.run, now, outcome.run.retry_base_delay_ms or runtime.settings.retry_base_delay_ms
+                )
                 for outcome in outcomes
                 if outcome.may_retry and outcome.run.id in finished
             ]
@@ -688,6 +738,8 @@ def _retry_row(failed: StartedRun, now: datetime, base_delay_ms: int) -> dict[st
         "queued_at": now,
         "due_at": now + retry_delay(failed.attempt, base_delay_ms),
         "attempt": failed.attempt + 1,
+        "config_override": failed.config_override,
+        "time_limit_s": failed.time_limit_s,
     }
 
 
@@ -742,9 +794,11 @@ def run_system_slot(
     if not inserted:
         logger.info("system task %s slot %s already claimed", task_id, slot.isoformat())
         return None
-    run = StartedRun(inserted[0].id, None, task_type, task_id, TriggeredBy.SYSTEM, slot, 1, {})
+    run = StartedRun(
+        inserted[0].id, None, task_type, task_id, TriggeredBy.SYSTEM, slot, 1, {}, None, None, None, None
+    )
     begun = time.monotonic()
-    error = None
+    error = summary = None
     try:
         summary = work(runtime)
         if summary:
@@ -753,5 +807,6 @@ def run_system_slot(
         logger.exception("system task %s failed", task_id)
         error = f"{type(exc).__name__}: {exc}"
     status = RunStatus.FAILED if error else RunStatus.SUCCESS
-    record_outcomes(runtime, [Outcome(run, status, error, int((time.monotonic() - begun) * 1000))])
+    duration_ms = int((time.monotonic() - begun) * 1000)
+    record_outcomes(runtime, [Outcome(run, status, error, duration_ms, output=summary)])
     return status

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
@@ -13,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared.db import create_db_engine, create_session_factory
 from shared.messaging import Publisher, build_broker
 from shared.settings import Settings
+from shared.task_types import TaskType, offered_task_types
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,11 @@ class Runtime:
         trip, where ``BEGIN``, the statement and ``COMMIT`` would be three."""
         engine: Engine = self.sessions.kw["bind"]
         return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    @cached_property
+    def task_types(self) -> Mapping[str, TaskType]:
+        """The task types this process offers and runs, by id (installed plugins, demo types if turned on)."""
+        return offered_task_types(self.settings)
 
     @property
     def on_postgresql(self) -> bool:

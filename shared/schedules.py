@@ -6,6 +6,7 @@ way; the API's schema maps both to and from its wire names. Validation lives her
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,7 +32,7 @@ from shared.protocol import (
     undispatched_runs_of,
 )
 from shared.runtime import Runtime
-from shared.task_types import get_task_type
+from shared.secrets import SecretError, stored_secret
 from shared.timing import TIMINGS, InvalidTiming, TimingFields, parse_timing
 
 
@@ -46,6 +47,11 @@ class ScheduleInput(TypedDict, total=False):
     timezone: str
     enabled: bool
     config: dict[str, Any] | None
+    max_attempts: int | None
+    retry_base_delay_ms: int | None
+    time_limit_s: int | None
+    owner: str | None
+    labels: dict[str, str]
 
 
 EDITABLE_FIELDS = tuple(ScheduleInput.__annotations__)
@@ -53,8 +59,25 @@ EDITABLE_FIELDS = tuple(ScheduleInput.__annotations__)
 TIMING_FIELDS = (*TimingFields._fields, "enabled")
 # The attribute each schedule type uses alone (cron_expression, interval_ms): sent for another type, an error.
 OWN_FIELDS = {kind.own_field: schedule_type for schedule_type, kind in TIMINGS.items() if kind.own_field}
-DEFAULTS = ScheduleInput(timezone="UTC", enabled=True, config={}, cron_expression=None, interval_ms=None)
+DEFAULTS = ScheduleInput(
+    timezone="UTC",
+    enabled=True,
+    config={},
+    cron_expression=None,
+    interval_ms=None,
+    max_attempts=None,
+    retry_base_delay_ms=None,
+    time_limit_s=None,
+    owner=None,
+    labels={},
+)
 NAME_MAX_CHARS = 100
+OWNER_MAX_CHARS = 255
+MAX_ATTEMPTS = 10
+MAX_RETRY_BASE_DELAY_MS = 3_600_000
+MAX_LABELS = 20
+LABEL_KEY = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_./-]{0,61}[A-Za-z0-9])?")
+LABEL_VALUE_MAX_CHARS = 63
 
 
 class ValidationFailed(ValueError):
@@ -67,9 +90,10 @@ class ValidationFailed(ValueError):
 
 
 def schedule_errors(
-    values: Mapping[str, Any], sent: Mapping[str, Any], allow_seconds: bool = False
+    runtime: Runtime, values: Mapping[str, Any], sent: Mapping[str, Any], allow_seconds: bool = False
 ) -> dict[str, list[str]]:
-    """Every problem with a schedule's complete ``values``; ``sent`` is what the caller sent this time.
+    """Every problem with a schedule's complete ``values``, secrets already in their stored form (see
+    ``_store_secrets``); ``sent`` is what the caller sent this time.
 
     ``allow_seconds`` admits a sixth (seconds) cron field: tests and demos use it, the API never does.
     """
@@ -80,7 +104,7 @@ def schedule_errors(
     elif len(name.strip()) > NAME_MAX_CHARS:
         errors["name"] = [f"must be at most {NAME_MAX_CHARS} characters"]
 
-    task_type = get_task_type(values.get("task_type") or "")
+    task_type = runtime.task_types.get(values.get("task_type") or "")
     if task_type is None:
         errors["task_type"] = [f"unknown task type {values.get('task_type')!r}"]
     else:
@@ -100,6 +124,68 @@ def schedule_errors(
         errors["timezone"] = [str(exc)]
     if not isinstance(values.get("enabled"), bool):
         errors["enabled"] = ["must be true or false"]
+    bounds = {
+        "max_attempts": (1, MAX_ATTEMPTS),
+        "retry_base_delay_ms": (0, MAX_RETRY_BASE_DELAY_MS),
+        "time_limit_s": (1, runtime.settings.task_time_limit_s),  # the lease is made of the worker-wide limit
+    }
+    for field, (low, high) in bounds.items():
+        reason = _bounds_reason(values.get(field), low, high)
+        if reason:
+            errors[field] = [reason]
+    owner = values.get("owner")
+    if owner is not None and (not isinstance(owner, str) or len(owner) > OWNER_MAX_CHARS):
+        errors["owner"] = [f"must be text of at most {OWNER_MAX_CHARS} characters"]
+    errors.update(label_errors(values.get("labels")))
+    return errors
+
+
+def _bounds_reason(value: Any, low: int, high: int) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        return "must be a whole number"
+    if not low <= value <= high:
+        return f"must be from {low} to {high}"
+    return None
+
+
+def label_errors(labels: Any) -> dict[str, list[str]]:
+    """Problems with a schedule's labels (``key: value`` text, as Kubernetes labels are written)."""
+    if not isinstance(labels, dict):
+        return {"labels": ["must be an object of text values"]}
+    if len(labels) > MAX_LABELS:
+        return {"labels": [f"at most {MAX_LABELS} labels"]}
+    errors: dict[str, list[str]] = {}
+    for key, value in labels.items():
+        if not LABEL_KEY.fullmatch(key):
+            errors[f"labels.{key}"] = [
+                "a key is 1 to 63 letters, digits, '-', '_', '.' or '/', starting and ending alphanumeric"
+            ]
+        elif not isinstance(value, str) or len(value) > LABEL_VALUE_MAX_CHARS:
+            errors[f"labels.{key}"] = [f"must be text of at most {LABEL_VALUE_MAX_CHARS} characters"]
+    return errors
+
+
+def _store_secrets(
+    runtime: Runtime, values: dict[str, Any], sent: Mapping[str, Any], stored_config: Mapping[str, Any]
+) -> dict[str, list[str]]:
+    """Turn the secret fields of a config just sent into their stored form (encrypted, or a reference), in
+    ``values``; errors by ``config.<key>``. A config not sent keeps its stored secrets as they are."""
+    task_type = runtime.task_types.get(values.get("task_type") or "")
+    config = values.get("config")
+    if "config" not in sent or task_type is None or not isinstance(config, dict):
+        return {}
+    errors: dict[str, list[str]] = {}
+    stored = dict(config)
+    for key in task_type.secret_keys & set(config):
+        if config[key] in (None, ""):
+            continue
+        try:
+            stored[key] = stored_secret(runtime.settings, config[key], stored_config.get(key))
+        except SecretError as exc:
+            errors[f"config.{key}"] = [str(exc)]
+    values["config"] = stored
     return errors
 
 
@@ -134,16 +220,25 @@ def _apply(schedule: TaskSchedule, values: Mapping[str, Any]) -> None:
 
 
 def create_schedule(
-    runtime: Runtime, session: Session, sent: ScheduleInput, created_by: str, allow_seconds: bool = False
+    runtime: Runtime,
+    session: Session,
+    sent: ScheduleInput,
+    created_by: str,
+    allow_seconds: bool = False,
+    source: tuple[str, str] | None = None,
 ) -> TaskSchedule:
-    """Validate, store and arm a new schedule in ``session``; its first tick is published after the commit."""
+    """Validate, store and arm a new schedule in ``session``; its first tick is published after the commit.
+    ``source``: the (source, key) of a schedule kept as code (``cronwork apply``)."""
     values = _merge(DEFAULTS, sent)
-    errors = schedule_errors(values, sent, allow_seconds)
+    errors = _store_secrets(runtime, values, sent, {}) or schedule_errors(
+        runtime, values, sent, allow_seconds
+    )
     if errors:
         raise ValidationFailed(errors)
     now = utcnow()
     with session.begin():
         schedule = TaskSchedule(created_by=created_by, created_at=now, updated_at=now, version=1)
+        schedule.source, schedule.source_key = source or (None, None)
         _apply(schedule, values)
         arm(schedule, now)
         session.add(schedule)
@@ -164,7 +259,9 @@ def update_schedule(
         if schedule is None:
             return None
         values = _merge(_values_of(schedule), sent)
-        errors = schedule_errors(values, sent, allow_seconds)
+        errors = _store_secrets(runtime, values, sent, schedule.config) or schedule_errors(
+            runtime, values, sent, allow_seconds
+        )
         if errors:
             raise ValidationFailed(errors)
         timing_changed = any(values[field] != getattr(schedule, field) for field in TIMING_FIELDS)
@@ -200,6 +297,24 @@ def _claim_due_slot(session: Session, schedule: TaskSchedule, now: datetime) -> 
     return schedule.id, slot.slot
 
 
+def _check_override(runtime: Runtime, schedule: TaskSchedule, override: dict[str, Any]) -> None:
+    task_type = runtime.task_types.get(schedule.task_type)
+    if task_type is None:
+        raise ValidationFailed({"config": [f"task type {schedule.task_type!r} is not installed"]})
+    errors = {
+        f"config.{key}": ["is a secret: set it on the schedule, not for one run"]
+        for key in task_type.secret_keys & set(override)
+    }
+    if not errors:
+        merged = {**schedule.config, **override}
+        errors = {
+            "config" if key == "_schema" else f"config.{key}": reasons
+            for key, reasons in task_type.config_errors(merged).items()
+        }
+    if errors:
+        raise ValidationFailed(errors)
+
+
 def _is_due(schedule: TaskSchedule, now: datetime) -> bool:
     return schedule.next_run_at is not None and schedule.next_run_at <= now
 
@@ -214,13 +329,19 @@ def delete_schedule(session: Session, schedule_id: int) -> bool:
     return True
 
 
-def run_now(runtime: Runtime, session: Session, schedule_id: int) -> TaskRunHistory | None:
-    """Queue a manual run, enabled or not; the chain of slots is untouched. None when no such schedule."""
+def run_now(
+    runtime: Runtime, session: Session, schedule_id: int, config_override: dict[str, Any] | None = None
+) -> TaskRunHistory | None:
+    """Queue a manual run, enabled or not; the chain of slots is untouched. ``config_override`` is laid over
+    the schedule's config for this run only (recorded on it; secret fields cannot be overridden). None when no
+    such schedule."""
     with session.begin():
         schedule = session.get(TaskSchedule, schedule_id)
         if schedule is None:
             return None
-        run = queue_manual_run(session, schedule, utcnow())
+        if config_override:
+            _check_override(runtime, schedule, config_override)
+        run = queue_manual_run(session, schedule, utcnow(), config_override or None)
     dispatch_runs(runtime, f"run {run.id}", select(TaskRunHistory.id).where(TaskRunHistory.id == run.id))
     return run
 
@@ -309,9 +430,12 @@ def schedules_query(
     task_type: str | None = None,
     name_contains: str | None = None,
     after_id: int | None = None,
+    owner: str | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> Select[Any]:
-    """User schedules oldest first; ``after_id`` continues a listing after that schedule (keyset paging: as
-    fast deep in a million schedules as on the first page)."""
+    """User schedules oldest first, filtered by each argument given (``labels``: every one of these); ``after_id``
+    continues a listing after that schedule (keyset paging: as fast deep in a million schedules as on the first
+    page)."""
     query = with_last_run(select(TaskSchedule).order_by(TaskSchedule.id))
     if after_id is not None:
         query = query.where(TaskSchedule.id > after_id)
@@ -322,7 +446,24 @@ def schedules_query(
     if name_contains:
         escaped = name_contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         query = query.where(TaskSchedule.name.ilike(f"%{escaped}%", escape="\\"))
+    if owner:
+        query = query.where(TaskSchedule.owner == owner)
+    for key, value in (labels or {}).items():
+        query = query.where(TaskSchedule.labels[key].as_string() == value)
     return query
+
+
+def set_enabled_where(runtime: Runtime, session: Session, query: Select[Any], enabled: bool) -> list[int]:
+    """Pause (``enabled`` false) or resume every schedule ``query`` selects that is not so already, each as
+    its own edit (re-armed, its tick published); the ids changed."""
+    matching = query.with_only_columns(TaskSchedule.id).where(TaskSchedule.enabled != enabled).order_by(None)
+    ids = list(session.scalars(matching))
+    session.rollback()  # the read's transaction: each edit takes its own
+    changed = []
+    for schedule_id in ids:
+        if update_schedule(runtime, session, schedule_id, ScheduleInput(enabled=enabled)) is not None:
+            changed.append(schedule_id)
+    return changed
 
 
 def history_query(

@@ -203,6 +203,38 @@ class Settings:
         minimum=0,
         maximum=1000,
     )
+    secret_keys: str = setting(
+        "SECRET_KEYS",
+        "",
+        "Fernet keys (comma-separated) that encrypt secret config fields: the first encrypts, every one "
+        "decrypts (rotation: see `shared/secrets.py`); unset: secrets only by reference",
+    )
+    http_allowed_networks: str = setting(
+        "HTTP_ALLOWED_NETWORKS",
+        "",
+        "networks (comma-separated CIDRs) the HTTP task may call although they are private, loopback or "
+        "link-local, which it refuses by default (e.g. `10.20.0.0/16`)",
+    )
+    smtp_host: str = setting(
+        "SMTP_HOST", "", "the mail server `send_email` sends through; unset: it fails, saying so"
+    )
+    smtp_port: int = setting("SMTP_PORT", 587, "the mail server's port", minimum=1, maximum=65535)
+    smtp_security: str = setting(
+        "SMTP_SECURITY",
+        "starttls",
+        "`starttls` (upgrade after connecting), `tls` (TLS from the start, port 465) or `none` (a trusted relay)",
+        choices=("starttls", "tls", "none"),
+    )
+    smtp_username: str = setting("SMTP_USERNAME", "", "the mail server's user; unset: no login")
+    smtp_password: str = setting("SMTP_PASSWORD", "", "the mail server user's password (from a Secret)")
+    smtp_from: str = setting("SMTP_FROM", "cronwork@localhost", "the sender of `send_email`'s mail")
+    demo_task_types: str = setting(
+        "DEMO_TASK_TYPES",
+        "false",
+        "`true` offers the proof of concept's simulated task types and its sample system cron (`make run` "
+        "turns them on); installed plugins are offered either way",
+        choices=("true", "false"),
+    )
     simulated_work_ms: int = setting(
         "SIMULATED_WORK_MS", 1000, "how long the demo task types work, in milliseconds", minimum=0
     )
@@ -265,6 +297,11 @@ class Settings:
     def is_embedded(self) -> bool:
         """True when neither a database nor a broker is configured: one process, SQLite, in-memory broker."""
         return not self.database_url and not self.broker_url
+
+    @property
+    def offers_demo_task_types(self) -> bool:
+        """Whether the simulated demo task types (and the sample system cron) are offered."""
+        return self.demo_task_types == "true"
 
     @property
     def tick_delay_prefetch(self) -> int:

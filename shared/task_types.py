@@ -1,24 +1,48 @@
-"""The task-type registry: what a user schedule can run, its config form, and how it runs.
+"""What a schedule can run: the task-type contract, and the registry that finds task types where Python
+finds plugins.
 
-One list, read by the API (forms, validation) and by the worker (handlers, retries).
+A task type is a ``TaskType`` object published under the ``cronwork.task_types`` entry-point group, by
+cronwork itself (``shared/tasks/``) or by any package installed beside it::
+
+    [project.entry-points."cronwork.task_types"]
+    nightly_export = "acme_tasks:NIGHTLY_EXPORT"
+
+Its id appears in ``/api/scheduler/task-types``, in the page's form and in validation; the worker runs its
+handler. Nothing in cronwork names a task type.
 """
 
 from __future__ import annotations
 
-import json
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from functools import cache
+from importlib.metadata import entry_points
 from typing import Any
 from urllib.parse import urlparse
 
-ERROR_EXCERPT_CHARS = 200
+from shared.settings import Settings
+
+ENTRY_POINT_GROUP = "cronwork.task_types"
+OUTPUT_CHARS = 2000  # what a run keeps of a handler's result line
+
+logger = logging.getLogger("cronwork.task_types")
 
 
 class TaskFailed(Exception):
     """A handler's run failed for a reason worth showing the operator (kept in ``errorMessage``)."""
+
+
+class FieldType(StrEnum):
+    """How the page draws a config field and how its value is checked."""
+
+    SELECT = "select"  # one of ``options``
+    TEXT = "text"
+    NUMBER = "number"  # within ``minimum`` and ``maximum``
+    URL = "url"  # an absolute http(s) URL
+    JSON = "json"  # any JSON value (an object, a list ...), written as JSON in the form
 
 
 @dataclass(frozen=True)
@@ -31,22 +55,34 @@ class Option:
 
 @dataclass(frozen=True)
 class ConfigField:
-    """One field of a task type's config form; ``check`` validates a value for it."""
+    """One field of a task type's config form.
+
+    Parameters:
+      key: the key in a schedule's ``config``.
+      label, help: the form's label and the hint under it.
+      type: a ``FieldType``.
+      required: a schedule of this type must set it.
+      options: the choices of a select field.
+      minimum, maximum: the bounds of a number field.
+      secret: write-only: stored encrypted (or as a reference), never shown back (see ``shared.secrets``).
+    """
 
     key: str
     label: str
-    type: str  # select | text | number | url
+    type: FieldType
     required: bool = False
     options: tuple[Option, ...] | None = None
     minimum: float | None = None
     maximum: float | None = None
+    secret: bool = False
+    help: str = ""
 
     def check(self, value: Any) -> str | None:
         """The reason ``value`` is not acceptable for this field, or None."""
-        if self.type == "select":
+        if self.type == FieldType.SELECT:
             allowed = [option.value for option in self.options or ()]
             return None if value in allowed else f"must be one of {', '.join(allowed)}"
-        if self.type == "number":
+        if self.type == FieldType.NUMBER:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 return "must be a number"
             if self.minimum is not None and value < self.minimum:
@@ -54,9 +90,11 @@ class ConfigField:
             if self.maximum is not None and value > self.maximum:
                 return f"must be at most {self.maximum:g}"
             return None
+        if self.type == FieldType.JSON:
+            return None
         if not isinstance(value, str):
             return "must be a string"
-        if self.type == "url":
+        if self.type == FieldType.URL:
             parsed = urlparse(value)
             if parsed.scheme not in ("http", "https") or not parsed.netloc:
                 return "must be an absolute http:// or https:// URL"
@@ -65,23 +103,58 @@ class ConfigField:
 
 @dataclass(frozen=True)
 class RunContext:
-    """What a handler gets: the schedule's config, and the settings it may need."""
+    """What a handler is given for one attempt of one run.
 
-    config: dict[str, Any]
-    simulated_work_ms: int
+    Parameters:
+      config: the schedule's config (with a Run Now override applied), secret fields in plain text: a handler
+        must never put them in its result or its error message.
+      run_id, attempt: the run's history id and which attempt this is (1 for the first).
+      schedule_id: None once the schedule was deleted, or for a system run.
+      scheduled_for: the slot this run is for (None for Run Now).
+      time_limit_s: how long this attempt may run before it is interrupted.
+      settings: the deployment's settings.
+    """
+
+    config: Mapping[str, Any]
+    run_id: int
+    attempt: int
+    schedule_id: int | None
+    scheduled_for: datetime | None
+    time_limit_s: int
+    settings: Settings
 
 
 @dataclass(frozen=True)
 class TaskType:
-    """A kind of task: its form (``config_fields``), its ``handler``, and ``max_attempts`` (a failed attempt is
-    retried until this many have run). One attempt runs for at most the worker-wide ``TASK_TIME_LIMIT_S``."""
+    """A kind of task.
+
+    Parameters:
+      id: stored on every schedule of this type; never change it once schedules use it.
+      label, description: what the page shows.
+      handler: runs one attempt; returns a one-line result kept on the run (or None); raises ``TaskFailed``
+        (or anything else) to fail the attempt.
+      config_fields: the config form, and its validation.
+      max_attempts: how many attempts a failing run gets, unless its schedule sets fewer or more.
+      time_limit_s: how long one attempt may run, unless its schedule says less (None: the worker-wide
+        ``TASK_TIME_LIMIT_S``, which also caps it).
+      check_config: rules across fields, returning reasons by key (``_schema`` for the whole config).
+      demo: a simulated type of the proof of concept, offered only with ``DEMO_TASK_TYPES=true``.
+    """
 
     id: str
     label: str
     description: str
-    handler: Callable[[RunContext], None]
+    handler: Callable[[RunContext], str | None]
     config_fields: tuple[ConfigField, ...] = field(default=())
     max_attempts: int = 3
+    time_limit_s: int | None = None
+    check_config: Callable[[Mapping[str, Any]], dict[str, list[str]]] | None = None
+    demo: bool = False
+
+    @property
+    def secret_keys(self) -> frozenset[str]:
+        """The config keys that hold secrets."""
+        return frozenset(f.key for f in self.config_fields if f.secret)
 
     def config_errors(self, config: Any) -> dict[str, list[str]]:
         """Problems with ``config``, by key (``_schema`` for the object itself); empty when it is valid."""
@@ -97,120 +170,45 @@ class TaskType:
                 if config_field.required:
                     errors[key] = ["is required"]
                 continue
+            if config_field.secret:
+                continue  # its stored form is shared.secrets's to check
             reason = config_field.check(config[key])
             if reason:
                 errors[key] = [reason]
+        if not errors and self.check_config is not None:
+            errors.update(self.check_config(config))
         return errors
 
 
-def simulated_work(context: RunContext) -> None:
-    """Stands in for a real integration (report service, mailer, exporter): it only takes time."""
-    time.sleep(context.simulated_work_ms / 1000)
+@cache
+def installed_task_types() -> Mapping[str, TaskType]:
+    """Every task type published under ``cronwork.task_types``, by id. A plugin that fails to load, publishes
+    something else or repeats an id is logged and left out: its schedules' runs fail with the reason, and the
+    worker keeps running every other type."""
+    found: dict[str, TaskType] = {}
+    for entry_point in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name):
+        try:
+            task_type = entry_point.load()
+        except Exception:
+            logger.exception("task type plugin %s (%s) failed to load", entry_point.name, entry_point.value)
+            continue
+        if not isinstance(task_type, TaskType):
+            logger.error("task type plugin %s (%s) is not a TaskType", entry_point.name, entry_point.value)
+        elif task_type.id in found:
+            logger.error(
+                "task type plugin %s repeats the id %r; the first one is kept",
+                entry_point.value,
+                task_type.id,
+            )
+        else:
+            found[task_type.id] = task_type
+    return found
 
 
-def http_request(context: RunContext) -> None:
-    """Call the configured URL; anything but a 2xx answer, or no answer in time, fails the run."""
-    config = context.config
-    method = config.get("method") or "GET"
-    body = config.get("body")
-    data = body.encode() if method == "POST" and body else None
-    request = urllib.request.Request(config["url"], data=data, method=method)
-    if data is not None:
-        request.add_header("Content-Type", _content_type(str(body)))
-    timeout_s = float(config.get("timeoutS") or 10)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 (operator-set URL)
-            response.read(ERROR_EXCERPT_CHARS)
-    except urllib.error.HTTPError as exc:
-        excerpt = exc.read(ERROR_EXCERPT_CHARS).decode("utf-8", "replace").strip()
-        raise TaskFailed(f"HTTP {exc.code} {exc.reason} from {config['url']}: {excerpt}") from None
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise TaskFailed(f"request to {config['url']} failed: {reason}") from None
-
-
-def _content_type(body: str) -> str:
-    try:
-        json.loads(body)
-    except ValueError:
-        return "text/plain; charset=utf-8"
-    return "application/json"
-
-
-TASK_TYPES: tuple[TaskType, ...] = (
-    TaskType(
-        id="report_publish",
-        label="Report Publishing",
-        description="Generates and publishes a report",
-        handler=simulated_work,
-        config_fields=(
-            ConfigField(
-                "reportId",
-                "Report",
-                "select",
-                required=True,
-                options=(
-                    Option("compliance-weekly", "Weekly Compliance Report"),
-                    Option("usage-monthly", "Monthly Usage Report"),
-                    Option("billing-summary", "Billing Summary"),
-                ),
-            ),
-        ),
-    ),
-    TaskType(
-        id="send_email",
-        label="Email Notification",
-        description="Sends an email notification",
-        handler=simulated_work,
-        config_fields=(
-            ConfigField(
-                "templateId",
-                "Email Template",
-                "select",
-                required=True,
-                options=(
-                    Option("weekly-digest", "Weekly Digest"),
-                    Option("monthly-summary", "Monthly Summary"),
-                ),
-            ),
-        ),
-    ),
-    TaskType(
-        id="data_export",
-        label="Data Export",
-        description="Exports data to a file",
-        handler=simulated_work,
-        config_fields=(
-            ConfigField(
-                "format",
-                "Export Format",
-                "select",
-                required=True,
-                options=(
-                    Option("csv", "CSV"),
-                    Option("json", "JSON"),
-                    Option("xlsx", "Excel"),
-                ),
-            ),
-        ),
-    ),
-    TaskType(
-        id="http_request",
-        label="HTTP Request",
-        description="Calls a URL; fails on a non-2xx answer or a network error",
-        handler=http_request,
-        config_fields=(
-            ConfigField("url", "URL", "url", required=True),
-            ConfigField("method", "Method", "select", options=(Option("GET", "GET"), Option("POST", "POST"))),
-            ConfigField("body", "Body (POST)", "text"),
-            ConfigField("timeoutS", "Timeout (seconds)", "number", minimum=1, maximum=120),
-        ),
-    ),
-)
-
-TASK_TYPES_BY_ID: dict[str, TaskType] = {task_type.id: task_type for task_type in TASK_TYPES}
-
-
-def get_task_type(task_type_id: str) -> TaskType | None:
-    """The installed task type with this id, or None."""
-    return TASK_TYPES_BY_ID.get(task_type_id)
+def offered_task_types(settings: Settings) -> Mapping[str, TaskType]:
+    """The task types this deployment offers: every installed one, the demo types only when turned on."""
+    return {
+        task_id: task_type
+        for task_id, task_type in installed_task_types().items()
+        if settings.offers_demo_task_types or not task_type.demo
+    }

@@ -17,7 +17,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import psycopg
@@ -26,7 +26,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from shared.db import upgrade_to_head
 from shared.runtime import Runtime, build_runtime
-from shared.settings import Settings
+from shared.settings import Settings, declaration
 
 ADMIN_DATABASE_URL = os.environ.get(
     "TEST_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -165,6 +165,7 @@ def make_settings(database_url: str, broker_url: str, **overrides: object) -> Se
         database_url=database_url,
         broker_url=broker_url,
         simulated_work_ms=50,
+        demo_task_types="true",  # the tests' schedules run the simulated demo types
         retry_base_delay_ms=200,
         pump_grace_s=5,
     )
@@ -201,24 +202,9 @@ def free_port() -> int:
 def environment(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment a ``cronwork`` process reads its Settings from."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("DATABASE_", "BROKER_"))}
-    env.update(
-        DATABASE_URL=settings.database_url,
-        BROKER_URL=settings.broker_url,
-        PORT=str(settings.port),
-        TICK_HORIZON_S=str(settings.tick_horizon_s),
-        PUMP_GRACE_S=str(settings.pump_grace_s),
-        SIMULATED_WORK_MS=str(settings.simulated_work_ms),
-        RETRY_BASE_DELAY_MS=str(settings.retry_base_delay_ms),
-        TASK_TIME_LIMIT_S=str(settings.task_time_limit_s),
-        RUN_LEASE_MARGIN_S=str(settings.run_lease_margin_s),
-        WORKER_PROCESSES=str(settings.worker_processes),
-        WORKER_THREADS=str(settings.worker_threads),
-        TICK_THREADS=str(settings.tick_threads),
-        GUNICORN_WORKERS="1",
-        LOG_LEVEL="INFO",
-        HEARTBEAT_DIR=settings.heartbeat_dir,
-        PYTHONUNBUFFERED="1",
-    )
+    # Every setting by its own variable, so a process runs with exactly the test's settings.
+    env.update({declaration(f.name).env: str(getattr(settings, f.name)) for f in fields(Settings)})
+    env.update(GUNICORN_WORKERS="1", LOG_LEVEL="INFO", PYTHONUNBUFFERED="1")
     env.update(extra)
     return env
 

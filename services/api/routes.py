@@ -16,11 +16,13 @@ from sqlalchemy.orm import Session
 from webargs.flaskparser import FlaskParser, abort, is_json_request  # abort: flask-smorest's, typed NoReturn
 
 from services.api.schemas import (
+    ChangedTasksSchema,
     CronPreviewQuerySchema,
     CronPreviewSchema,
     HistoryFiltersSchema,
     HistorySchema,
     MeSchema,
+    RunNowSchema,
     SystemTaskSchema,
     TaskFiltersSchema,
     TaskInSchema,
@@ -34,7 +36,6 @@ from shared.db import utcnow
 from shared.models import TaskRunHistory, TaskSchedule
 from shared.runtime import Runtime
 from shared.system_tasks import system_task_statuses
-from shared.task_types import TASK_TYPES
 from shared.timing import CronPreview, preview_cron
 
 JSON = "application/json"
@@ -217,6 +218,34 @@ class Tasks(MethodView):
         return schedule, 201, {"Location": url_for("scheduler.Task", task_id=schedule.id)}
 
 
+@blp.route("/tasks/pause")
+class PauseTasks(MethodView):
+    @blp.doc(operationId="pauseTasks")
+    @blp.arguments(TaskFiltersSchema, location="query")
+    @blp.response(200, ChangedTasksSchema)
+    def post(self, filters: dict[str, Any]) -> dict[str, list[int]]:
+        """Disable every schedule the filters select (the same filters as the list), each as its own edit."""
+        return {
+            "changed": schedules.set_enabled_where(
+                runtime(), db(), schedules.schedules_query(**filters), False
+            )
+        }
+
+
+@blp.route("/tasks/resume")
+class ResumeTasks(MethodView):
+    @blp.doc(operationId="resumeTasks")
+    @blp.arguments(TaskFiltersSchema, location="query")
+    @blp.response(200, ChangedTasksSchema)
+    def post(self, filters: dict[str, Any]) -> dict[str, list[int]]:
+        """Enable every schedule the filters select, each re-armed from its next slot."""
+        return {
+            "changed": schedules.set_enabled_where(
+                runtime(), db(), schedules.schedules_query(**filters), True
+            )
+        }
+
+
 @blp.route(TASK)
 class Task(MethodView):
     @blp.doc(operationId="getTask")
@@ -257,10 +286,14 @@ class Task(MethodView):
 @blp.route(f"{TASK}/run")
 class RunNow(MethodView):
     @blp.doc(operationId="runTaskNow")
+    @blp.arguments(RunNowSchema, required=False)
     @blp.response(202, HistorySchema)
-    def post(self, task_id: int) -> TaskRunHistory:
-        """Run Now: queue one manual run, enabled or not; the schedule's next slot does not move."""
-        return schedules.run_now(runtime(), db(), task_id) or no_such_task(task_id)
+    def post(self, sent: dict[str, Any], task_id: int) -> TaskRunHistory:
+        """Run Now: queue one manual run, enabled or not, with a one-off config override if sent; the
+        schedule's next slot does not move."""
+        with invalid_input_as_422():
+            run = schedules.run_now(runtime(), db(), task_id, sent.get("config"))
+        return run or no_such_task(task_id)
 
 
 @blp.route("/history")
@@ -298,7 +331,7 @@ class TaskTypes(MethodView):
     @blp.response(200, TaskTypeSchema(many=True))
     def get(self) -> Any:
         """What a schedule can run, with the config form of each type."""
-        return list(TASK_TYPES)  # a tuple would be read as (body, status, headers)
+        return list(runtime().task_types.values())
 
 
 @blp.route("/timezones")

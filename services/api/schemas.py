@@ -10,18 +10,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from marshmallow import EXCLUDE, RAISE, Schema, fields, validate
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_dump, validate
 
 from shared.models import RunStatus, ScheduleType, TriggeredBy
-from shared.schedules import NAME_MAX_CHARS
+from shared.schedules import MAX_ATTEMPTS, MAX_RETRY_BASE_DELAY_MS, NAME_MAX_CHARS, OWNER_MAX_CHARS
+from shared.secrets import shown_config
 from shared.settings import declaration
 from shared.system_tasks import SYSTEM_TASK_TYPE, SYSTEM_TIMEZONE
-from shared.task_types import TASK_TYPES
+from shared.task_types import FieldType, installed_task_types
 from shared.timing import CRON_EXPRESSION_MAX_CHARS, MAX_INTERVAL_MS, MIN_INTERVAL_MS, timing_of
 
 # The sets of values the wire knows, each a schema of its own in the spec (one class in a generated client).
 ENUMS: dict[str, list[str]] = {
-    "TaskTypeId": [task_type.id for task_type in TASK_TYPES],
+    "ConfigFieldType": [str(value) for value in FieldType],
     "ScheduleType": [str(value) for value in ScheduleType],
     "RunStatus": [str(value) for value in RunStatus],
     "TriggeredBy": [str(value) for value in TriggeredBy],
@@ -97,7 +98,9 @@ class TaskInSchema(Schema):
     task_type = fields.String(
         data_key="taskType",
         required=True,
-        metadata=documented("What runs (GET /task-types)", enum="TaskTypeId"),
+        metadata=documented(
+            "What runs: the id of a task type that GET /task-types lists (plugins add their own)"
+        ),
     )
     schedule_type = fields.String(
         data_key="scheduleType",
@@ -137,6 +140,45 @@ class TaskInSchema(Schema):
         metadata=documented(
             "The task type's settings, by the keys of its configFields (created without it: {})",
             example={"reportId": "compliance-weekly"},
+        ),
+    )
+
+    max_attempts = fields.Integer(
+        data_key="maxAttempts",
+        strict=True,
+        allow_none=True,
+        metadata=documented(
+            "Attempts a failing run gets (null: its task type's)", minimum=1, maximum=MAX_ATTEMPTS
+        ),
+    )
+    retry_base_delay_ms = fields.Integer(
+        data_key="retryBaseDelayMs",
+        strict=True,
+        allow_none=True,
+        metadata=documented(
+            "Backoff before the second attempt, doubling after each (null: RETRY_BASE_DELAY_MS)",
+            minimum=0,
+            maximum=MAX_RETRY_BASE_DELAY_MS,
+        ),
+    )
+    time_limit_s = fields.Integer(
+        data_key="timeLimitS",
+        strict=True,
+        allow_none=True,
+        metadata=documented(
+            "How long one attempt may run (null: its task type's); at most the deployment's TASK_TIME_LIMIT_S",
+            minimum=1,
+        ),
+    )
+    owner = fields.String(
+        allow_none=True, metadata=documented("Who answers for it", maxLength=OWNER_MAX_CHARS)
+    )
+    labels = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(),
+        metadata=documented(
+            "key: value text, to filter and act on schedules together (created without it: {})",
+            example={"team": "billing"},
         ),
     )
 
@@ -180,6 +222,11 @@ class TaskSchema(TaskInSchema, ResponseSchema):
         dump_only=True,
         metadata=documented("The armed slot; null when off"),
     )
+    source = fields.String(
+        allow_none=True,
+        dump_only=True,
+        metadata=documented("The file it is kept in (cronwork apply), if any"),
+    )
     description = fields.Function(
         lambda schedule: timing_of(schedule).description,
         dump_only=True,
@@ -187,14 +234,62 @@ class TaskSchema(TaskInSchema, ResponseSchema):
     )
     version = fields.Integer(dump_only=True, metadata=documented("Incremented by every edit"))
 
+    @post_dump(pass_original=True)
+    def hide_secrets(self, data: dict[str, Any], schedule: Any, **_kwargs: Any) -> dict[str, Any]:
+        """A secret config field shows ``{"set": true}`` (or its reference), never its value."""
+        data["config"] = shown_config(installed_task_types().get(schedule.task_type), schedule.config)
+        return data
+
+
+class LabelSelector(fields.Field[dict[str, str]]):
+    """``key=value`` pairs (a query parameter given once per label) read as a mapping."""
+
+    is_multiple = True  # webargs: collect every occurrence of the parameter
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> dict[str, str]:
+        pairs = value if isinstance(value, list) else [value]
+        selected = {}
+        for pair in pairs:
+            key, equals, wanted = str(pair).partition("=")
+            if not equals or not key:
+                raise ValidationError(f"{pair!r} is not key=value")
+            selected[key] = wanted
+        return selected
+
+
+class ChangedTasksSchema(ResponseSchema):
+    changed = fields.List(fields.Integer(), metadata=documented("The ids of the schedules changed"))
+
+
+class RunNowSchema(Schema):
+    """What Run Now may carry."""
+
+    class Meta:
+        unknown = RAISE
+
+    config = fields.Dict(
+        keys=fields.String(),
+        load_default=None,
+        metadata=documented("Config keys to use for this run only (secret fields excepted)"),
+    )
+
 
 class TaskFiltersSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
     enabled = fields.Boolean()
-    task_type = fields.String(data_key="taskType", metadata=documented(enum="TaskTypeId"))
+    task_type = fields.String(data_key="taskType", metadata=documented("A task type's id"))
     name_contains = fields.String(data_key="q", metadata=documented("Case-insensitive substring of the name"))
+    owner = fields.String()
+    labels = LabelSelector(
+        data_key="label",
+        metadata=documented(
+            "key=value; give it once per label, a schedule must carry each",
+            type="array",
+            items={"type": "string"},
+        ),
+    )
     after_id = fields.Integer(
         data_key="afterId",
         validate=validate.Range(min=0),
@@ -223,6 +318,14 @@ class HistorySchema(ResponseSchema):
     attempt = fields.Integer()
     missedSlots = fields.Integer(attribute="missed_slots")
     errorMessage = fields.String(attribute="error_message", allow_none=True)
+    output = fields.String(
+        allow_none=True, metadata=documented("What the handler reported (an HTTP status and excerpt...)")
+    )
+    configOverride = fields.Dict(
+        attribute="config_override",
+        allow_none=True,
+        metadata=documented("Run Now's one-off config, laid over the schedule's for this run"),
+    )
 
 
 class HistoryFiltersSchema(Schema):
@@ -273,7 +376,7 @@ class OptionSchema(ResponseSchema):
 class ConfigFieldSchema(ResponseSchema):
     key = fields.String()
     label = fields.String()
-    type = fields.String(metadata=documented("The form control: select, text, number or url"))
+    type = fields.String(metadata=documented("The form control", enum="ConfigFieldType"))
     required = fields.Boolean()
     options = fields.List(
         fields.Nested(OptionSchema),
@@ -282,6 +385,13 @@ class ConfigFieldSchema(ResponseSchema):
     )
     minimum = fields.Float(allow_none=True, metadata=documented("number fields: the smallest value"))
     maximum = fields.Float(allow_none=True, metadata=documented("number fields: the largest value"))
+    secret = fields.Boolean(
+        metadata=documented(
+            'Write-only: send the value (stored encrypted), {"env": "NAME"} or {"file": "/path"}; '
+            'answers show {"set": true}, and sending that back keeps it'
+        )
+    )
+    help = fields.String(metadata=documented("A hint for the form"))
 
 
 class MeSchema(ResponseSchema):
@@ -296,6 +406,9 @@ class TaskTypeSchema(ResponseSchema):
     label = fields.String()
     description = fields.String()
     maxAttempts = fields.Integer(attribute="max_attempts")
+    timeLimitS = fields.Integer(
+        attribute="time_limit_s", allow_none=True, metadata=documented("null: the deployment's limit")
+    )
     configFields = fields.List(fields.Nested(ConfigFieldSchema), attribute="config_fields")
 
 

@@ -30,7 +30,7 @@ from shared.runtime import Runtime
 from shared.settings import Settings
 
 EMAIL_CONFIG = {"templateId": "weekly-digest"}
-UNIT_SETTINGS = Settings(simulated_work_ms=0)  # the embedded mode's: no DATABASE_URL, no BROKER_URL
+UNIT_SETTINGS = Settings(simulated_work_ms=0, demo_task_types="true")  # embedded: no DATABASE_URL, no BROKER_URL
 
 
 @dataclass(frozen=True)
