@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 LOCK := requirements-dev.lock
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) examples/cronwork-example-tasks/pyproject.toml | sha1sum | cut -c1-12)
 TOOLS := .tools
 LOCK_VENV := $(TOOLS)/lock-venv
 LOCK_STAMP := $(LOCK_VENV)/.installed-$(shell cat deploy/lock-tools.txt | sha1sum | cut -c1-12)
@@ -18,11 +18,13 @@ PYTEST_ARGS ?=
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml $(LOCK)
+$(STAMP): pyproject.toml $(LOCK) examples/cronwork-example-tasks/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip==25.3
 	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r $(LOCK)
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	# The example task-type plugin, which the tests install and run as a team's own package would be.
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e examples/cronwork-example-tasks
 	rm -f $(VENV)/.installed-*; touch $@
 
 install: $(STAMP) ## Create .venv and install cronwork with the locked, hash-checked dependencies
