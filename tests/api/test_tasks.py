@@ -150,9 +150,9 @@ def test_manual_schedule_has_no_next_run(create: Create) -> None:
     task = create(
         {
             "name": "On demand",
-            "taskType": "send_email",
+            "taskType": "report_publish",
             "scheduleType": "manual",
-            "config": {"templateId": "weekly-digest"},
+            "config": {"reportId": "compliance-weekly"},
         }
     )
 
@@ -854,9 +854,9 @@ def test_run_now_runs_a_manual_schedule(client: FlaskClient, create: Create) -> 
     task = create(
         {
             "name": "On demand",
-            "taskType": "send_email",
+            "taskType": "report_publish",
             "scheduleType": "manual",
-            "config": {"templateId": "weekly-digest"},
+            "config": {"reportId": "compliance-weekly"},
         }
     )
 

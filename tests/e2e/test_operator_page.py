@@ -355,12 +355,12 @@ def test_create_interval_task(page: Page) -> None:
     name = unique("Digest every two hours")
     dialog = open_add_dialog(page)
     dialog.get_by_label("Name").fill(name)
-    dialog.get_by_label("Task type").select_option(label="Email Notification")
+    dialog.get_by_label("Task type").select_option(label="Data Export")
     page.get_by_test_id("schedule-type-interval").check()
     expect(page.get_by_test_id("cron-expression")).to_be_hidden()
     page.get_by_test_id("interval-value").fill("2")
     page.get_by_test_id("interval-unit").select_option(label="hours")
-    dialog.get_by_label("Email Template").select_option(label="Weekly Digest")
+    dialog.get_by_label("Export Format").select_option(label="CSV")
     page.get_by_test_id("task-save").click()
 
     expect(toast(page, "success", f"Created “{name}”")).to_be_visible()
@@ -587,7 +587,7 @@ def test_edit_changes_name_and_switches_cron_to_interval(page: Page, rest: RestC
 
 def test_disable_pauses_the_task_and_the_enabled_filter_finds_it(page: Page, rest: RestClient) -> None:
     name = unique("Pausable digest")
-    rest.create_task(name, taskType="send_email", config={"templateId": "monthly-summary"})
+    rest.create_task(name, taskType="report_publish", config={"reportId": "usage-monthly"})
     row = search_for(page, name)
     row.get_by_test_id("edit").click()
     page.get_by_test_id("task-enabled").uncheck()

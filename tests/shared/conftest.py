@@ -29,7 +29,7 @@ from shared.models import TaskRunHistory, TaskSchedule, TickInFlight
 from shared.runtime import Runtime
 from shared.settings import Settings
 
-EMAIL_CONFIG = {"templateId": "weekly-digest"}
+REPORT_CONFIG = {"reportId": "compliance-weekly"}
 UNIT_SETTINGS = Settings(simulated_work_ms=0, demo_task_types="true")  # embedded: no DATABASE_URL, no BROKER_URL
 
 
@@ -68,13 +68,13 @@ class Embedded:
         with self.runtime.sessions.begin() as session:
             schedule = TaskSchedule(
                 name="unit",
-                task_type="send_email",
+                task_type="report_publish",
                 schedule_type=schedule_type,
                 cron_expression=cron,
                 interval_ms=interval_ms,
                 timezone=timezone,
                 enabled=enabled,
-                config=EMAIL_CONFIG,
+                config=REPORT_CONFIG,
                 created_by="tests",
             )
             protocol.arm(schedule, now)
@@ -128,9 +128,9 @@ class Embedded:
             return run
 
     def add_run(self, **columns: Any) -> TaskRunHistory:
-        """Store a run row as given (a manual send_email run unless said otherwise)."""
+        """Store a run row as given (a manual report_publish run unless said otherwise)."""
         values: dict[str, Any] = {
-            "task_type": "send_email",
+            "task_type": "report_publish",
             "triggered_by": "manual",
             "attempt": 1,
             **columns,

@@ -32,10 +32,10 @@ def test_times_come_back_aware_in_utc_and_config_as_a_document(database: str) ->
         session.add(
             TaskSchedule(
                 name="t",
-                task_type="send_email",
+                task_type="report_publish",
                 schedule_type="cron",
                 cron_expression="0 9 * * *",
-                config={"templateId": "weekly-digest", "nested": {"n": [1, 2]}},
+                config={"reportId": "compliance-weekly", "nested": {"n": [1, 2]}},
                 created_by="tests",
                 next_run_at=paris_evening,
             )
@@ -44,7 +44,7 @@ def test_times_come_back_aware_in_utc_and_config_as_a_document(database: str) ->
         stored = session.query(TaskSchedule).one()
     assert stored.next_run_at == paris_evening and stored.next_run_at.utcoffset() == timedelta(0)
     assert stored.created_at.tzinfo is not None
-    assert stored.config == {"templateId": "weekly-digest", "nested": {"n": [1, 2]}}
+    assert stored.config == {"reportId": "compliance-weekly", "nested": {"n": [1, 2]}}
     assert stored.timezone == "UTC" and stored.enabled is True
 
 
@@ -54,7 +54,7 @@ def test_a_naive_time_is_refused_rather_than_guessed(database: str) -> None:
         session.add(
             TaskSchedule(
                 name="t",
-                task_type="send_email",
+                task_type="report_publish",
                 schedule_type="manual",
                 config={},
                 created_by="tests",

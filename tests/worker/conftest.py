@@ -20,7 +20,7 @@ from shared.runtime import Runtime, build_runtime
 from shared.settings import Settings
 from tests.conftest import Service, Services, environment, make_settings, truncate, wait_for
 
-EMAIL = {"task_type": "send_email", "config": {"templateId": "weekly-digest"}}
+REPORT = {"task_type": "report_publish", "config": {"reportId": "compliance-weekly"}}
 
 
 # The domain's write functions work in a session the caller owns (the API's is the request's); tests own one each.
@@ -80,7 +80,7 @@ class Engine:
         return self.services.start("beat", environment(self.settings))
 
     def create(self, **fields: Any) -> TaskSchedule:
-        return create_schedule(self.runtime, {"name": "engine test", **EMAIL, **fields}, allow_seconds=True)
+        return create_schedule(self.runtime, {"name": "engine test", **REPORT, **fields}, allow_seconds=True)
 
     def update(self, schedule_id: int, **fields: Any) -> TaskSchedule:
         updated = update_schedule(self.runtime, schedule_id, fields, allow_seconds=True)

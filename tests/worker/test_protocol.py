@@ -22,7 +22,7 @@ from shared.settings import Settings
 from tests.conftest import make_settings
 from tests.worker.conftest import create_schedule, run_now, update_schedule
 
-EMAIL = {"task_type": "send_email", "config": {"templateId": "weekly-digest"}}
+REPORT = {"task_type": "report_publish", "config": {"reportId": "compliance-weekly"}}
 
 
 def ready_and_delayed(runtime: Runtime, queue: str) -> tuple[int, int]:
@@ -50,7 +50,7 @@ def test_a_schedule_created_while_the_broker_is_down_is_stored_and_published_by_
     down = unreachable_broker_runtime(runtime)
     schedule = create_schedule(
         down,
-        {"name": "born in an outage", "schedule_type": "interval", "interval_ms": 5000, **EMAIL},
+        {"name": "born in an outage", "schedule_type": "interval", "interval_ms": 5000, **REPORT},
         "tests",
     )
     with runtime.sessions() as session:
@@ -66,7 +66,7 @@ def test_a_schedule_created_while_the_broker_is_down_is_stored_and_published_by_
 
 
 def test_a_run_whose_message_was_lost_is_dispatched_again_by_the_pump(runtime: Runtime) -> None:
-    schedule = create_schedule(runtime, {"name": "manual", "schedule_type": "manual", **EMAIL}, "tests")
+    schedule = create_schedule(runtime, {"name": "manual", "schedule_type": "manual", **REPORT}, "tests")
     run = run_now(unreachable_broker_runtime(runtime), schedule.id)
     assert run is not None
     with runtime.sessions.begin() as session:  # it has been waiting longer than the grace period
@@ -82,7 +82,7 @@ def test_a_run_whose_message_was_lost_is_dispatched_again_by_the_pump(runtime: R
 
 
 def test_a_run_sent_long_ago_and_never_started_is_sent_once_more_per_lease(runtime: Runtime) -> None:
-    schedule = create_schedule(runtime, {"name": "manual", "schedule_type": "manual", **EMAIL}, "tests")
+    schedule = create_schedule(runtime, {"name": "manual", "schedule_type": "manual", **REPORT}, "tests")
     run = run_now(runtime, schedule.id)
     assert run is not None
     long_ago = utcnow() - runtime.lease - timedelta(minutes=1)
@@ -100,7 +100,7 @@ def test_a_run_sent_long_ago_and_never_started_is_sent_once_more_per_lease(runti
 
 def test_a_slot_beyond_the_horizon_is_published_by_the_pump_once_it_enters_it(runtime: Runtime) -> None:
     schedule = create_schedule(
-        runtime, {"name": "hourly", "schedule_type": "interval", "interval_ms": 3_600_000, **EMAIL}, "tests"
+        runtime, {"name": "hourly", "schedule_type": "interval", "interval_ms": 3_600_000, **REPORT}, "tests"
     )
     with runtime.sessions() as session:
         assert session.get(TaskSchedule, schedule.id).tick_published_at is None, "an hour away: beyond H"
@@ -116,7 +116,7 @@ def test_a_slot_beyond_the_horizon_is_published_by_the_pump_once_it_enters_it(ru
 
 def test_a_stale_tick_is_dropped_and_a_current_one_claims_its_slot_once(runtime: Runtime) -> None:
     schedule = create_schedule(
-        runtime, {"name": "claim", "schedule_type": "interval", "interval_ms": 60_000, **EMAIL}, "tests"
+        runtime, {"name": "claim", "schedule_type": "interval", "interval_ms": 60_000, **REPORT}, "tests"
     )
     with runtime.sessions.begin() as session:
         row = session.get(TaskSchedule, schedule.id)
@@ -146,7 +146,7 @@ def test_retention_deletes_only_finished_runs_older_than_the_limit(runtime: Runt
         ):
             session.add(
                 TaskRunHistory(
-                    task_type="send_email",
+                    task_type="report_publish",
                     status=status,
                     triggered_by=TriggeredBy.MANUAL,
                     queued_at=queued_at,
@@ -166,7 +166,7 @@ def test_build_runtime_connects_with_publisher_confirms(settings: Settings) -> N
 
 
 def test_a_run_delivered_twice_at_once_starts_once(runtime: Runtime) -> None:
-    schedule = create_schedule(runtime, {"name": "manual", "schedule_type": "manual", **EMAIL}, "tests")
+    schedule = create_schedule(runtime, {"name": "manual", "schedule_type": "manual", **REPORT}, "tests")
     run = run_now(runtime, schedule.id)
     assert run is not None
     outcomes: list[str | None] = []
@@ -194,7 +194,7 @@ def due_now(runtime: Runtime, schedule_id: int) -> tuple[datetime, str]:
 
 def test_a_slot_re_armed_after_it_ran_is_moved_past_instead_of_retried_forever(runtime: Runtime) -> None:
     schedule = create_schedule(
-        runtime, {"name": "skewed", "schedule_type": "interval", "interval_ms": 60_000, **EMAIL}, "tests"
+        runtime, {"name": "skewed", "schedule_type": "interval", "interval_ms": 60_000, **REPORT}, "tests"
     )
     slot, key = due_now(runtime, schedule.id)
     assert claim(runtime, schedule.id, slot, key)
@@ -210,7 +210,7 @@ def test_a_slot_re_armed_after_it_ran_is_moved_past_instead_of_retried_forever(r
 
 def test_publishing_is_not_blocked_by_a_run_being_inserted_for_the_schedule(runtime: Runtime) -> None:
     schedule = create_schedule(
-        runtime, {"name": "busy", "schedule_type": "interval", "interval_ms": 60_000, **EMAIL}, "tests"
+        runtime, {"name": "busy", "schedule_type": "interval", "interval_ms": 60_000, **REPORT}, "tests"
     )
     with runtime.sessions.begin() as session:
         session.get(TaskSchedule, schedule.id).tick_published_at = None
@@ -220,7 +220,7 @@ def test_publishing_is_not_blocked_by_a_run_being_inserted_for_the_schedule(runt
     inserting.add(
         TaskRunHistory(
             schedule_id=schedule.id,
-            task_type="send_email",
+            task_type="report_publish",
             status=RunStatus.QUEUED,
             triggered_by=TriggeredBy.MANUAL,
         )
@@ -240,7 +240,7 @@ def test_publishing_is_not_blocked_by_a_run_being_inserted_for_the_schedule(runt
 
 def test_re_timing_a_schedule_whose_slot_is_due_runs_that_slot_first(runtime: Runtime) -> None:
     schedule = create_schedule(
-        runtime, {"name": "retime", "schedule_type": "interval", "interval_ms": 60_000, **EMAIL}, "tests"
+        runtime, {"name": "retime", "schedule_type": "interval", "interval_ms": 60_000, **REPORT}, "tests"
     )
     slot, _key = due_now(runtime, schedule.id)  # its tick is still on the way
 
@@ -258,7 +258,7 @@ def test_re_timing_a_schedule_whose_slot_is_due_runs_that_slot_first(runtime: Ru
 
 def test_a_scheduled_run_whose_schedule_was_disabled_before_it_started_is_skipped(runtime: Runtime) -> None:
     schedule = create_schedule(
-        runtime, {"name": "stopped", "schedule_type": "interval", "interval_ms": 60_000, **EMAIL}, "tests"
+        runtime, {"name": "stopped", "schedule_type": "interval", "interval_ms": 60_000, **REPORT}, "tests"
     )
     slot, key = due_now(runtime, schedule.id)
     assert claim(runtime, schedule.id, slot, key)
@@ -274,7 +274,7 @@ def test_a_scheduled_run_whose_schedule_was_disabled_before_it_started_is_skippe
 
 def test_many_concurrent_publishers_put_one_live_tick_in_the_broker(runtime: Runtime) -> None:
     schedule = create_schedule(
-        runtime, {"name": "contended", "schedule_type": "interval", "interval_ms": 60_000, **EMAIL}, "tests"
+        runtime, {"name": "contended", "schedule_type": "interval", "interval_ms": 60_000, **REPORT}, "tests"
     )
     with runtime.sessions.begin() as session:  # as if the first publish had failed: the outbox is open
         session.get(TaskSchedule, schedule.id).tick_published_at = None
@@ -333,7 +333,7 @@ def requests_of(ticks: list[tuple[int, list[TickSlot]]]) -> list[protocol.ClaimR
 def test_a_batch_with_a_stale_tick_and_a_duplicate_claims_each_current_slot_once(runtime: Runtime) -> None:
     current, edited = (
         create_schedule(
-            runtime, {"name": name, "schedule_type": "interval", "interval_ms": 60_000, **EMAIL}, "tests"
+            runtime, {"name": name, "schedule_type": "interval", "interval_ms": 60_000, **REPORT}, "tests"
         )
         for name in ("current", "edited")
     )
@@ -355,7 +355,7 @@ def test_a_batch_with_a_stale_tick_and_a_duplicate_claims_each_current_slot_once
 def test_a_batch_whose_commit_fails_changes_nothing_and_claims_when_delivered_again(runtime: Runtime) -> None:
     take_ticks(runtime)  # earlier tests' ticks, on this run's shared vhost
     schedule = create_schedule(
-        runtime, {"name": "fragile", "schedule_type": "interval", "interval_ms": 60_000, **EMAIL}, "tests"
+        runtime, {"name": "fragile", "schedule_type": "interval", "interval_ms": 60_000, **REPORT}, "tests"
     )
     slot, key = due_now(runtime, schedule.id)
     [(tick_id, _slots)] = take_ticks(runtime)  # the tick its creation published
@@ -388,7 +388,7 @@ def test_a_publish_that_fails_mid_batch_sends_nothing_and_leaves_every_outbox_to
     for n in range(6):
         schedule = create_schedule(
             runtime,
-            {"name": f"chain {n}", "schedule_type": "interval", "interval_ms": 60_000, **EMAIL},
+            {"name": f"chain {n}", "schedule_type": "interval", "interval_ms": 60_000, **REPORT},
             "tests",
         )
         slot, key = due_now(runtime, schedule.id)
@@ -432,7 +432,9 @@ def test_a_publish_that_fails_mid_batch_sends_nothing_and_leaves_every_outbox_to
 def test_a_tick_redelivered_after_its_claim_but_before_its_publishes_completes_them(runtime: Runtime) -> None:
     take_ticks(runtime)
     schedule = create_schedule(
-        runtime, {"name": "interrupted", "schedule_type": "interval", "interval_ms": 60_000, **EMAIL}, "tests"
+        runtime,
+        {"name": "interrupted", "schedule_type": "interval", "interval_ms": 60_000, **REPORT},
+        "tests",
     )
     slot, key = due_now(runtime, schedule.id)
     take_ticks(runtime)
@@ -455,7 +457,7 @@ def test_a_schedule_with_nothing_to_publish_is_stored_while_the_budget_is_busy(r
     with engine.connect() as publisher:  # another publisher, holding the fleet-wide budget lock
         publisher.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": protocol.TICK_BUDGET_LOCK})
         created: list[int] = []
-        nightly = {"name": "nightly", "schedule_type": "cron", "cron_expression": "0 3 * * *", **EMAIL}
+        nightly = {"name": "nightly", "schedule_type": "cron", "cron_expression": "0 3 * * *", **REPORT}
         create = threading.Thread(
             target=lambda: created.append(create_schedule(runtime, nightly, "tests").id)
         )
@@ -483,10 +485,10 @@ def test_slots_beyond_the_budget_wait_and_are_published_earliest_first(
             session.add(
                 TaskSchedule(
                     name=f"s{n}",
-                    task_type="send_email",
+                    task_type="report_publish",
                     schedule_type="interval",
                     interval_ms=60_000,
-                    config={"templateId": "weekly-digest"},
+                    config={"reportId": "compliance-weekly"},
                     created_by="tests",
                     next_run_at=now + timedelta(seconds=30, milliseconds=10 * (249 - n)),
                     dedupe_key=f"key{n}",
