@@ -23,10 +23,10 @@ logger = logging.getLogger("cronwork.embedded")
 
 def drive_system_tasks(stopped: threading.Event) -> None:
     """The embedded beat: periodiq needs the main thread (SIGALRM), so send the same registry's crons here."""
-    from services.worker.actors import system_actors
-    from shared.system_tasks import SYSTEM_TASKS
+    from services.worker.actors import settings, system_actors
+    from shared.system_tasks import offered_system_tasks
 
-    upcoming = {task.id: task.upcoming(utcnow()) for task in SYSTEM_TASKS}
+    upcoming = {task.id: task.upcoming(utcnow()) for task in offered_system_tasks(settings)}
     due: dict[str, datetime] = {task_id: next(slots) for task_id, slots in upcoming.items()}
     while not stopped.is_set():
         task_id = min(due, key=due.__getitem__)

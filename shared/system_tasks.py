@@ -17,6 +17,7 @@ from shared.cron import CronSpec
 from shared.healing import delete_old_history, pump
 from shared.models import TaskRunHistory
 from shared.runtime import Runtime
+from shared.settings import Settings
 from shared.timing import CronTiming
 
 SYSTEM_TASK_TYPE = "SYSTEM"
@@ -33,6 +34,7 @@ class SystemTask:
     cron_expression: str
     work: Callable[[Runtime], str | None]
     summary: str
+    demo: bool = False  # the proof of concept's sample, run only with DEMO_TASK_TYPES=true
 
     @cached_property
     def timing(self) -> CronTiming:
@@ -74,6 +76,7 @@ SYSTEM_TASKS: tuple[SystemTask, ...] = tuple(
             "*/5 * * * *",
             session_cleanup,
             "Sample system cron from the proof of concept (simulated work).",
+            demo=True,
         ),
         SystemTask(
             "pump",
@@ -113,18 +116,21 @@ class SystemTaskStatus:
         return self.last_run.status if self.last_run else None
 
 
-def system_task_statuses(session: Session, now: datetime) -> list[SystemTaskStatus]:
-    """Every system cron with its newest run (one query) and its next slot after ``now``."""
+def offered_system_tasks(settings: Settings) -> tuple[SystemTask, ...]:
+    """The system crons this deployment runs: every real one, the demo sample only when turned on."""
+    return tuple(task for task in SYSTEM_TASKS if settings.offers_demo_task_types or not task.demo)
+
+
+def system_task_statuses(session: Session, settings: Settings, now: datetime) -> list[SystemTaskStatus]:
+    """Every system cron this deployment runs, with its newest run (one query) and its next slot after ``now``."""
+    tasks = offered_system_tasks(settings)
     newest = (
         select(func.max(TaskRunHistory.id))
-        .where(TaskRunHistory.system_task.in_([task.id for task in SYSTEM_TASKS]))
+        .where(TaskRunHistory.system_task.in_([task.id for task in tasks]))
         .group_by(TaskRunHistory.system_task)
     )
     last_runs = {
         run.system_task: run
         for run in session.scalars(select(TaskRunHistory).where(TaskRunHistory.id.in_(newest)))
     }
-    return [
-        SystemTaskStatus(task, last_runs.get(task.id), next(task.upcoming(now), None))
-        for task in SYSTEM_TASKS
-    ]
+    return [SystemTaskStatus(task, last_runs.get(task.id), next(task.upcoming(now), None)) for task in tasks]

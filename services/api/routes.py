@@ -313,7 +313,7 @@ class SystemTasks(MethodView):
     @blp.response(200, SystemTaskSchema(many=True))
     def get(self) -> list[Any]:
         """The system crons (read-only), with their real last and next runs."""
-        return system_task_statuses(db(), utcnow())
+        return system_task_statuses(db(), runtime().settings, utcnow())
 
 
 @blp.route("/me")

@@ -33,7 +33,7 @@ from shared.messaging import (
 )
 from shared.runtime import build_runtime
 from shared.settings import Settings
-from shared.system_tasks import SYSTEM_TASK_TYPE, SYSTEM_TASKS, SystemTask
+from shared.system_tasks import SYSTEM_TASK_TYPE, SystemTask, offered_system_tasks
 
 logger = logging.getLogger("cronwork.worker")
 
@@ -132,4 +132,4 @@ def declare_system_actor(task: SystemTask) -> dramatiq.Actor[[], None]:
     )(run_system_task)
 
 
-system_actors = {task.id: declare_system_actor(task) for task in SYSTEM_TASKS}
+system_actors = {task.id: declare_system_actor(task) for task in offered_system_tasks(settings)}

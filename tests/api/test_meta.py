@@ -63,6 +63,14 @@ def test_system_tasks_lists_every_system_cron_with_its_next_run(client: FlaskCli
         assert parse_utc(shown["nextRunAt"]) in (expected, next_system_slots(after)[task_id])
 
 
+def test_the_sample_system_cron_runs_only_with_the_demo_types(app_with: Callable[..., Flask]) -> None:
+    production = app_with(demo_task_types="false").test_client()
+
+    listed = [task["id"] for task in production.get("/api/scheduler/system-tasks").get_json()]
+
+    assert listed == ["pump", "history_retention"]
+
+
 def test_system_task_shows_its_last_run_and_status(client: FlaskClient, runtime: Runtime) -> None:
     slot = datetime.now(UTC).replace(second=0, microsecond=0)
 
@@ -94,7 +102,8 @@ def test_task_types_lists_the_registry_with_config_fields(client: FlaskClient) -
 
     assert response.status_code == 200
     types = {task_type["id"]: task_type for task_type in response.get_json()}
-    assert set(types) == {"report_publish", "send_email", "data_export", "http_request"}
+    # cronwork's own, the demo types (on in these tests) and the example plugin installed beside it
+    assert {"report_publish", "data_export", "http_request", "example_append_line"} <= set(types)
     assert (types["http_request"]["label"], types["http_request"]["description"]) == (
         "HTTP Request",
         "Calls a URL; fails on a non-2xx answer or a network error",
