@@ -55,7 +55,7 @@ system-deps: ## Install the Debian packages the tests drive (chromium, docker-co
 	fi
 
 run: $(STAMP) ## Run API, worker and beat (embedded SQLite + in-memory broker when DATABASE_URL/BROKER_URL are unset)
-	$(BIN)/cronwork run
+	DEMO_TASK_TYPES=$${DEMO_TASK_TYPES:-true} $(BIN)/cronwork run  # with the simulated demo types, to try it out
 
 migrate: $(STAMP) ## Bring the database at DATABASE_URL to the newest schema
 	$(BIN)/cronwork migrate

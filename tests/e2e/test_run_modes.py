@@ -50,7 +50,8 @@ def a_schedule_fires(base_url: str) -> dict[str, Any]:
 def test_embedded_mode_runs_everything_in_one_process_on_sqlite(services: Services, tmp_path: Path) -> None:
     port = free_port()
     env = {key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "BROKER_URL")}
-    env.update(PORT=str(port), SIMULATED_WORK_MS="50", HEARTBEAT_DIR=str(tmp_path))
+    # DEMO_TASK_TYPES as make run sets it: the newcomer's schedule is a simulated demo type.
+    env.update(PORT=str(port), SIMULATED_WORK_MS="50", HEARTBEAT_DIR=str(tmp_path), DEMO_TASK_TYPES="true")
     embedded = services.start("run", env, cwd=tmp_path)
     base_url = f"http://127.0.0.1:{port}"
     wait_for(
@@ -85,6 +86,7 @@ def test_run_starts_api_worker_and_beat_against_the_real_servers(
         broker_url=make_vhost("runmode"),
         port=free_port(),
         simulated_work_ms=50,
+        demo_task_types="true",  # as make run sets it
         heartbeat_dir=str(tmp_path),
     )
     system = services.start("run", environment(settings))
