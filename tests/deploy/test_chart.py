@@ -3,6 +3,7 @@ and drain, secrets kept out of ConfigMaps, migrations before rollouts, and value
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import re
 from pathlib import Path
@@ -11,15 +12,32 @@ from typing import Any, NamedTuple
 import pytest
 import yaml
 
-from shared.settings import LARGEST_TICK_BUDGET, SETTINGS, Settings
+from shared.settings import LARGEST_TICK_BUDGET, SETTINGS, Setting, Settings
 
 DEPLOYMENTS = ("api", "worker", "beat")
+DECLARED = frozenset(s.env for s in SETTINGS)
+# Where each declared setting goes. The URLs and the sensitive settings are credentials: the pods read them from
+# the Secret (secretKeyRef), never from the ConfigMap. The URLs are required; a sensitive setting is optional, so
+# that a Secret made without it still starts the pods. MOCK_USER_EMAIL is rendered in dev mode only. Every other
+# declared setting is in the ConfigMap. (SENSITIVE_SETTINGS is kept here until shared/settings.py marks them.)
+URL_SETTINGS = frozenset({"DATABASE_URL", "BROKER_URL"})
+SENSITIVE_SETTINGS = frozenset({"SECRET_KEYS", "SMTP_PASSWORD"})
+FROM_THE_SECRET = URL_SETTINGS | SENSITIVE_SETTINGS
+DEV_ONLY_SETTINGS = frozenset({"MOCK_USER_EMAIL"})
+PLACEHOLDER_URLS = {"DATABASE_URL": "postgresql://u:p@db/cronwork", "BROKER_URL": "amqp://u:p@mq/%2F"}
 # Overrides on top of the all-on values for the branches the all-on file cannot show at the same time.
 HPA_INSTEAD_OF_KEDA = ("worker.keda.enabled=false", "worker.autoscaling.enabled=true")
 WITH_EXISTING_SECRET = (
     "secrets.existingSecret=platform-cronwork",
     "secrets.databaseUrl=",
     "secrets.brokerUrl=",
+)
+# Two Fernet keys (32 bytes, URL-safe base64), the new one first, as during a rotation.
+NEW_KEY = base64.urlsafe_b64encode(b"\x02" * 32).decode()
+OLD_KEY = base64.urlsafe_b64encode(b"\x01" * 32).decode()
+WITH_KEYS_AND_SMTP_PASSWORD = (
+    rf"secrets.secretKeys={NEW_KEY}\,{OLD_KEY}",  # --set splits on an unescaped comma
+    "secrets.smtpPassword=mail-placeholder",
 )
 # Custom resources kubernetes-validate has no schema for; everything else must be validated.
 CUSTOM_RESOURCE_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor"}
@@ -46,6 +64,23 @@ def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
 
 def env_of(container: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def secret_refs(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The container's variables read from a Secret, each with its secretKeyRef."""
+    return {
+        name: source["secretKeyRef"]
+        for name, source in env_of(container).items()
+        if isinstance(source, dict) and "secretKeyRef" in source
+    }
+
+
+def chart_secret(manifests: list[dict[str, Any]]) -> dict[str, Any]:
+    """The chart-managed Secret the pods read (not its hook copy for the migration)."""
+    [secret] = [
+        s for s in find(manifests, "Secret") if "helm.sh/hook" not in s["metadata"].get("annotations", {})
+    ]
+    return secret
 
 
 class Variant(NamedTuple):
@@ -287,25 +322,63 @@ def test_no_secret_is_rendered_into_a_config_map(chart, variant):
             assert not SECRET_LOOKING.search(str(value)), f"{config_map['metadata']['name']}: {key}={value}"
 
 
+def test_the_placement_rule_names_declared_settings():
+    """Guards the rule below: a renamed setting must not leave a name here that matches nothing."""
+    assert FROM_THE_SECRET | DEV_ONLY_SETTINGS <= DECLARED
+
+
 def test_config_map_carries_every_non_secret_setting_and_nothing_else(chart):
-    """Every variable the services read, so that each is set from values.yaml: the URLs come from the Secret and
-    MOCK_USER_EMAIL only in dev mode. And no other: a name the services do not read would be ignored silently.
-    Its values are the services' defaults (the next test) and values they accept (the schema tests)."""
+    """Every variable the services read, so that each is set from values.yaml: the credentials come from the
+    Secret and MOCK_USER_EMAIL only in dev mode. And no other: a name the services do not read would be ignored
+    silently. Its values are the services' defaults (the next test) and values they accept (the schema tests)."""
     data = only(chart.render(), "ConfigMap")["data"]
-    assert data.keys() == {s.env for s in SETTINGS} - {"DATABASE_URL", "BROKER_URL", "MOCK_USER_EMAIL"}
+    assert data.keys() == DECLARED - FROM_THE_SECRET - DEV_ONLY_SETTINGS
+
+
+def test_pods_read_exactly_the_credentials_from_the_secret(chart, variant):
+    """Every api, worker, beat and migration container reads the URLs and the sensitive settings from the
+    Secret, and nothing else; only the sensitive ones are optional (the URLs must be there)."""
+    manifests = chart.render(*variant.set_values, values=variant.values)
+    for workload in find(manifests, "Deployment") + find(manifests, "Job"):
+        refs = secret_refs(pod_spec(workload)["containers"][0])
+        where = workload["metadata"]["name"]
+        assert refs.keys() == FROM_THE_SECRET, where
+        assert {name for name, ref in refs.items() if ref.get("optional")} == SENSITIVE_SETTINGS, where
 
 
 def test_chart_defaults_are_the_services_defaults(chart):
-    """A default changed in shared/settings.py must be changed in values.yaml too; only AUTH_MODE differs on
-    purpose (the chart is for production, behind an authenticating proxy)."""
-    secrets = {"DATABASE_URL": "postgresql://u:p@db/cronwork", "BROKER_URL": "amqp://u:p@mq/%2F"}
-    parsed = Settings.from_env({**only(chart.render(), "ConfigMap")["data"], **secrets})
+    """A default changed in shared/settings.py must be changed in values.yaml too, for the ConfigMap and for the
+    chart's Secret alike; only AUTH_MODE differs on purpose (the chart is for production, behind an
+    authenticating proxy)."""
+    parsed = Settings.from_env({**only(chart.render(), "ConfigMap")["data"], **PLACEHOLDER_URLS})
     assert parsed.auth_mode == "header"
-    # In dev mode the chart renders MOCK_USER_EMAIL too, so every setting but the URLs is in the ConfigMap.
-    dev = only(chart.render("config.authMode=dev"), "ConfigMap")["data"]
-    assert {s.env for s in SETTINGS} - dev.keys() == {"DATABASE_URL", "BROKER_URL"}
-    parsed = Settings.from_env({**dev, **secrets})
+    # In dev mode the chart renders MOCK_USER_EMAIL too: every setting but the credentials is in the ConfigMap,
+    # and the chart's own Secret holds the credentials (the URLs set, the rest at their defaults).
+    manifests = chart.render(
+        "config.authMode=dev",
+        "secrets.existingSecret=",
+        f"secrets.databaseUrl={PLACEHOLDER_URLS['DATABASE_URL']}",
+        f"secrets.brokerUrl={PLACEHOLDER_URLS['BROKER_URL']}",
+    )
+    dev = only(manifests, "ConfigMap")["data"]
+    assert DECLARED - dev.keys() == FROM_THE_SECRET
+    secret = chart_secret(manifests)["stringData"]
+    assert secret.keys() == FROM_THE_SECRET
+    parsed = Settings.from_env({**dev, **secret})
     assert dataclasses.replace(parsed, database_url="", broker_url="") == Settings.from_env({})
+
+
+def _schema_type(setting: Setting) -> dict[str, Any]:
+    """What values.schema.json must say of a setting's value: its type and bounds as declared. A `true`/`false`
+    setting is a YAML boolean (so `--set config.demoTaskTypes=true` works), which `quote` renders as the text."""
+    if set(setting.choices) == {"true", "false"}:
+        return {"type": "boolean", "minimum": None, "maximum": None, "enum": None}
+    return {
+        "type": "integer" if setting.is_whole_number else "string",
+        "minimum": setting.minimum,
+        "maximum": setting.maximum,
+        "enum": list(setting.choices) or None,
+    }
 
 
 def _settings_from_values(chart) -> dict[str, str]:
@@ -318,7 +391,7 @@ def _settings_from_values(chart) -> dict[str, str]:
 def test_schema_bounds_are_the_services_bounds(chart):
     """The schema refuses at install time what the services would refuse at start-up, and nothing they accept:
     each setting the chart takes from a value has the type, minimum, maximum and choices declared in
-    shared/settings.py."""
+    shared/settings.py (a `true`/`false` choice as a boolean)."""
     from_values = _settings_from_values(chart)
     rendered = only(chart.render("config.authMode=dev"), "ConfigMap")["data"]
     assert from_values.keys() == rendered.keys() - {"HEARTBEAT_DIR"}  # the pods' /tmp, fixed by the chart
@@ -329,13 +402,7 @@ def test_schema_bounds_are_the_services_bounds(chart):
         node = schema
         for key in path.split("."):
             node = node["properties"][key]
-        setting = declared[env]
-        expected = {
-            "type": "integer" if setting.is_whole_number else "string",
-            "minimum": setting.minimum,
-            "maximum": setting.maximum,
-            "enum": list(setting.choices) or None,
-        }
+        expected = _schema_type(declared[env])
         in_schema = {key: node.get(key) for key in expected}
         if in_schema != expected:
             mismatches[f"{path} ({env})"] = {"values.schema.json": in_schema, "shared/settings.py": expected}
@@ -348,31 +415,39 @@ def test_mock_user_is_only_configured_in_dev_auth_mode(chart):
     assert dev["data"]["MOCK_USER_EMAIL"] == "demo@example.com"
 
 
-def test_chart_managed_secret_holds_the_urls_the_pods_read(chart):
-    manifests = chart.render_all_on()
-    [secret] = [
-        s for s in find(manifests, "Secret") if "helm.sh/hook" not in s["metadata"].get("annotations", {})
-    ]
-    assert set(secret["stringData"]) == {"DATABASE_URL", "BROKER_URL"}
-    assert secret["stringData"]["DATABASE_URL"].startswith("postgresql://")
-    assert secret["stringData"]["BROKER_URL"].startswith("amqp://")
+def test_chart_managed_secret_holds_the_credentials_the_pods_read(chart):
+    manifests = chart.render_all_on(*WITH_KEYS_AND_SMTP_PASSWORD)
+    secret = chart_secret(manifests)
+    data = secret["stringData"]
+    assert data.keys() == FROM_THE_SECRET
+    assert data["DATABASE_URL"].startswith("postgresql://")
+    assert data["BROKER_URL"].startswith("amqp://")
+    assert data["SECRET_KEYS"] == f"{NEW_KEY},{OLD_KEY}"
+    assert data["SMTP_PASSWORD"] == "mail-placeholder"
+    assert Settings.from_env(data).secret_keys == f"{NEW_KEY},{OLD_KEY}"  # the services take it as it is
     for deployment in find(manifests, "Deployment"):
         container = pod_spec(deployment)["containers"][0]
-        env = env_of(container)
-        for name in ("DATABASE_URL", "BROKER_URL"):
-            assert env[name]["secretKeyRef"] == {"name": secret["metadata"]["name"], "key": name}
+        for name, ref in secret_refs(container).items():
+            assert (ref["name"], ref["key"]) == (secret["metadata"]["name"], name)
         assert container["envFrom"] == [
             {"configMapRef": {"name": only(manifests, "ConfigMap")["metadata"]["name"]}}
         ]
 
 
 def test_existing_secret_is_used_and_no_secret_is_rendered(chart):
-    manifests = chart.render_all_on(*WITH_EXISTING_SECRET, "secrets.databaseUrlKey=uri")
+    manifests = chart.render_all_on(
+        *WITH_EXISTING_SECRET, "secrets.databaseUrlKey=uri", "secrets.secretKeysKey=fernet-keys"
+    )
     assert find(manifests, "Secret") == []
     for workload in find(manifests, "Deployment") + find(manifests, "Job"):
-        env = env_of(pod_spec(workload)["containers"][0])
-        assert env["DATABASE_URL"]["secretKeyRef"] == {"name": "platform-cronwork", "key": "uri"}
-        assert env["BROKER_URL"]["secretKeyRef"] == {"name": "platform-cronwork", "key": "BROKER_URL"}
+        refs = secret_refs(pod_spec(workload)["containers"][0])
+        assert refs == {
+            "DATABASE_URL": {"name": "platform-cronwork", "key": "uri"},
+            "BROKER_URL": {"name": "platform-cronwork", "key": "BROKER_URL"},
+            # Optional: a Secret made without them still starts the pods.
+            "SECRET_KEYS": {"name": "platform-cronwork", "key": "fernet-keys", "optional": True},
+            "SMTP_PASSWORD": {"name": "platform-cronwork", "key": "SMTP_PASSWORD", "optional": True},
+        }
     assert (
         only(manifests, "TriggerAuthentication")["spec"]["secretTargetRef"][0]["name"] == "platform-cronwork"
     )
@@ -383,9 +458,20 @@ def test_missing_credentials_fail_with_a_clear_message(chart):
     assert "secrets.databaseUrl" in result.stderr and "secrets.existingSecret" in result.stderr
 
 
-def test_urls_beside_an_existing_secret_are_refused(chart):
-    result = chart.template("secrets.databaseUrl=postgresql://u:p@db/cronwork", expect_failure=True)
+@pytest.mark.parametrize(
+    "assignment",
+    [
+        "secrets.databaseUrl=postgresql://u:p@db/cronwork",
+        "secrets.brokerUrl=amqp://u:p@mq/%2F",
+        f"secrets.secretKeys={NEW_KEY}",
+        "secrets.smtpPassword=mail-placeholder",
+    ],
+)
+def test_credentials_beside_an_existing_secret_are_refused(chart, assignment):
+    """They would be ignored without a word: the pods read that Secret."""
+    result = chart.template(assignment, expect_failure=True)
     assert "must be empty when secrets.existingSecret is set" in result.stderr
+    assert assignment.split("=")[0] in result.stderr
 
 
 # --- the migration runs before the Deployments -----------------------------------------------------------
@@ -407,12 +493,13 @@ def test_migration_job_is_a_pre_install_and_pre_upgrade_hook(chart, variant):
 
 def test_migration_reads_a_secret_that_exists_before_the_release(chart):
     """On a first install the chart's own Secret is created after the hooks: the Job reads a hook copy."""
-    manifests = chart.render_all_on()
+    manifests = chart.render_all_on(*WITH_KEYS_AND_SMTP_PASSWORD)
     job = only(manifests, "Job", "-migrate")
     env = env_of(pod_spec(job)["containers"][0])
     copy = only(manifests, "Secret", "-migrate")
-    assert env["DATABASE_URL"]["secretKeyRef"]["name"] == copy["metadata"]["name"]
-    assert env["BROKER_URL"]["secretKeyRef"]["name"] == copy["metadata"]["name"]
+    refs = secret_refs(pod_spec(job)["containers"][0])
+    assert {ref["name"] for ref in refs.values()} == {copy["metadata"]["name"]}
+    assert copy["stringData"] == chart_secret(manifests)["stringData"]
     hook = copy["metadata"]["annotations"]
     assert hook["helm.sh/hook"] == job["metadata"]["annotations"]["helm.sh/hook"]
     assert int(hook["helm.sh/hook-weight"]) < int(job["metadata"]["annotations"]["helm.sh/hook-weight"])
@@ -486,6 +573,36 @@ def test_a_config_change_rolls_the_pods(chart):
     assert checksum() != checksum("config.logLevel=DEBUG")
 
 
+@pytest.mark.parametrize(
+    "assignment",
+    [
+        "secrets.databaseUrl=postgresql://u:other@db/cronwork",
+        "secrets.brokerUrl=amqp://u:other@mq/%2F",
+        f"secrets.secretKeys={NEW_KEY}",  # a rotation's first step
+        "secrets.smtpPassword=other",
+    ],
+)
+def test_a_change_to_the_charts_secret_rolls_the_pods(chart, assignment):
+    def checksums(*set_values):
+        manifests = chart.render_all_on(*set_values)
+        return {
+            d["metadata"]["name"]: d["spec"]["template"]["metadata"]["annotations"]["checksum/secret"]
+            for d in find(manifests, "Deployment")
+        }
+
+    before, after = checksums(), checksums(assignment)
+    assert before.keys() == after.keys() and len(before) == len(DEPLOYMENTS)
+    assert all(before[name] != after[name] for name in before), assignment
+
+
+def test_demo_task_types_are_off_unless_turned_on(chart):
+    """The chart ships without the proof of concept's simulated task types; a boolean value turns them on."""
+    for set_values, offered in [((), False), (("config.demoTaskTypes=true",), True)]:
+        data = only(chart.render(*set_values), "ConfigMap")["data"]
+        assert data["DEMO_TASK_TYPES"] == str(offered).lower()
+        assert Settings.from_env({**data, **PLACEHOLDER_URLS}).offers_demo_task_types is offered
+
+
 # --- the values schema -----------------------------------------------------------------------------------
 
 
@@ -519,6 +636,12 @@ def test_schema_rejects_an_unknown_key(chart, assignment, named):
         ("config.tickBudget=99", "/config/tickBudget"),
         ("config.tickBucketMs=1001", "/config/tickBucketMs"),
         ("config.tickBucketMs=-1", "/config/tickBucketMs"),
+        ("config.smtpPort=0", "/config/smtpPort"),
+        ("config.smtpPort=65536", "/config/smtpPort"),
+        ("config.smtpSecurity=ssl", "/config/smtpSecurity"),
+        ("config.demoTaskTypes=yes", "/config/demoTaskTypes"),
+        # Not a Fernet key: refused at install time rather than when the first secret is stored.
+        ("secrets.secretKeys=changeme", "/secrets/secretKeys"),
         ("beat.replicaCount=0", "/beat/replicaCount"),
     ],
 )
@@ -554,12 +677,15 @@ def test_an_autoscaler_whose_minimum_exceeds_its_maximum_is_refused(chart, assig
     [
         (),
         # The edges of the schema's bounds: the services must accept every value the schema lets through.
-        ("config.tickHorizonS=90", "config.tickBudget=100", "config.tickBucketMs=0"),
+        ("config.tickHorizonS=90", "config.tickBudget=100", "config.tickBucketMs=0", "config.smtpPort=1"),
         (
             "config.tickHorizonS=1500",
             "config.taskTimeLimitS=1500",
             f"config.tickBudget={LARGEST_TICK_BUDGET}",
             "config.tickBucketMs=1000",
+            "config.smtpPort=65535",
+            "config.smtpSecurity=none",
+            "config.demoTaskTypes=true",
         ),
     ],
     ids=["defaults", "lower-bounds", "upper-bounds"],
@@ -568,12 +694,12 @@ def test_an_autoscaler_whose_minimum_exceeds_its_maximum_is_refused(chart, assig
 def test_the_services_accept_the_settings_the_chart_renders(chart, values, set_values):
     manifests = chart.render(*set_values) if values == "defaults" else chart.render_all_on(*set_values)
     settings = only(manifests, "ConfigMap")["data"]
-    secrets = {"DATABASE_URL": "postgresql://u:p@db/cronwork", "BROKER_URL": "amqp://u:p@mq/%2F"}
-    parsed = Settings.from_env({**settings, **secrets})  # raises SettingsError, naming the variable, if not
+    parsed = Settings.from_env({**settings, **PLACEHOLDER_URLS})  # raises SettingsError, naming the variable
     assert parsed.task_time_limit_s == int(settings["TASK_TIME_LIMIT_S"])
     assert parsed.tick_budget == int(settings["TICK_BUDGET"])
     assert parsed.tick_bucket_ms == int(settings["TICK_BUCKET_MS"])
     assert parsed.tick_threads == int(settings["TICK_THREADS"])
+    assert parsed.smtp_port == int(settings["SMTP_PORT"])
 
 
 def test_schema_forbids_unknown_keys_at_every_level(chart):

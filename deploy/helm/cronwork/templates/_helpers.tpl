@@ -81,13 +81,15 @@ can only use a ServiceAccount that was there before the release.
 {{- end }}
 
 {{/*
-The Secret holding the database and broker URLs: the user's existingSecret, or the one this chart creates. The
-credentials are checked here, once, for every template that reads them.
+The Secret holding the credentials (cronwork.secretEnv): the user's existingSecret, or the one this chart creates.
+The credentials are checked here, once, for every template that reads them.
 */}}
 {{- define "cronwork.secretName" -}}
 {{- if .Values.secrets.existingSecret }}
-{{- if or .Values.secrets.databaseUrl .Values.secrets.brokerUrl }}
-{{- fail "secrets.databaseUrl and secrets.brokerUrl must be empty when secrets.existingSecret is set: the URLs are read from that Secret" }}
+{{- with .Values.secrets }}
+{{- if or .databaseUrl .brokerUrl .secretKeys .smtpPassword }}
+{{- fail "secrets.databaseUrl, secrets.brokerUrl, secrets.secretKeys and secrets.smtpPassword must be empty when secrets.existingSecret is set: they are read from that Secret" }}
+{{- end }}
 {{- end }}
 {{- .Values.secrets.existingSecret }}
 {{- else }}
@@ -100,7 +102,8 @@ credentials are checked here, once, for every template that reads them.
 
 {{/*
 The non-secret settings as environment variables (name: value), shared by the ConfigMap and the migration Job.
-Nothing secret may ever be added here: the URLs come from the Secret (cronwork.secretEnv).
+Nothing secret may ever be added here: the URLs, SECRET_KEYS and SMTP_PASSWORD come from the Secret
+(cronwork.secretEnv). DEMO_TASK_TYPES is a boolean value, rendered as the "true" or "false" the services read.
 */}}
 {{- define "cronwork.settings" -}}
 PORT: {{ .Values.api.containerPort | quote }}
@@ -113,6 +116,13 @@ TICK_HORIZON_S: {{ .Values.config.tickHorizonS | quote }}
 PUMP_GRACE_S: {{ .Values.config.pumpGraceS | quote }}
 TICK_BUDGET: {{ .Values.config.tickBudget | quote }}
 TICK_BUCKET_MS: {{ .Values.config.tickBucketMs | quote }}
+HTTP_ALLOWED_NETWORKS: {{ .Values.config.httpAllowedNetworks | quote }}
+SMTP_HOST: {{ .Values.config.smtpHost | quote }}
+SMTP_PORT: {{ .Values.config.smtpPort | quote }}
+SMTP_SECURITY: {{ .Values.config.smtpSecurity | quote }}
+SMTP_USERNAME: {{ .Values.config.smtpUsername | quote }}
+SMTP_FROM: {{ .Values.config.smtpFrom | quote }}
+DEMO_TASK_TYPES: {{ .Values.config.demoTaskTypes | quote }}
 SIMULATED_WORK_MS: {{ .Values.config.simulatedWorkMs | quote }}
 HISTORY_RETENTION_DAYS: {{ .Values.config.historyRetentionDays | quote }}
 TASK_TIME_LIMIT_S: {{ .Values.config.taskTimeLimitS | quote }}
@@ -127,7 +137,11 @@ TICK_THREADS: {{ .Values.worker.tickThreads | quote }}
 HEARTBEAT_DIR: "/tmp"
 {{- end }}
 
-{{/* The two secret environment variables, read from the Secret by key. Usage: include with (dict "ctx" $ "secretName" NAME) */}}
+{{/*
+The secret environment variables, read from the Secret by key. Usage: include with (dict "ctx" $ "secretName" NAME).
+SECRET_KEYS and SMTP_PASSWORD are optional: an existingSecret made without them (or before they existed) still
+starts the pods, which then store secret config fields only by reference and have an empty SMTP password.
+*/}}
 {{- define "cronwork.secretEnv" -}}
 - name: DATABASE_URL
   valueFrom:
@@ -139,10 +153,33 @@ HEARTBEAT_DIR: "/tmp"
     secretKeyRef:
       name: {{ .secretName }}
       key: {{ .ctx.Values.secrets.brokerUrlKey }}
+- name: SECRET_KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secretName }}
+      key: {{ .ctx.Values.secrets.secretKeysKey }}
+      optional: true
+- name: SMTP_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secretName }}
+      key: {{ .ctx.Values.secrets.smtpPasswordKey }}
+      optional: true
 {{- end }}
 
 {{/*
-The environment of the api, worker and beat containers: the ConfigMap, then the two URLs from the Secret.
+The chart-managed Secret's data (key: value), shared by the Secret, its hook copy for the migration Job and the
+checksum that rolls the pods. Every key is written, an unused one empty (the services' default).
+*/}}
+{{- define "cronwork.secretData" -}}
+{{ .Values.secrets.databaseUrlKey }}: {{ .Values.secrets.databaseUrl | quote }}
+{{ .Values.secrets.brokerUrlKey }}: {{ .Values.secrets.brokerUrl | quote }}
+{{ .Values.secrets.secretKeysKey }}: {{ .Values.secrets.secretKeys | quote }}
+{{ .Values.secrets.smtpPasswordKey }}: {{ .Values.secrets.smtpPassword | quote }}
+{{- end }}
+
+{{/*
+The environment of the api, worker and beat containers: the ConfigMap, then the credentials from the Secret.
 */}}
 {{- define "cronwork.env" -}}
 envFrom:
@@ -159,7 +196,7 @@ ConfigMap or Secret they read changes). An existingSecret is outside the chart: 
 {{- define "cronwork.checksumAnnotations" -}}
 checksum/config: {{ include "cronwork.settings" . | sha256sum }}
 {{- if not .Values.secrets.existingSecret }}
-checksum/secret: {{ printf "%s\n%s" .Values.secrets.databaseUrl .Values.secrets.brokerUrl | sha256sum }}
+checksum/secret: {{ include "cronwork.secretData" . | sha256sum }}
 {{- end }}
 {{- end }}
 
