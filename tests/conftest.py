@@ -22,6 +22,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from cryptography.fernet import Fernet
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from shared.db import upgrade_to_head
@@ -297,6 +298,8 @@ def live_system(
         broker_url=make_vhost("live"),
         port=free_port(),
         simulated_work_ms=1500,
+        demo_task_types="true",  # the page's tests schedule the simulated demo types
+        secret_keys=Fernet.generate_key().decode(),  # so the page can store a secret field's value
     )
     running = Services(OUTPUT_DIR / "logs" / "live_system")
     env = environment(settings)
