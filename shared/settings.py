@@ -50,6 +50,7 @@ class Setting:
       minimum, maximum: the bounds of a whole-number setting (inclusive; None: unbounded).
       choices: the only values a text setting accepts (empty: any text).
       any_case: a text setting's value is upper-cased before it is checked (``LOG_LEVEL=debug``).
+      sensitive: a credential: deployments pass it from a Secret, never in plain configuration.
     """
 
     env: str
@@ -59,6 +60,7 @@ class Setting:
     maximum: int | None = None
     choices: tuple[str, ...] = ()
     any_case: bool = False
+    sensitive: bool = False
 
     @property
     def is_whole_number(self) -> bool:
@@ -125,9 +127,10 @@ def setting(
     maximum: int | None = None,
     choices: tuple[str, ...] = (),
     any_case: bool = False,
+    sensitive: bool = False,
 ) -> SettingT:
     """A field of ``Settings`` read from ``env``: the one declaration of that setting (see ``Setting``)."""
-    declaration = Setting(env, default, doc, minimum, maximum, choices, any_case)
+    declaration = Setting(env, default, doc, minimum, maximum, choices, any_case, sensitive)
     return field(default=default, metadata={"setting": declaration})
 
 
@@ -151,12 +154,14 @@ class Settings:
         "",
         "PostgreSQL (`postgresql://user:pass@host:5432/db`, served by psycopg 3); unset, with `BROKER_URL` "
         "unset too: the embedded SQLite file `var/cronwork.sqlite3`",
+        sensitive=True,
     )
     broker_url: str = setting(
         "BROKER_URL",
         "",
         "RabbitMQ (`amqp://user:pass@host:5672/%2F`); unset: Dramatiq's in-process broker (embedded mode "
         "only: set both URLs or neither)",
+        sensitive=True,
     )
     port: int = setting("PORT", 8000, "where the API listens", minimum=1, maximum=65535)
     auth_mode: str = setting(
@@ -208,6 +213,7 @@ class Settings:
         "",
         "Fernet keys (comma-separated) that encrypt secret config fields: the first encrypts, every one "
         "decrypts (rotation: see `shared/secrets.py`); unset: secrets only by reference",
+        sensitive=True,
     )
     http_allowed_networks: str = setting(
         "HTTP_ALLOWED_NETWORKS",
@@ -226,7 +232,9 @@ class Settings:
         choices=("starttls", "tls", "none"),
     )
     smtp_username: str = setting("SMTP_USERNAME", "", "the mail server's user; unset: no login")
-    smtp_password: str = setting("SMTP_PASSWORD", "", "the mail server user's password (from a Secret)")
+    smtp_password: str = setting(
+        "SMTP_PASSWORD", "", "the mail server user's password (from a Secret)", sensitive=True
+    )
     smtp_from: str = setting("SMTP_FROM", "cronwork@localhost", "the sender of `send_email`'s mail")
     demo_task_types: str = setting(
         "DEMO_TASK_TYPES",
