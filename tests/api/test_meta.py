@@ -106,7 +106,7 @@ def test_task_types_lists_the_registry_with_config_fields(client: FlaskClient) -
     assert {"report_publish", "data_export", "http_request", "example_append_line"} <= set(types)
     assert (types["http_request"]["label"], types["http_request"]["description"]) == (
         "HTTP Request",
-        "Calls a URL; fails on a non-2xx answer or a network error",
+        "Calls a URL; fails on a status it does not accept (2xx by default) or a network error",
     )
     (report,) = types["report_publish"]["configFields"]
     assert (report["key"], report["type"], report["required"]) == ("reportId", "select", True)

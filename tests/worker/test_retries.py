@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -11,6 +11,8 @@ import pytest
 from shared.models import RunStatus, TriggeredBy
 from tests.conftest import wait_for
 from tests.worker.conftest import Engine, run_now
+
+LOCAL = "127.0.0.1/32"  # the HTTP task refuses loopback unless HTTP_ALLOWED_NETWORKS opens it
 
 
 class Upstream(BaseHTTPRequestHandler):
@@ -41,8 +43,9 @@ def failing_upstream() -> Iterator[str]:
 
 
 def test_a_failing_http_request_is_retried_to_its_maximum_and_ends_failed(
-    engine: Engine, failing_upstream: str
+    make_engine: Callable[..., Engine], failing_upstream: str
 ) -> None:
+    engine = make_engine(http_allowed_networks=LOCAL)
     engine.start_worker()
     schedule = engine.create(
         name="probe upstream",
@@ -86,7 +89,8 @@ class Receiver(BaseHTTPRequestHandler):
         pass
 
 
-def test_a_successful_http_request_posts_its_body_once(engine: Engine) -> None:
+def test_a_successful_http_request_posts_its_body_once(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine(http_allowed_networks=LOCAL)
     Receiver.received = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
