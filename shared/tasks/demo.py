@@ -35,23 +35,6 @@ REPORT_PUBLISH = TaskType(
     ),
 )
 
-SEND_EMAIL = TaskType(
-    id="send_email",
-    label="Email Notification",
-    description="Sends an email notification (simulated)",
-    handler=simulated_work,
-    demo=True,
-    config_fields=(
-        ConfigField(
-            "templateId",
-            "Email Template",
-            FieldType.SELECT,
-            required=True,
-            options=(Option("weekly-digest", "Weekly Digest"), Option("monthly-summary", "Monthly Summary")),
-        ),
-    ),
-)
-
 DATA_EXPORT = TaskType(
     id="data_export",
     label="Data Export",
