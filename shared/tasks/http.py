@@ -68,7 +68,10 @@ def shown_url(url: str) -> str:
     parts = urlsplit(url)
     host = parts.hostname or ""
     host = f"[{host}]" if ":" in host else host
-    netloc = f"{host}:{parts.port}" if parts.port else host
+    try:
+        netloc = f"{host}:{parts.port}" if parts.port else host
+    except ValueError:  # a port out of range, in a redirect's Location
+        netloc = host
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
@@ -269,6 +272,8 @@ def send(
         raise TaskFailed(f"TLS with {host} failed: {exc.verify_message}") from None
     except ssl.SSLError as exc:
         raise TaskFailed(f"TLS with {host} failed: {exc.reason or exc}") from None
+    except http.client.RemoteDisconnected:
+        raise TaskFailed(f"{shown_url(request.url)} closed the connection without answering") from None
     except http.client.HTTPException as exc:
         raise TaskFailed(
             f"{shown_url(request.url)} answered something that is not HTTP ({type(exc).__name__})"
@@ -312,12 +317,16 @@ def redirected(request: Request, answer: Answer) -> Request:
         )
     if urlsplit(request.url).scheme == "https" and parts.scheme == "http":
         raise Refused(f"HTTP {answer.status} redirects from https to http ({shown_url(url)})", hint="")
+    try:
+        next_url = _request_url(url)
+    except (ValueError, UnicodeError):  # a port out of range, a host name IDNA cannot encode
+        raise TaskFailed(f"HTTP {answer.status} redirects to {shown_url(url)}, not a valid URL") from None
     as_get = answer.status == 303 or (answer.status in (301, 302) and request.method == "POST")
     if not as_get:
-        return replace(request, url=_request_url(url))
+        return replace(request, url=next_url)
     headers = {name: value for name, value in request.headers.items() if name.lower() != "content-type"}
     method = "HEAD" if request.method == "HEAD" else "GET"
-    return Request(method, _request_url(url), headers, None)
+    return Request(method, next_url, headers, None)
 
 
 @dataclass(frozen=True)

@@ -605,6 +605,23 @@ def test_a_303_turns_a_post_into_a_get_and_a_307_repeats_it(server: Server) -> N
     ]
 
 
+@pytest.mark.parametrize(
+    ("location", "reason"),
+    [
+        (
+            "ftp://files.example.com/report.csv",
+            "ftp://files.example.com/report.csv, not an http:// or https:// URL",
+        ),
+        ("http://files.example.com:99999/x", "http://files.example.com/x, not a valid URL"),
+    ],
+    ids=["not-http", "bad-port"],
+)
+def test_a_redirect_to_something_else_than_an_http_url_fails_the_run(
+    server: Server, location: str, reason: str
+) -> None:
+    assert failure({"url": server.url(f"/redirect?to={location}")}) == f"HTTP 302 redirects to {reason}"
+
+
 def test_credentials_follow_a_redirect_only_within_the_origin(start_server: Callable[..., Server]) -> None:
     first, elsewhere = start_server(), start_server()
     bearer = {"bearerToken": TOKEN}
@@ -644,6 +661,43 @@ def test_a_closed_port_fails_the_run_naming_the_address(connections: list[str]) 
     assert failure({"url": f"http://127.0.0.1:{port}/never"}) == (
         f"request to http://127.0.0.1:{port}/never failed: Connection refused"
     )
+
+
+@pytest.fixture
+def answering_port(request: pytest.FixtureRequest) -> Iterator[int]:
+    """A port whose server reads the request, then sends ``request.param`` (bytes) and closes."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            with connection:
+                connection.recv(65536)
+                connection.sendall(request.param)
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield listener.getsockname()[1]
+    listener.close()
+
+
+@pytest.mark.parametrize(
+    ("answering_port", "reason"),
+    [
+        (b"", "closed the connection without answering"),
+        (b"SSH-2.0-OpenSSH_9.6\r\n", "answered something that is not HTTP (BadStatusLine)"),
+    ],
+    indirect=["answering_port"],
+    ids=["nothing", "not-http"],
+)
+def test_a_server_that_does_not_speak_http_fails_the_run_saying_so(answering_port: int, reason: str) -> None:
+    url = f"http://127.0.0.1:{answering_port}/"
+
+    assert failure({"url": url}) == f"{url} {reason}"
 
 
 # --- The config, as a schedule stores it -----------------------------------------------------------------------
