@@ -16,7 +16,7 @@ def fill_history(stack: Stack, rows: int) -> None:
     """``rows`` finished runs of ``SCHEDULES`` schedules, one a second back in time, then ANALYZE."""
     first_id = stack.sql(
         "INSERT INTO task_schedules (name, task_type, schedule_type, interval_ms, timezone, enabled, config,"
-        " created_by, created_at, updated_at, version) SELECT 'history ' || n, 'send_email', 'interval', 60000,"
+        " created_by, created_at, updated_at, version) SELECT 'history ' || n, 'report_publish', 'interval', 60000,"
         " 'UTC', false, '{}', 'bench', now(), now(), 1 FROM generate_series(1, %s) AS n RETURNING id",
         (SCHEDULES,),
     )[0][0]
@@ -25,7 +25,7 @@ def fill_history(stack: Stack, rows: int) -> None:
         stack.sql(
             "INSERT INTO task_run_history (schedule_id, task_type, status, triggered_by, scheduled_for, queued_at,"
             " due_at, started_at, completed_at, duration_ms, attempt, missed_slots)"
-            " SELECT %s + n %% %s, 'send_email', CASE WHEN n %% 100 = 0 THEN 'failed' ELSE 'success' END,"
+            " SELECT %s + n %% %s, 'report_publish', CASE WHEN n %% 100 = 0 THEN 'failed' ELSE 'success' END,"
             " 'schedule', t, t, t, t, t, 10, 1, 0"
             " FROM generate_series(%s, %s) AS n, LATERAL (SELECT now() - n * interval '1 second' AS t) AS at",
             (first_id, SCHEDULES, start + 1, min(rows, start + batch)),

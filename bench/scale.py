@@ -111,8 +111,8 @@ def api_latencies(stack: Stack, port: int) -> dict[str, Any]:
         for n in range(API_REQUESTS):
             body = {
                 "name": f"api bench {n}",
-                "taskType": "send_email",
-                "config": {"templateId": "weekly-digest"},
+                "taskType": "report_publish",
+                "config": {"reportId": "compliance-weekly"},
                 "scheduleType": "cron",
                 "cronExpression": "0 3 * * *",
                 "timezone": "Europe/Berlin",

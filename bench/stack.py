@@ -13,7 +13,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from shared.db import upgrade_to_head
 from shared.messaging import QUEUES
 from shared.runtime import Runtime, build_runtime
-from shared.settings import Settings
+from shared.settings import Settings, declaration
 
 ADMIN_URL = os.environ.get("TEST_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672")
@@ -99,6 +99,7 @@ class Stack:
             database_url=ADMIN_URL.rsplit("/", 1)[0] + f"/{database}",
             broker_url=f"{RABBITMQ_URL}/{vhost}",
             simulated_work_ms=0,  # the task types' handlers do nothing: we measure the scheduler
+            demo_task_types="true",  # the simulated types are the no-op handlers
             log_level="WARNING",
         )
         settings = Settings(**{**base.__dict__, **overrides})
@@ -117,19 +118,9 @@ class Stack:
         env = {
             key: value for key, value in os.environ.items() if not key.startswith(("DATABASE_", "BROKER_"))
         }
-        env.update(
-            DATABASE_URL=self.settings.database_url,
-            BROKER_URL=self.settings.broker_url,
-            SIMULATED_WORK_MS=str(self.settings.simulated_work_ms),
-            TICK_BUDGET=str(self.settings.tick_budget),
-            TICK_BUCKET_MS=str(self.settings.tick_bucket_ms),
-            TICK_THREADS=str(self.settings.tick_threads),
-            WORKER_PROCESSES=str(self.settings.worker_processes),
-            WORKER_THREADS=str(self.settings.worker_threads),
-            WORKER_TIMEOUT_MS=str(self.settings.worker_timeout_ms),
-            LOG_LEVEL=self.settings.log_level,
-            PYTHONUNBUFFERED="1",
-        )
+        # Every setting by its own variable: the processes run with exactly the bench's settings.
+        env.update({declaration(f.name).env: str(getattr(self.settings, f.name)) for f in fields(Settings)})
+        env["PYTHONUNBUFFERED"] = "1"
         env.update(extra)
         return env
 
@@ -222,13 +213,13 @@ def insert_schedules(stack: Stack, timings: Iterable[tuple[str | None, int | Non
             copy.write_row(
                 (
                     f"bench {n}",
-                    "send_email",
+                    "report_publish",
                     schedule_type,
                     cron_expression,
                     interval_ms,
                     "UTC",
                     True,
-                    '{"templateId": "weekly-digest"}',
+                    '{"reportId": "compliance-weekly"}',
                     "bench",
                     now,
                     now,
