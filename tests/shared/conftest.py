@@ -30,7 +30,9 @@ from shared.runtime import Runtime
 from shared.settings import Settings
 
 REPORT_CONFIG = {"reportId": "compliance-weekly"}
-UNIT_SETTINGS = Settings(simulated_work_ms=0, demo_task_types="true")  # embedded: no DATABASE_URL, no BROKER_URL
+UNIT_SETTINGS = Settings(
+    simulated_work_ms=0, demo_task_types="true"
+)  # embedded: no DATABASE_URL, no BROKER_URL
 
 
 @dataclass(frozen=True)
