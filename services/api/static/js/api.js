@@ -26,19 +26,27 @@ function parsePagination(header, items) {
   if (header) {
     try {
       const raw = JSON.parse(header);
-      return { total: raw.total ?? 0, totalPages: raw.total_pages ?? 0, page: raw.page ?? 1 };
+      return {
+        total: raw.total ?? 0,
+        totalPages: raw.total_pages ?? 0,
+        page: raw.page ?? 1,
+        totalIsEstimate: raw.total_is_estimate === true,
+      };
     } catch {
       /* a malformed header reads as "no header" */
     }
   }
   const total = Array.isArray(items) ? items.length : 0;
-  return { total, totalPages: total ? 1 : 0, page: 1 };
+  return { total, totalPages: total ? 1 : 0, page: 1, totalIsEstimate: false };
 }
 
 async function request(method, path, { query, body } = {}) {
   const url = new URL(path, window.location.origin);
   for (const [key, value] of Object.entries(query ?? {})) {
-    if (value !== undefined && value !== null && value !== "") url.searchParams.set(key, String(value));
+    // An array is a parameter given once per item (label=team=billing&label=tier=1).
+    for (const item of [value].flat()) {
+      if (item !== undefined && item !== null && item !== "") url.searchParams.append(key, String(item));
+    }
   }
   const init = { method, headers: { Accept: "application/json" }, credentials: "same-origin" };
   if (body !== undefined) {
@@ -66,9 +74,20 @@ async function request(method, path, { query, body } = {}) {
 
 const BASE = "/api/scheduler";
 
+/** The list's filters as query parameters: the task list, Pause matching and Resume matching take the same. */
+function taskFilters({ enabled, taskType, q, owner, labels }) {
+  return { enabled, taskType, q, owner, label: labels ?? [] };
+}
+
 export const api = {
-  listTasks: ({ page, pageSize, enabled, taskType, q }) =>
-    request("GET", `${BASE}/tasks`, { query: { page, page_size: pageSize, enabled, taskType, q } }),
+  listTasks: ({ page, pageSize, ...filters }) =>
+    request("GET", `${BASE}/tasks`, { query: { page, page_size: pageSize, ...taskFilters(filters) } }),
+  /** Pause (disable) every task the filters select; resolves to the ids it changed. */
+  pauseTasks: (filters) =>
+    request("POST", `${BASE}/tasks/pause`, { query: taskFilters(filters) }).then((r) => r.data.changed),
+  /** Resume (enable) every task the filters select; resolves to the ids it changed. */
+  resumeTasks: (filters) =>
+    request("POST", `${BASE}/tasks/resume`, { query: taskFilters(filters) }).then((r) => r.data.changed),
   createTask: (task) => request("POST", `${BASE}/tasks`, { body: task }).then((r) => r.data),
   updateTask: (id, changes) => request("PUT", `${BASE}/tasks/${id}`, { body: changes }).then((r) => r.data),
   deleteTask: (id) => request("DELETE", `${BASE}/tasks/${id}`),

@@ -40,9 +40,10 @@ export function openDialog(dialog, focusTarget = null) {
 
 /**
  * Ask a yes/no question in the confirmation dialog. Resolves to true only when the operator confirms;
- * the safe choice (Cancel) has focus first so a stray Enter never deletes anything.
+ * the safe choice (Cancel) has focus first so a stray Enter never deletes anything. `danger` (the default)
+ * colours the confirming button as destructive.
  */
-export function confirmAction({ title, message, confirmLabel }) {
+export function confirmAction({ title, message, confirmLabel, danger = true }) {
   const dialog = document.getElementById("confirm-dialog");
   const ok = document.getElementById("confirm-ok");
   const cancel = document.getElementById("confirm-cancel");
@@ -50,6 +51,8 @@ export function confirmAction({ title, message, confirmLabel }) {
   const messageEl = document.getElementById("confirm-message");
   messageEl.replaceChildren(...(Array.isArray(message) ? message : [message]));
   ok.textContent = confirmLabel;
+  ok.classList.toggle("btn-danger", danger);
+  ok.classList.toggle("btn-primary", !danger);
   return new Promise((resolve) => {
     let confirmed = false;
     const onOk = () => {

@@ -14,6 +14,45 @@ function timeOrDash(iso, emptyText) {
   return h("time", { datetime: iso, title: formatExact(iso) }, formatSeconds(iso));
 }
 
+/**
+ * What a run has to read beyond its row: its error, the handler's output (its result line: an HTTP status and
+ * excerpt...), and the one-off config of a Run Now that carried one.
+ */
+function runDetails(run) {
+  const boxes = [];
+  if (run.errorMessage) {
+    boxes.push(
+      h(
+        "div",
+        { class: "error-box", "data-testid": "history-error" },
+        h("strong", {}, run.status === "failed" ? "Error" : "Details"),
+        h("pre", {}, run.errorMessage),
+      ),
+    );
+  }
+  if (run.output) {
+    boxes.push(
+      h(
+        "div",
+        { class: "detail-box", "data-testid": "history-output" },
+        h("strong", {}, "Output"),
+        h("pre", {}, run.output),
+      ),
+    );
+  }
+  if (run.configOverride) {
+    boxes.push(
+      h(
+        "div",
+        { class: "detail-box", "data-testid": "history-override" },
+        h("strong", {}, "Config for this run only (Run now override)"),
+        h("pre", {}, JSON.stringify(run.configOverride, null, 2)),
+      ),
+    );
+  }
+  return boxes;
+}
+
 function durationText(run) {
   if (run.durationMs !== null && run.durationMs !== undefined) return formatDuration(run.durationMs);
   if (run.status === "running" && run.startedAt)
@@ -132,7 +171,8 @@ export class HistoryDialog {
   }
 
   renderRun(run) {
-    const hasDetail = Boolean(run.errorMessage);
+    const details = runDetails(run);
+    const hasDetail = details.length > 0;
     const detailId = `run-detail-${run.id}`;
     const isExpanded = this.expanded.has(run.id);
     const toggle = hasDetail
@@ -143,7 +183,7 @@ export class HistoryDialog {
             class: "btn btn-ghost btn-icon expand-toggle",
             "aria-expanded": String(isExpanded),
             "aria-controls": detailId,
-            "aria-label": isExpanded ? "Hide the error" : "Show the error",
+            "aria-label": isExpanded ? "Hide details" : "Show details",
             "data-testid": "history-expand",
           },
           icon("chevron"),
@@ -171,7 +211,14 @@ export class HistoryDialog {
         class: hasDetail ? "has-detail" : "",
       },
       h("td", { "data-label": "Status" }, h("div", { class: "status-cell" }, toggle, runStatusBadge(run.status))),
-      h("td", { "data-label": "Trigger" }, triggerBadge(run.triggeredBy)),
+      h(
+        "td",
+        { "data-label": "Trigger" },
+        triggerBadge(run.triggeredBy),
+        run.configOverride
+          ? h("div", { class: "small muted", "data-testid": "run-override-note" }, "with config override")
+          : null,
+      ),
       h("td", { "data-label": "Scheduled for" }, scheduled),
       h(
         "td",
@@ -184,23 +231,14 @@ export class HistoryDialog {
     if (!hasDetail) return [row];
     const detail = h(
       "tr",
-      { class: "detail-row", id: detailId, hidden: !isExpanded, "data-testid": "history-error" },
-      h(
-        "td",
-        { colspan: COLUMN_COUNT },
-        h(
-          "div",
-          { class: "error-box" },
-          h("strong", {}, run.status === "failed" ? "Error" : "Details"),
-          h("pre", {}, run.errorMessage),
-        ),
-      ),
+      { class: "detail-row", id: detailId, hidden: !isExpanded, "data-testid": "history-detail" },
+      h("td", { colspan: COLUMN_COUNT }, h("div", { class: "detail-stack" }, details)),
     );
     const flip = () => {
       const open = detail.hidden;
       detail.hidden = !open;
       toggle.setAttribute("aria-expanded", String(open));
-      toggle.setAttribute("aria-label", open ? "Hide the error" : "Show the error");
+      toggle.setAttribute("aria-label", open ? "Hide details" : "Show details");
       if (open) this.expanded.add(run.id);
       else this.expanded.delete(run.id);
     };

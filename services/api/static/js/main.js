@@ -7,6 +7,7 @@ import { debounce, h, sameControlNow } from "./dom.js";
 import { formatClock, formatDuration, viewerTimeZone } from "./format.js";
 import { HistoryDialog } from "./history-dialog.js";
 import { icon } from "./icons.js";
+import { parseLabelSelector } from "./labels.js";
 import { TaskForm } from "./task-form.js";
 import { renderSystemRows, renderTaskRows } from "./task-table.js";
 import { toast } from "./toast.js";
@@ -20,7 +21,8 @@ const STORAGE = { theme: "cronwork.theme", autoRefresh: "cronwork.autoRefresh" }
 const state = {
   taskTypes: [],
   taskTypesById: new Map(),
-  filters: { q: "", enabled: "", taskType: "" },
+  /** As the filter bar holds them; `label` is its text ("team=billing, tier=1"). */
+  filters: { q: "", enabled: "", taskType: "", owner: "", label: "" },
   page: 1,
   pageSize: 25,
   tasks: [],
@@ -83,6 +85,8 @@ function readUrl() {
   state.filters.q = params.get("q") ?? "";
   state.filters.enabled = ["true", "false"].includes(params.get("enabled")) ? params.get("enabled") : "";
   state.filters.taskType = params.get("taskType") ?? "";
+  state.filters.owner = params.get("owner") ?? "";
+  state.filters.label = params.getAll("label").join(", ");
   state.page = Math.max(1, Number.parseInt(params.get("page") ?? "1", 10) || 1);
   const size = Number.parseInt(params.get("pageSize") ?? "", 10);
   state.pageSize = PAGE_SIZES.includes(size) ? size : 25;
@@ -91,7 +95,9 @@ function readUrl() {
 /** Keep the filters in the address bar, so a filtered view can be bookmarked or shared. */
 function writeUrl() {
   const params = new URLSearchParams();
-  for (const [key, value] of Object.entries(state.filters)) if (value) params.set(key, value);
+  const { label, ...rest } = state.filters;
+  for (const [key, value] of Object.entries(rest)) if (value) params.set(key, value);
+  for (const selector of parseLabelSelector(label) ?? []) params.append("label", selector);
   if (state.page > 1) params.set("page", String(state.page));
   if (state.pageSize !== 25) params.set("pageSize", String(state.pageSize));
   const query = params.toString();
@@ -102,22 +108,67 @@ function hasFilters() {
   return Object.values(state.filters).some(Boolean);
 }
 
+/** The filters in the API's terms: the list, Pause matching and Resume matching send the same. */
+function apiFilters() {
+  const { q, enabled, taskType, owner, label } = state.filters;
+  return { q, enabled, taskType, owner, labels: parseLabelSelector(label) ?? [] };
+}
+
+/** The active filters in words, for the confirmation of a bulk action. */
+function describeFilters() {
+  const { q, enabled, taskType, owner, label } = state.filters;
+  const typeLabel = state.taskTypesById.get(taskType)?.label ?? taskType;
+  return [
+    q && `name contains “${q}”`,
+    enabled && (enabled === "true" ? "enabled" : "disabled"),
+    taskType && `type ${typeLabel}`,
+    owner && `owner ${owner}`,
+    ...(parseLabelSelector(label) ?? []).map((selector) => `label ${selector}`),
+  ]
+    .filter(Boolean)
+    .join(", ");
+}
+
+/** The label filter's text, checked: null (and the reason shown) when a part is not key=value. */
+function readLabelFilter(input) {
+  const valid = parseLabelSelector(input.value) !== null;
+  const error = el("filter-label-error");
+  input.setAttribute("aria-invalid", String(!valid));
+  error.textContent = valid ? "" : "Write labels as key=value, several separated by commas.";
+  error.hidden = valid;
+  return valid ? input.value.trim() : null;
+}
+
 function setUpFilters() {
   const search = el("filter-q");
   const enabled = el("filter-enabled");
   const type = el("filter-type");
+  const owner = el("filter-owner");
+  const label = el("filter-label");
   search.value = state.filters.q;
   enabled.value = state.filters.enabled;
+  owner.value = state.filters.owner;
+  label.value = state.filters.label;
   type.append(...state.taskTypes.map((taskType) => h("option", { value: taskType.id }, taskType.label)));
   type.value = state.filters.taskType;
   el("task-page-size").value = String(state.pageSize);
 
   const apply = () => {
-    state.filters = { q: search.value.trim(), enabled: enabled.value, taskType: type.value };
+    const labels = readLabelFilter(label);
+    if (labels === null) return; // the list stays as it is until the labels read as key=value
+    state.filters = {
+      q: search.value.trim(),
+      enabled: enabled.value,
+      taskType: type.value,
+      owner: owner.value.trim(),
+      label: labels,
+    };
     state.page = 1;
     loadTasks();
   };
   search.addEventListener("input", debounce(apply, 300));
+  owner.addEventListener("input", debounce(apply, 300));
+  label.addEventListener("input", debounce(apply, 300));
   el("filters").addEventListener("submit", (event) => {
     event.preventDefault();
     apply();
@@ -128,9 +179,15 @@ function setUpFilters() {
     search.value = "";
     enabled.value = "";
     type.value = "";
+    owner.value = "";
+    label.value = "";
     apply();
     search.focus();
   });
+  el("pause-matching").replaceChildren(icon("pause"), h("span", {}, "Pause matching"));
+  el("pause-matching").addEventListener("click", () => setMatchingEnabled(false));
+  el("resume-matching").replaceChildren(icon("resume"), h("span", {}, "Resume matching"));
+  el("resume-matching").addEventListener("click", () => setMatchingEnabled(true));
   el("task-page-size").addEventListener("change", (event) => {
     state.pageSize = Number(event.target.value);
     state.page = 1;
@@ -176,13 +233,7 @@ async function loadTasks() {
   const seq = ++state.loadSeq;
   setRefreshing(true);
   try {
-    const { data, pagination } = await api.listTasks({
-      page: state.page,
-      pageSize: state.pageSize,
-      enabled: state.filters.enabled,
-      taskType: state.filters.taskType,
-      q: state.filters.q,
-    });
+    const { data, pagination } = await api.listTasks({ page: state.page, pageSize: state.pageSize, ...apiFilters() });
     if (seq !== state.loadSeq) return true;
     if (!data.length && state.page > 1 && pagination.totalPages > 0) {
       state.page = pagination.totalPages; // the last page emptied (a delete, a filter); step back
@@ -254,6 +305,7 @@ function renderTasks() {
       onHistory: (task) => historyDialog.open({ name: task.name, scheduleId: task.id }),
       onEdit: (task) => taskForm.openForEdit(task),
       onDelete: deleteTask,
+      onLabel: filterByLabel,
     }),
   );
   const { total, totalPages } = state.pagination;
@@ -264,6 +316,7 @@ function renderTasks() {
   el("task-prev").disabled = state.page <= 1;
   el("task-next").disabled = state.page >= totalPages;
   el("filters-clear").hidden = !hasFilters();
+  el("bulk-actions").hidden = !hasFilters();
 }
 
 function renderUpdatedAt() {
@@ -378,6 +431,68 @@ async function deleteTask(task) {
   }
   state.pendingRuns.delete(task.id);
   toast(`Deleted “${task.name}”.`, "success");
+  refresh();
+}
+
+/** A label chip was pressed: add its label to the filter (once). */
+function filterByLabel(selector) {
+  const input = el("filter-label");
+  const current = parseLabelSelector(input.value) ?? [];
+  if (current.includes(selector)) return;
+  input.value = [...current, selector].join(", ");
+  input.dispatchEvent(new Event("input"));
+}
+
+function plural(count, noun) {
+  return `${count} ${noun}${count === 1 ? "" : "s"}`;
+}
+
+/**
+ * Pause matching / Resume matching: after a confirmation that says how many tasks the filters select (on every
+ * page, counted by the server), disable or enable every one of them with one request.
+ */
+async function setMatchingEnabled(enable) {
+  const filters = apiFilters();
+  const verb = enable ? "Resume" : "Pause";
+  let pagination;
+  try {
+    ({ pagination } = await api.listTasks({ page: 1, pageSize: 1, ...filters }));
+  } catch (error) {
+    toast(`Could not count the matching tasks: ${error.message}`, "error");
+    return;
+  }
+  if (!pagination.total) {
+    toast(`No tasks match these filters: nothing to ${verb.toLowerCase()}.`, "info");
+    return;
+  }
+  const count = `${pagination.totalIsEstimate ? "about " : ""}${plural(pagination.total, "task")}`;
+  const confirmed = await confirmAction({
+    title: `${verb} ${count}?`,
+    message: [
+      "Every task matching these filters (",
+      h("span", { "data-testid": "confirm-filters" }, describeFilters()),
+      "), ",
+      h("strong", { "data-testid": "confirm-count" }, count),
+      " on every page, ",
+      enable
+        ? "will be enabled and run on its schedule again from its next slot."
+        : "will be disabled: it keeps its settings and history but starts no scheduled runs until resumed.",
+      ` Tasks already ${enable ? "enabled" : "paused"} stay as they are.`,
+    ],
+    confirmLabel: `${verb} ${count}`,
+    danger: !enable,
+  });
+  if (!confirmed) return;
+  let changed;
+  try {
+    changed = await (enable ? api.resumeTasks(filters) : api.pauseTasks(filters));
+  } catch (error) {
+    toast(`Could not ${verb.toLowerCase()} the matching tasks: ${error.message}`, "error");
+    return;
+  }
+  const done = enable ? "Resumed" : "Paused";
+  const already = changed.length ? "" : ` They were all ${enable ? "enabled" : "paused"} already.`;
+  toast(`${done} ${plural(changed.length, "task")}.${already}`, "success");
   refresh();
 }
 

@@ -1,16 +1,23 @@
 // The Add / Edit task dialog. On a rejected save the dialog stays open with everything as typed and each
 // server reason shown beside its field. An edit sends only the fields the user changed (the API's PUT is a
 // partial update), so a field nobody touched is never rewritten, and the schedule is re-armed only when its
-// timing really changed.
+// timing really changed. A secret config field nobody replaced goes back as the API showed it, which keeps it.
 
+import { ConfigFields } from "./config-fields.js";
 import { CronField } from "./cron-field.js";
 import { openDialog, setUpDialog } from "./dialog.js";
 import { $, $$, h } from "./dom.js";
 import { INTERVAL_UNITS, splitInterval, viewerTimeZone } from "./format.js";
+import { labelLines, parseLabelLines } from "./labels.js";
 import { toast } from "./toast.js";
 
 const MAX_NAME_LENGTH = 100;
 const TIMING_FIELD_OF_TYPE = { cron: "cronExpression", interval: "intervalMs" };
+const MAX_ATTEMPTS = 10; // services/api/schemas.py documents the bounds; the server has the last word
+const MAX_RETRY_DELAY_S = 3600;
+// The per-schedule run settings, owner and labels: null (or no labels) means the task type's or deployment's.
+const ADVANCED_FIELDS = ["maxAttempts", "retryBaseDelayMs", "timeLimitS", "owner", "labels"];
+const CONTROLS = "input:not([type=radio]), select, textarea";
 
 /** Equal as JSON values, whatever the order of object keys (a config sent back in another order is the same). */
 function sameValue(a, b) {
@@ -42,7 +49,6 @@ export class TaskForm {
     this.editing = null;
     this.opened = null; // the form's values as the dialog opened: a field still equal to its value here is unchanged
     this.saving = false;
-    this.configValues = {};
 
     this.dialog = document.getElementById("task-dialog");
     this.form = document.getElementById("task-form");
@@ -61,6 +67,17 @@ export class TaskForm {
     this.configFieldset = document.getElementById("config-fieldset");
     this.enabledField = document.getElementById("enabled-field");
     this.enabledInput = document.getElementById("task-enabled");
+    this.advanced = document.getElementById("advanced-settings");
+    this.maxAttemptsInput = document.getElementById("task-max-attempts");
+    this.retryDelayInput = document.getElementById("task-retry-delay");
+    this.timeLimitInput = document.getElementById("task-time-limit");
+    this.ownerInput = document.getElementById("task-owner");
+    this.labelsInput = document.getElementById("task-labels");
+    this.configFields = new ConfigFields({
+      container: this.configContainer,
+      fieldset: this.configFieldset,
+      onInvalid: (field, reason) => (reason ? this.showFieldError(field, [reason]) : this.clearFieldError(field)),
+    });
 
     this.intervalUnit.replaceChildren(
       ...INTERVAL_UNITS.map((unit) => h("option", { value: String(unit.ms) }, unit.label)),
@@ -83,13 +100,14 @@ export class TaskForm {
         message ? this.showFieldError("timezone", [message]) : this.clearFieldError("timezone"),
     });
 
-    setUpDialog(this.dialog);
+    // A typed secret lives only in its input while the dialog is open.
+    setUpDialog(this.dialog, { onClose: () => this.configFields.forget() });
     this.form.addEventListener("submit", (event) => {
       event.preventDefault();
       this.save();
     });
     this.typeSelect.addEventListener("change", () => {
-      this.rememberConfig();
+      this.configFields.remember();
       this.renderTaskType();
     });
     for (const radio of this.scheduleRadios) radio.addEventListener("change", () => this.renderScheduleType());
@@ -132,6 +150,7 @@ export class TaskForm {
       timezone: viewerTimeZone,
       config: {},
       enabled: true,
+      labels: {},
     });
     openDialog(this.dialog, this.nameInput);
     this.populateTimezones();
@@ -168,7 +187,8 @@ export class TaskForm {
     this.saving = false;
     this.nameInput.value = task.name ?? "";
     this.typeSelect.value = task.taskType ?? "";
-    this.configValues = { ...(task.config ?? {}) };
+    this.configFields.load(this.selectedTaskType()?.configFields ?? [], task.config);
+    this.fillAdvanced(task);
     this.scheduleType = task.scheduleType ?? "cron";
     this.cronInput.value = task.cronExpression ?? "";
     this.timezoneInput.value = task.timezone ?? "UTC";
@@ -207,81 +227,33 @@ export class TaskForm {
     return Math.round(value * Number(this.intervalUnit.value));
   }
 
-  /** Keep what was typed into the config fields, so switching task type back and forth loses nothing. */
-  rememberConfig() {
-    for (const input of $$("[data-config-key]", this.configContainer)) {
-      this.configValues[input.dataset.configKey] = input.value;
-    }
+  /** The run settings, owner and labels; the section starts open when the schedule sets any of them. */
+  fillAdvanced(task) {
+    const isSet = (value) => value !== null && value !== undefined && value !== "";
+    const text = (value) => (isSet(value) ? String(value) : "");
+    this.maxAttemptsInput.value = text(task.maxAttempts);
+    this.retryDelayInput.value = isSet(task.retryBaseDelayMs) ? String(task.retryBaseDelayMs / 1000) : "";
+    this.timeLimitInput.value = text(task.timeLimitS);
+    this.ownerInput.value = text(task.owner);
+    this.labelsInput.value = labelLines(task.labels);
+    this.advanced.open = ADVANCED_FIELDS.some((field) =>
+      field === "labels" ? Object.keys(task.labels ?? {}).length > 0 : isSet(task[field]),
+    );
   }
 
   renderTaskType() {
     const taskType = this.selectedTaskType();
     this.typeDescription.textContent = taskType?.description ?? "";
-    const fields = taskType?.configFields ?? [];
-    this.configFieldset.hidden = fields.length === 0;
-    this.configContainer.replaceChildren(...fields.map((field) => this.renderConfigField(field)));
+    this.configFields.render(taskType?.configFields ?? []);
+    // An empty field means the default: say which.
+    this.maxAttemptsInput.placeholder = taskType ? `Default: ${taskType.maxAttempts}` : "";
+    this.retryDelayInput.placeholder = "Default: the deployment's";
+    this.timeLimitInput.placeholder = taskType?.timeLimitS
+      ? `Default: ${taskType.timeLimitS}`
+      : "Default: the deployment's limit";
   }
 
-  renderConfigField(field) {
-    const id = `config-${field.key}`;
-    const current = this.configValues[field.key];
-    const value = current === undefined || current === null ? "" : String(current);
-    const common = {
-      id,
-      name: id,
-      required: field.required,
-      "data-config-key": field.key,
-      "data-testid": `config-${field.key}`,
-    };
-    let control;
-    if (field.type === "select") {
-      control = h(
-        "select",
-        { ...common, value },
-        h("option", { value: "", disabled: field.required }, field.required ? "Choose…" : "(none)"),
-        ...(field.options ?? []).map((option) => h("option", { value: option.value }, option.label)),
-      );
-    } else {
-      const inputType = { number: "number", url: "url" }[field.type] ?? "text";
-      control = h("input", {
-        ...common,
-        type: inputType,
-        value,
-        autocomplete: "off",
-        placeholder: field.type === "url" ? "https://…" : null,
-        step: field.type === "number" ? "any" : null,
-        min: field.minimum ?? null,
-        max: field.maximum ?? null,
-      });
-    }
-    return h(
-      "div",
-      { class: "field", "data-field": `config.${field.key}` },
-      h(
-        "label",
-        { for: id },
-        field.label,
-        field.required
-          ? h("span", { class: "required", "aria-hidden": "true" }, " *")
-          : h("span", { class: "muted" }, " (optional)"),
-      ),
-      control,
-      h("p", { class: "field-error", "data-error-for": `config.${field.key}` }),
-    );
-  }
-
-  collectConfig() {
-    this.rememberConfig();
-    const config = {};
-    for (const field of this.selectedTaskType()?.configFields ?? []) {
-      const raw = this.configValues[field.key];
-      if (raw === undefined || raw === null || raw === "") continue;
-      config[field.key] = field.type === "number" ? Number(raw) : raw;
-    }
-    return config;
-  }
-
-  /** Every field as the form holds it now, in the API's terms. */
+  /** Every field as the form holds it now, in the API's terms (an unreadable value as typed). */
   formValues() {
     return {
       name: this.nameInput.value.trim(),
@@ -290,8 +262,13 @@ export class TaskForm {
       cronExpression: this.cronInput.value.trim(),
       intervalMs: this.intervalMs(),
       timezone: this.timezoneInput.value.trim() || "UTC",
-      config: this.collectConfig(),
+      config: this.configFields.read(this.selectedTaskType()?.configFields ?? []).config,
       enabled: this.enabledInput.checked,
+      maxAttempts: numberOrNull(this.maxAttemptsInput),
+      retryBaseDelayMs: secondsAsMs(numberOrNull(this.retryDelayInput)),
+      timeLimitS: numberOrNull(this.timeLimitInput),
+      owner: this.ownerInput.value.trim() || null,
+      labels: parseLabelLines(this.labelsInput.value).labels,
     };
   }
 
@@ -311,7 +288,7 @@ export class TaskForm {
   changedFields(values) {
     const changed = {};
     const differs = (field) => !sameValue(values[field], this.opened[field]);
-    for (const field of ["name", "taskType", "scheduleType", "timezone", "enabled"]) {
+    for (const field of ["name", "taskType", "scheduleType", "timezone", "enabled", ...ADVANCED_FIELDS]) {
       if (differs(field)) changed[field] = values[field];
     }
     if (differs("taskType") || differs("config")) changed.config = values.config;
@@ -328,11 +305,18 @@ export class TaskForm {
     if (!values.taskType) errors.taskType = ["Choose a task type."];
     if (values.scheduleType === "interval" && !values.intervalMs)
       errors.intervalMs = ["Enter a number greater than zero."];
-    const config = {};
-    for (const field of this.selectedTaskType()?.configFields ?? []) {
-      if (field.required && !(field.key in values.config)) config[field.key] = [`${field.label} is required.`];
-    }
-    if (Object.keys(config).length) errors.config = config;
+    Object.assign(errors, this.configFields.read(this.selectedTaskType()?.configFields ?? []).errors);
+    const outOfRange = (input, value, { min, max, whole }) =>
+      input.validity.badInput ||
+      (value !== null && (value < min || (max !== undefined && value > max) || (whole && !Number.isInteger(value))));
+    if (outOfRange(this.maxAttemptsInput, values.maxAttempts, { min: 1, max: MAX_ATTEMPTS, whole: true }))
+      errors.maxAttempts = [`A whole number from 1 to ${MAX_ATTEMPTS}, or empty for the default.`];
+    if (outOfRange(this.retryDelayInput, values.retryBaseDelayMs, { min: 0, max: MAX_RETRY_DELAY_S * 1000 }))
+      errors.retryBaseDelayMs = [`Seconds from 0 to ${MAX_RETRY_DELAY_S}, or empty for the default.`];
+    if (outOfRange(this.timeLimitInput, values.timeLimitS, { min: 1, whole: true }))
+      errors.timeLimitS = ["Whole seconds, at least 1, or empty for the default."];
+    const labelErrors = parseLabelLines(this.labelsInput.value).errors;
+    if (labelErrors.length) errors.labels = labelErrors;
     return errors;
   }
 
@@ -366,6 +350,7 @@ export class TaskForm {
         ? await this.api.updateTask(this.editing.id, payload)
         : await this.api.createTask(payload);
       const created = !this.editing;
+      this.configFields.forget(); // now, not when the close event comes: a typed secret leaves with the save
       this.dialog.close();
       toast(created ? `Created “${saved.name}”.` : `Saved “${saved.name}”.`, "success");
       this.onSaved(saved, { created });
@@ -392,32 +377,49 @@ export class TaskForm {
     toast(`Could not ${verb}: ${error.message}`, "error");
   }
 
-  /** Show `errors` ({field: [reasons]} with config nested or flat) beside their fields; the rest in the banner. */
+  /**
+   * Show `errors` ({field: [reasons]}, config nested or flat) beside their fields; a field with no place of its
+   * own (labels.<key>, a config key the form does not draw) beside its parent, naming it; the rest in the banner.
+   */
   showErrors(errors, summary) {
-    const unplaced = [];
+    const flat = [];
     for (const [field, reasons] of Object.entries(errors)) {
       if (field === "config" && reasons && !Array.isArray(reasons)) {
-        for (const [key, keyReasons] of Object.entries(reasons)) {
-          if (!this.showFieldError(`config.${key}`, keyReasons))
-            this.showFieldError("config", [`${key}: ${[keyReasons].flat().join(" ")}`]);
-        }
-      } else if (!this.showFieldError(field, reasons)) {
-        unplaced.push(`${field === "_schema" ? "" : `${field}: `}${[reasons].flat().join(" ")}`);
+        for (const [key, keyReasons] of Object.entries(reasons)) flat.push([`config.${key}`, keyReasons]);
+      } else {
+        flat.push([field, reasons]);
       }
     }
+    const byParent = new Map();
+    const unplaced = [];
+    for (const [field, reasons] of flat) {
+      if (this.showFieldError(field, reasons)) continue;
+      const [parent, ...rest] = field.split(".");
+      const line = `${rest.length ? `${rest.join(".")}: ` : ""}${[reasons].flat().join(" ")}`;
+      if (rest.length && this.hasErrorSlot(parent)) byParent.set(parent, [...(byParent.get(parent) ?? []), line]);
+      else unplaced.push(`${field === "_schema" ? "" : `${field}: `}${[reasons].flat().join(" ")}`);
+    }
+    for (const [parent, lines] of byParent) this.showFieldError(parent, lines);
     this.showBanner([summary, ...unplaced]);
     const firstInvalid = $('[aria-invalid="true"]:not([hidden])', this.form);
     firstInvalid?.focus();
   }
 
+  hasErrorSlot(field) {
+    const slot = $(`[data-error-for="${CSS.escape(field)}"]`, this.form);
+    return Boolean(slot) && !slot.closest("[hidden]");
+  }
+
   /** Returns false when the form has no visible place for that field. */
   showFieldError(field, reasons) {
+    if (!this.hasErrorSlot(field)) return false;
     const slot = $(`[data-error-for="${CSS.escape(field)}"]`, this.form);
-    if (!slot || slot.closest("[hidden]")) return false;
     slot.textContent = [reasons].flat().join(" ");
     slot.classList.add("visible");
+    const section = slot.closest("details");
+    if (section) section.open = true; // a reason inside the closed Advanced section must be seen
     const container = slot.closest("[data-field]");
-    const control = container && $("input:not([type=radio]), select", container);
+    const control = container && $(CONTROLS, container);
     if (control) {
       control.setAttribute("aria-invalid", "true");
       slot.id ||= `${control.id}-error`;
@@ -432,7 +434,7 @@ export class TaskForm {
     if (!slot?.classList.contains("visible")) return;
     slot.textContent = "";
     slot.classList.remove("visible");
-    const control = $("input:not([type=radio]), select", slot.closest("[data-field]"));
+    const control = $(CONTROLS, slot.closest("[data-field]"));
     if (control && control !== this.cronInput) control.removeAttribute("aria-invalid");
   }
 
@@ -456,4 +458,15 @@ export class TaskForm {
     this.banner.replaceChildren(h("strong", {}, first), ...details);
     this.banner.hidden = false;
   }
+}
+
+/** A number input's value, or null when it is empty (or holds what is not a number). */
+function numberOrNull(input) {
+  if (input.value.trim() === "") return null;
+  const value = Number(input.value);
+  return Number.isFinite(value) ? value : null;
+}
+
+function secondsAsMs(seconds) {
+  return seconds === null ? null : Math.round(seconds * 1000);
 }

@@ -1,6 +1,7 @@
 // The rows of the two task tables: your tasks (with actions) and the built-in system tasks (read-only).
 
 import { runStatusBadge, systemBadge } from "./badges.js";
+import { secretText } from "./config-fields.js";
 import { h } from "./dom.js";
 import { formatExact, formatRelative, formatShort } from "./format.js";
 import { icon } from "./icons.js";
@@ -50,10 +51,55 @@ function configSummary(task, taskType) {
     if (value === undefined || value === null || value === "") continue;
     const option = field.options?.find((candidate) => candidate.value === value);
     if (option) parts.push(option.label);
+    else if (field.secret) parts.push(`${field.label}: ${secretText(value)}`);
     else if (field.type === "url") parts.push(String(value));
+    else if (field.type === "json") parts.push(`${field.label}: ${JSON.stringify(value)}`);
     else parts.push(`${field.label}: ${value}`);
   }
   return parts.length ? h("div", { class: "muted small truncate", title: parts.join(" · ") }, parts.join(" · ")) : null;
+}
+
+/** Its labels as compact chips; pressing one narrows the list to the tasks that carry it. */
+function labelChips(task, onLabel) {
+  const labels = Object.entries(task.labels ?? {});
+  if (!labels.length) return null;
+  return h(
+    "ul",
+    { class: "label-chips", "aria-label": "Labels" },
+    labels.map(([key, value]) =>
+      h(
+        "li",
+        {},
+        h(
+          "button",
+          {
+            type: "button",
+            class: "label-chip",
+            title: `Show only tasks labelled ${key}=${value}`,
+            "data-testid": "row-label",
+            onclick: () => onLabel(`${key}=${value}`),
+          },
+          h("span", { class: "label-key" }, key),
+          h("span", { class: "label-value" }, value),
+        ),
+      ),
+    ),
+  );
+}
+
+/** Who answers for it (its owner, if set), over who created it. */
+function ownerCell(task) {
+  return cell(
+    "Owner",
+    task.owner
+      ? h("span", { class: "truncate owner", title: task.owner, "data-testid": "row-owner" }, task.owner)
+      : h("span", { class: "muted", "data-testid": "row-owner" }, "No owner"),
+    h(
+      "span",
+      { class: "muted small truncate created-by", title: `Created by ${task.createdBy ?? ""}` },
+      `Created by ${task.createdBy ?? "unknown"}`,
+    ),
+  );
 }
 
 function statusCell(task) {
@@ -99,7 +145,10 @@ function actionButton({ name, label, testId, onClick, variant, busy = false }) {
   );
 }
 
-/** Render your tasks. `handlers` has onRun/onHistory/onEdit/onDelete(task) and isRunPending(task). */
+/**
+ * Render your tasks. `handlers` has onRun/onHistory/onEdit/onDelete(task), isRunPending(task) and
+ * onLabel("key=value") for a pressed label chip.
+ */
 export function renderTaskRows(tbody, tasks, { taskTypes, emptyMessage, ...handlers }) {
   if (!tasks.length) {
     tbody.replaceChildren(
@@ -119,7 +168,11 @@ export function renderTaskRows(tbody, tasks, { taskTypes, emptyMessage, ...handl
           "data-task-name": task.name,
           class: task.enabled ? "" : "is-disabled",
         },
-        cell("Name", h("div", { class: "task-name", "data-testid": "row-name" }, task.name)),
+        cell(
+          "Name",
+          h("div", { class: "task-name", "data-testid": "row-name" }, task.name),
+          labelChips(task, handlers.onLabel),
+        ),
         cell(
           "Type",
           h("div", { "data-testid": "task-type-label" }, taskType?.label ?? task.taskType),
@@ -129,7 +182,7 @@ export function renderTaskRows(tbody, tasks, { taskTypes, emptyMessage, ...handl
         statusCell(task),
         timeCell("Last run", task.lastRunAt, "Never", "task-last-run"),
         nextRunCell(task),
-        cell("Created by", h("span", { class: "truncate created-by", title: task.createdBy }, task.createdBy ?? "")),
+        ownerCell(task),
         h(
           "td",
           { class: "col-actions", "data-label": "Actions" },
