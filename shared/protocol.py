@@ -652,10 +652,11 @@ def _run_handler(runtime: Runtime, task_type: TaskType, run: StartedRun) -> Outc
     )
     begun = time.monotonic()
     output = error = None
+    worth_retrying = True
     try:
         output = task_type.handler(context)
     except TaskFailed as exc:
-        error = str(exc)
+        error, worth_retrying = str(exc), exc.retry
     except TimeLimitExceeded:  # Dramatiq interrupts the thread with this BaseException at the run's limit
         error = f"time limit exceeded ({limit_s} s)"
     except Exception as exc:  # a handler bug is a failed run, not a crashed worker
@@ -667,7 +668,9 @@ def _run_handler(runtime: Runtime, task_type: TaskType, run: StartedRun) -> Outc
         status,
         hide(error),
         int((time.monotonic() - begun) * 1000),
-        may_retry=status == RunStatus.FAILED and run.attempt < (run.max_attempts or task_type.max_attempts),
+        may_retry=status == RunStatus.FAILED
+        and worth_retrying
+        and run.attempt < (run.max_attempts or task_type.max_attempts),
         output=hide(output),
     )
 

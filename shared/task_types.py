@@ -32,7 +32,12 @@ logger = logging.getLogger("cronwork.task_types")
 
 
 class TaskFailed(Exception):
-    """A handler's run failed for a reason worth showing the operator (kept in ``errorMessage``)."""
+    """A handler's run failed for a reason worth showing the operator (kept in ``errorMessage``). ``retry``
+    False: another attempt would fail the same way (a refused address, a malformed config), so none is made."""
+
+    def __init__(self, message: str, retry: bool = True):
+        super().__init__(message)
+        self.retry = retry
 
 
 class FieldType(StrEnum):

@@ -300,6 +300,7 @@ def live_system(
         simulated_work_ms=1500,
         demo_task_types="true",  # the page's tests schedule the simulated demo types
         secret_keys=Fernet.generate_key().decode(),  # so the page can store a secret field's value
+        http_allowed_networks="127.0.0.1/32",  # the page's HTTP tasks call servers on this machine
     )
     running = Services(OUTPUT_DIR / "logs" / "live_system")
     env = environment(settings)

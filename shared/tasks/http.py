@@ -379,7 +379,7 @@ def http_request(context: RunContext) -> str:
             DEFAULT_MAX_REDIRECTS if max_redirects is None else int(max_redirects),
         )
     except TaskFailed as exc:
-        raise TaskFailed(credentials.hide(str(exc))) from None
+        raise TaskFailed(credentials.hide(str(exc)), retry=exc.retry) from None
     answer = outcome.answer
     summary = f"HTTP {answer.status}: {answer.excerpt}" if answer.excerpt else f"HTTP {answer.status}"
     if answer.status in accepted_statuses(accepted_text):

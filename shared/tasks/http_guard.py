@@ -50,7 +50,8 @@ class Refused(TaskFailed):
 
     def __init__(self, reason: str, hint: str = ALLOW_HINT) -> None:
         self.reason, self.hint = reason, hint
-        super().__init__(f"refused: {reason}" + (f"; {hint}" if hint else ""))
+        # Another attempt would be refused the same way: the run fails at once.
+        super().__init__(f"refused: {reason}" + (f"; {hint}" if hint else ""), retry=False)
 
 
 def allowed_networks(text: str) -> tuple[IPNetwork, ...]:

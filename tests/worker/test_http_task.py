@@ -16,6 +16,7 @@ from cryptography.fernet import Fernet
 from flask.testing import FlaskClient
 
 from services.api.app import create_app
+from shared import healing
 from shared.models import RunStatus, TriggeredBy
 from shared.secrets import MASK
 from shared.tasks.http import wire_time
@@ -125,14 +126,14 @@ def test_a_bearer_token_sent_as_a_secret_reaches_the_endpoint_and_shows_nowhere_
     assert "is ready for action" in worker.log() and TOKEN not in worker.log()
 
 
-def test_a_schedule_at_the_cloud_metadata_address_fails_with_the_refusal(engine: Engine) -> None:
+def test_a_schedule_at_the_cloud_metadata_address_fails_with_the_refusal_and_no_retry(engine: Engine) -> None:
     engine.start_worker()
-    schedule = engine.create(
+    schedule = engine.create(  # three attempts allowed: a refusal takes none of the others
         name="what a new user tried",
         schedule_type="manual",
         task_type="http_request",
         config={"url": "http://169.254.169.254/latest/meta-data/iam/security-credentials/"},
-        max_attempts=1,
+        max_attempts=3,
     )
 
     run_now(engine.runtime, schedule.id)
@@ -145,3 +146,5 @@ def test_a_schedule_at_the_cloud_metadata_address_fails_with_the_refusal(engine:
         "refused: 169.254.169.254 is a link-local address (cloud metadata); allow it with HTTP_ALLOWED_NETWORKS"
     )
     assert run.output is None
+    healing.pump(engine.runtime)  # a retry, had one been queued, would be due by now and dispatched
+    assert len(engine.runs(schedule.id)) == 1
