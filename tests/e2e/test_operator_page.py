@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
@@ -307,6 +308,7 @@ def test_create_cron_task_with_live_preview_in_both_time_zones(page: Page) -> No
 def test_invalid_cron_is_marked_red_and_cannot_be_saved(page: Page) -> None:
     dialog = open_add_dialog(page)
     dialog.get_by_label("Name").fill(unique("Never saved"))
+    dialog.get_by_label("Task type").select_option(label="Report Publishing")
     dialog.get_by_label("Report").select_option(label="Billing Summary")
     cron = page.get_by_test_id("cron-expression")
     cron.fill("61 * * * *")
@@ -377,6 +379,7 @@ def test_server_rejection_keeps_the_dialog_and_shows_the_reason_beside_the_field
     name = unique("Too rare")
     dialog = open_add_dialog(page)
     dialog.get_by_label("Name").fill(name)
+    dialog.get_by_label("Task type").select_option(label="Report Publishing")
     dialog.get_by_label("Report").select_option(label="Monthly Usage Report")
     page.get_by_test_id("schedule-type-interval").check()
     page.get_by_test_id("interval-value").fill("400")
@@ -864,7 +867,7 @@ def test_keyboard_reaches_a_rows_actions_and_keeps_its_place_through_auto_refres
     run_now, history, edit, delete = (
         row.get_by_test_id(action) for action in ("run-now", "history", "edit", "delete")
     )
-    for _ in range(6):  # past the other filters and Clear filters
+    for _ in range(10):  # past the other filters, Clear filters, Pause matching and Resume matching
         page.keyboard.press("Tab")
         if is_focused(run_now):
             break
@@ -1014,3 +1017,324 @@ def test_system_tasks_are_read_only_with_real_runs(page: Page, live_system: Any)
     pump.get_by_test_id("history").click()
     history = page.get_by_test_id("history-dialog")
     expect(history.get_by_test_id("history-row").first.get_by_test_id("run-trigger")).to_have_text("System")
+
+
+# ---- real work: secret fields, JSON fields, run settings, owner and labels, bulk pause, run output ---------
+
+PLUGIN_TYPE = "Append a line (example plugin)"  # examples/cronwork-example-tasks, with a secret field
+
+
+@pytest.fixture
+def stored_config(live_system: Any) -> Any:
+    """Reads a schedule's config as the database holds it (a secret field encrypted), behind the API."""
+
+    def read(task_id: int) -> dict[str, Any]:
+        with psycopg.connect(live_system.database_url) as connection:
+            row = connection.execute("SELECT config FROM task_schedules WHERE id = %s", (task_id,)).fetchone()
+        assert row is not None, f"no schedule {task_id} in the database"
+        config = row[0]
+        return dict(json.loads(config) if isinstance(config, str) else config)
+
+    return read
+
+
+@contextmanager
+def sent_create(page: Page) -> Iterator[dict[str, Any]]:
+    """The JSON body of the task creation (POST) the page sends inside the block."""
+    body: dict[str, Any] = {}
+    with page.expect_request(
+        lambda request: request.method == "POST" and request.url.endswith("/api/scheduler/tasks")
+    ) as create:
+        yield body
+    body.update(create.value.post_data_json)
+
+
+def inputs_holding(page: Page, text: str) -> list[str]:
+    """The ids of the page's inputs whose current value (a property, which the HTML does not show) holds
+    ``text``."""
+    return list(
+        page.evaluate(
+            "text => [...document.querySelectorAll('input, textarea')]"
+            ".filter(input => input.value.includes(text)).map(input => input.id)",
+            text,
+        )
+    )
+
+
+def test_a_secret_is_typed_once_then_shows_as_set_and_an_edit_keeps_it_unless_replaced(
+    page: Page, rest: RestClient, stored_config: Any
+) -> None:
+    secret = f"e2e-signing-{uuid.uuid4().hex}"
+    name = unique("Signed lines")
+    dialog = open_add_dialog(page)
+    dialog.get_by_label("Name").fill(name)
+    dialog.get_by_label("Task type").select_option(label=PLUGIN_TYPE)
+    page.get_by_test_id("schedule-type-manual").check()
+    dialog.get_by_label("File").fill(f"/tmp/cronwork-e2e-{uuid.uuid4().hex}.txt")
+    expect(dialog.get_by_text("An example of a secret field")).to_be_visible()  # the field's help
+    signature = page.get_by_test_id("config-signature")
+    expect(signature).to_have_attribute("type", "password")
+    signature.fill(secret)
+    with sent_create(page) as created:
+        page.get_by_test_id("task-save").click()
+    expect(toast(page, "success", f"Created “{name}”")).to_be_visible()
+    assert created["config"]["signature"] == secret  # typed once, sent once
+    row = search_for(page, name)
+    task_id = int(str(row.get_attribute("data-task-id")))
+    expect(row).to_contain_text("Signing key: set")
+    assert secret not in page.content()
+    assert inputs_holding(page, secret) == [], "the typed secret stayed in an input after the save"
+    encrypted = stored_config(task_id)["signature"]
+    assert set(encrypted) == {"encrypted"} and secret not in json.dumps(encrypted)
+
+    # Shown as set, never as its value; a rename sends nothing of the config, and the stored secret stays.
+    row.get_by_test_id("edit").click()
+    expect(page.get_by_test_id("config-signature-status")).to_have_text("set")
+    expect(page.get_by_test_id("config-signature-replace")).to_be_visible()
+    assert secret not in page.content() and inputs_holding(page, secret) == []
+    screenshot(page, "edit-dialog-secret-set")
+    renamed = unique("Signed lines, renamed")
+    dialog.get_by_label("Name").fill(renamed)
+    with sent_update(page) as sent:
+        page.get_by_test_id("task-save").click()
+    expect(dialog).to_be_hidden()  # closed once the server answered
+    expect(toast(page, "success", f"Saved “{renamed}”").last).to_be_visible()
+    assert sent == {"name": renamed}
+    assert rest.get_task(task_id)["config"]["signature"] == {"set": True}
+    assert stored_config(task_id)["signature"] == encrypted
+
+    # Another config field changed: the config goes back with the secret as the API showed it, which keeps it.
+    row = search_for(page, renamed)
+    row.get_by_test_id("edit").click()
+    dialog.get_by_label("Line").fill("{runId} checked")
+    with sent_update(page) as sent:
+        page.get_by_test_id("task-save").click()
+    expect(dialog).to_be_hidden()  # closed once the server answered
+    expect(toast(page, "success", f"Saved “{renamed}”").last).to_be_visible()
+    assert sent["config"]["signature"] == {"set": True} and secret not in json.dumps(sent)
+    assert stored_config(task_id)["signature"] == encrypted
+
+    # Replaced: the new value is sent once and stored (encrypted anew); it is nowhere on the page afterwards.
+    replacement = f"e2e-rotated-{uuid.uuid4().hex}"
+    row.get_by_test_id("edit").click()
+    page.get_by_test_id("config-signature-replace").click()
+    expect(page.get_by_test_id("config-signature")).to_be_focused()
+    expect(page.get_by_test_id("config-signature")).to_have_attribute("type", "password")
+    page.get_by_test_id("config-signature").fill(replacement)
+    with sent_update(page) as sent:
+        page.get_by_test_id("task-save").click()
+    expect(dialog).to_be_hidden()  # closed once the server answered
+    expect(toast(page, "success", f"Saved “{renamed}”").last).to_be_visible()
+    assert sent == {
+        "config": {"path": created["config"]["path"], "line": "{runId} checked", "signature": replacement}
+    }
+    after = stored_config(task_id)["signature"]
+    assert set(after) == {"encrypted"} and after != encrypted
+    assert replacement not in page.content() and inputs_holding(page, replacement) == []
+    row.get_by_test_id("edit").click()
+    expect(page.get_by_test_id("config-signature-status")).to_have_text("set")
+    assert replacement not in page.content() and inputs_holding(page, replacement) == []
+    page.get_by_test_id("task-cancel").click()
+
+
+def test_a_secret_kept_by_reference_reads_as_its_reference_and_replace_can_be_undone(
+    page: Page, rest: RestClient
+) -> None:
+    name = unique("Signed by reference")
+    task = rest.create_task(
+        name,
+        taskType="example_append_line",
+        scheduleType="manual",
+        cronExpression=None,
+        config={"path": "/tmp/cronwork-e2e-reference.txt", "signature": {"env": "SIGNING_KEY"}},
+    )
+    row = search_for(page, name)
+    expect(row).to_contain_text("Signing key: from env SIGNING_KEY")
+    row.get_by_test_id("edit").click()
+    status = page.get_by_test_id("config-signature-status")
+    expect(status).to_have_text("from env SIGNING_KEY")
+
+    page.get_by_test_id("config-signature-replace").click()
+    expect(status).to_have_count(0)
+    page.get_by_test_id("config-signature").fill("not kept")
+    page.get_by_test_id("config-signature-keep").click()  # changed my mind: the reference stays
+    expect(status).to_have_text("from env SIGNING_KEY")
+    page.get_by_test_id("task-save").click()
+    expect(toast(page, "info", f"Nothing changed: “{name}” is as it was.")).to_be_visible()
+    assert rest.get_task(task["id"])["config"]["signature"] == {"env": "SIGNING_KEY"}
+
+
+def test_a_json_field_is_a_textarea_read_as_json_with_its_error_beside_it(
+    page: Page, rest: RestClient
+) -> None:
+    name = unique("Webhook with headers")
+    dialog = open_add_dialog(page)
+    dialog.get_by_label("Name").fill(name)
+    dialog.get_by_label("Task type").select_option(label="HTTP Request")
+    page.get_by_test_id("schedule-type-manual").check()
+    dialog.get_by_label("URL").fill("https://example.com/hook")
+    headers = page.get_by_test_id("config-headers")
+    assert headers.evaluate("element => element.tagName") == "TEXTAREA"
+    headers.fill('{"X-Team": billing}')
+    headers.blur()  # leaving the field says at once that it is not JSON
+    error = dialog.locator('[data-error-for="config.headers"]')
+    expect(error).to_contain_text("Not valid JSON")
+    expect(headers).to_have_attribute("aria-invalid", "true")
+    page.get_by_test_id("task-save").click()  # refused by the page: nothing is sent
+    expect(dialog).to_be_visible()
+    expect(error).to_contain_text("Not valid JSON")
+
+    headers.fill('{"X-Team": "billing"}')
+    expect(error).to_be_hidden()
+    with sent_create(page) as created:
+        page.get_by_test_id("task-save").click()
+    expect(toast(page, "success", f"Created “{name}”")).to_be_visible()
+    assert created["config"]["headers"] == {"X-Team": "billing"}
+    task_id = int(str(search_for(page, name).get_attribute("data-task-id")))
+    assert rest.get_task(task_id)["config"]["headers"] == {"X-Team": "billing"}
+
+    search_for(page, name).get_by_test_id("edit").click()
+    expect(page.get_by_test_id("config-headers")).to_have_value('{\n  "X-Team": "billing"\n}')
+    page.get_by_test_id("task-cancel").click()
+
+
+def test_run_settings_owner_and_labels_are_saved_shown_and_only_their_changes_sent(
+    page: Page, rest: RestClient
+) -> None:
+    name = unique("Tuned report")
+    dialog = open_add_dialog(page)
+    dialog.get_by_label("Name").fill(name)
+    dialog.get_by_label("Task type").select_option(label="Report Publishing")
+    dialog.get_by_label("Report").select_option(label="Billing Summary")
+    advanced = page.get_by_test_id("advanced-settings")
+    expect(page.get_by_test_id("task-max-attempts")).to_be_hidden()  # tucked away until asked for
+    advanced.locator("summary").click()
+    expect(page.get_by_test_id("task-max-attempts")).to_have_attribute("placeholder", "Default: 3")
+    page.get_by_test_id("task-max-attempts").fill("5")
+    page.get_by_test_id("task-retry-delay").fill("30")
+    page.get_by_test_id("task-time-limit").fill("60")
+    page.get_by_test_id("task-owner").fill("billing-oncall@example.com")
+    page.get_by_test_id("task-labels").fill("team=billing\noops")
+    page.get_by_test_id("task-save").click()
+    expect(dialog.locator('[data-error-for="labels"]')).to_contain_text("Line 2 (“oops”) is not key=value.")
+    page.get_by_test_id("task-labels").fill("team=billing\ntier=1")
+    screenshot(page, "add-dialog-advanced")
+    with sent_create(page) as created:
+        page.get_by_test_id("task-save").click()
+    expect(toast(page, "success", f"Created “{name}”")).to_be_visible()
+    assert {
+        key: created[key] for key in ("maxAttempts", "retryBaseDelayMs", "timeLimitS", "owner", "labels")
+    } == {
+        "maxAttempts": 5,
+        "retryBaseDelayMs": 30_000,
+        "timeLimitS": 60,
+        "owner": "billing-oncall@example.com",
+        "labels": {"team": "billing", "tier": "1"},
+    }
+
+    row = search_for(page, name)
+    task = rest.get_task(int(str(row.get_attribute("data-task-id"))))
+    assert (task["maxAttempts"], task["retryBaseDelayMs"], task["timeLimitS"]) == (5, 30_000, 60)
+    expect(row.get_by_test_id("row-owner")).to_have_text("billing-oncall@example.com")
+    expect(row.get_by_test_id("row-label")).to_have_text(["teambilling", "tier1"])
+
+    # The section opens on a schedule that sets any of it; emptying a field sends null (the default) alone.
+    row.get_by_test_id("edit").click()
+    expect(page.get_by_test_id("task-max-attempts")).to_be_visible()
+    expect(page.get_by_test_id("task-max-attempts")).to_have_value("5")
+    expect(page.get_by_test_id("task-retry-delay")).to_have_value("30")
+    expect(page.get_by_test_id("task-labels")).to_have_value("team=billing\ntier=1")
+    page.get_by_test_id("task-max-attempts").fill("")
+    with sent_update(page) as sent:
+        page.get_by_test_id("task-save").click()
+    expect(toast(page, "success", f"Saved “{name}”")).to_be_visible()
+    assert sent == {"maxAttempts": None}
+    assert rest.get_task(task["id"])["maxAttempts"] is None
+    assert rest.get_task(task["id"])["timeLimitS"] == 60
+
+
+def test_the_label_filter_and_pause_matching_pause_exactly_the_matching_tasks(
+    page: Page, rest: RestClient
+) -> None:
+    batch = uuid.uuid4().hex[:8]
+    billing = [
+        rest.create_task(unique(f"Billing {number}"), labels={"batch": batch, "team": "billing"})
+        for number in range(3)
+    ]
+    search = rest.create_task(unique("Search"), labels={"batch": batch, "team": "search"}, owner="bob")
+    expect(page.get_by_test_id("pause-matching")).to_be_hidden()  # no filter: nothing to act on in bulk
+
+    page.get_by_test_id("filter-label").fill(f"batch={batch}, team=billing")
+    expect(page.get_by_test_id("task-range")).to_have_text("1–3 of 3")
+    assert f"label=batch%3D{batch}" in page.url and "label=team%3Dbilling" in page.url
+    page.get_by_test_id("pause-matching").click()
+    confirm = page.get_by_test_id("confirm-dialog")
+    expect(confirm.get_by_role("heading")).to_have_text("Pause 3 tasks?")
+    expect(confirm.get_by_test_id("confirm-count")).to_have_text("3 tasks")
+    expect(confirm.get_by_test_id("confirm-filters")).to_have_text(f"label batch={batch}, label team=billing")
+    screenshot(page, "pause-matching-confirmation")
+    with page.expect_request(lambda request: "/api/scheduler/tasks/pause" in request.url) as paused:
+        page.get_by_test_id("confirm-ok").click()
+    assert "label=batch%3D" + batch in paused.value.url and "label=team%3Dbilling" in paused.value.url
+    expect(toast(page, "success", "Paused 3 tasks.")).to_be_visible()
+    expect(page.get_by_test_id("task-enabled-state")).to_have_text(["Disabled"] * 3)
+    screenshot(page, "task-table-labels-owner")
+    assert [rest.get_task(task["id"])["enabled"] for task in billing] == [False] * 3
+    assert rest.get_task(search["id"])["enabled"] is True
+
+    page.get_by_test_id("resume-matching").click()
+    expect(confirm.get_by_role("heading")).to_have_text("Resume 3 tasks?")
+    page.get_by_test_id("confirm-ok").click()
+    expect(toast(page, "success", "Resumed 3 tasks.")).to_be_visible()
+    assert [rest.get_task(task["id"])["enabled"] for task in billing] == [True] * 3
+
+    # A label chip narrows the list to its label; the owner filter too.
+    page.get_by_role("button", name="Clear filters").click()
+    page.get_by_test_id("filter-owner").fill("bob")
+    page.get_by_test_id("filter-search").fill(search["name"])
+    row = task_row(page, search["name"])
+    expect(page.get_by_test_id("task-row")).to_have_count(1)
+    row.get_by_test_id("row-label").filter(has_text="search").click()
+    expect(page.get_by_test_id("filter-label")).to_have_value("team=search")
+    expect(page.get_by_test_id("task-row")).to_have_count(1)
+
+
+def test_history_shows_a_runs_output_and_the_config_a_run_now_carried(page: Page, rest: RestClient) -> None:
+    name = unique("Appends lines")
+    path = Path(f"/tmp/cronwork-e2e-{uuid.uuid4().hex}.txt")
+    task = rest.create_task(
+        name,
+        taskType="example_append_line",
+        scheduleType="manual",
+        cronExpression=None,
+        config={"path": str(path)},
+    )
+    try:
+        rest.run_now(task["id"])
+        rest.wait_until_runs_finish(task["id"], 1)
+        rest.call("POST", f"/api/scheduler/tasks/{task['id']}/run", {"config": {"line": "just once"}})
+        rest.wait_until_runs_finish(task["id"], 2)
+    finally:
+        path.unlink(missing_ok=True)
+
+    search_for(page, name).get_by_test_id("history").click()
+    history = page.get_by_test_id("history-dialog")
+    newest, oldest = (
+        history.get_by_test_id("history-row").nth(0),
+        history.get_by_test_id("history-row").nth(1),
+    )
+    expect(newest).to_have_attribute("data-status", "success")
+    expect(newest.get_by_test_id("run-override-note")).to_have_text("with config override")
+    expect(oldest.get_by_test_id("run-override-note")).to_have_count(0)
+
+    details = history.get_by_test_id("history-detail")
+    expect(details.first).to_be_hidden()
+    newest.get_by_test_id("history-expand").click()
+    expect(details.nth(0).get_by_test_id("history-output")).to_have_text("Outputappended 9 characters")
+    expect(details.nth(0).get_by_test_id("history-override")).to_contain_text('"line": "just once"')
+    oldest.get_by_test_id("history-expand").click()
+    expect(details.nth(1).get_by_test_id("history-output")).to_contain_text(
+        re.compile(r"appended \d+ characters")
+    )
+    expect(details.nth(1).get_by_test_id("history-override")).to_have_count(0)
+    screenshot(page, "history-dialog-output")
