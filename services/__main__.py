@@ -3,6 +3,10 @@
 Roles: ``api`` (gunicorn), ``worker`` (two Dramatiq CLI groups), ``beat`` (periodiq), ``migrate``,
 ``run`` (everything: separate processes against PostgreSQL and RabbitMQ, or one embedded process when
 ``DATABASE_URL``/``BROKER_URL`` are unset) and ``probe worker|beat`` (the container liveness check).
+
+Commands: ``apply -f FILE [--source NAME] [--dry-run] [--prune]`` (make a file's schedules so, by their stable
+keys), ``export [--source NAME] [-o FILE]`` (write schedules in that file's format) and ``rotate-secrets``
+(re-encrypt every stored secret under the first of SECRET_KEYS). See docs/schedules-as-code.md.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 
 from shared.heartbeat import heartbeat_path, is_fresh
 from shared.messaging import RUN_QUEUE, SYSTEM_QUEUE, TICK_QUEUE
+from shared.runtime import Runtime
 from shared.settings import Settings
 from shared.system_tasks import SYSTEM_TIMEZONE
 
@@ -166,7 +171,147 @@ def probe(settings: Settings, role: str) -> int:
     return 1
 
 
+# --- Commands: schedules as code, secrets rotation -----------------------------------------------------------
+
+COMMANDS = ("apply", "export", "rotate-secrets")
+
+
+def command_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cronwork", description="Schedules as code, and secrets rotation.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    apply = commands.add_parser(
+        "apply",
+        help="create and update a file's schedules by their keys",
+        description="Make the database hold a file's schedules, each by its stable key, in one go: every entry "
+        "is checked first, and a file with a bad entry applies nothing. Prints the plan; exit 1 when the file "
+        "is invalid (its errors on stderr).",
+    )
+    apply.add_argument("-f", "--file", required=True, help="the schedules file (YAML), or - for stdin")
+    apply.add_argument(
+        "--source", help="the file's source name (default: its 'source', else the file's stem)"
+    )
+    apply.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    apply.add_argument(
+        "--prune", action="store_true", help="delete the source's schedules the file leaves out"
+    )
+    export = commands.add_parser("export", help="write schedules in the format apply reads")
+    export.add_argument("--source", help="only this source's schedules (default: every schedule)")
+    export.add_argument("-o", "--output", help="the file to write (default: stdout)")
+    commands.add_parser(
+        "rotate-secrets", help="re-encrypt every stored secret under the first of SECRET_KEYS"
+    )
+    return parser
+
+
+def run_command(argv: Sequence[str]) -> int:
+    args = command_parser().parse_args(argv)
+    settings = Settings.from_env()
+    # The commands say what they did themselves; the libraries' INFO lines (connections) would bury it.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from shared.runtime import build_runtime
+
+    runtime = build_runtime(settings)
+    try:
+        if args.command == "apply":
+            return apply_file(runtime, args.file, args.source, args.dry_run, args.prune)
+        if args.command == "export":
+            return export_file(runtime, args.source, args.output)
+        return rotate_secrets(runtime)
+    finally:
+        runtime.broker.close()
+
+
+def apply_file(runtime: Runtime, path: str, source: str | None, dry_run: bool, prune: bool) -> int:
+    """``cronwork apply``: print the plan, then apply it unless it is invalid or a dry run."""
+    from services.schedules_file import (
+        entry_problems,
+        plan_problems,
+        problem_lines,
+        read_schedules_file,
+        render_plan,
+    )
+    from shared.schedules_as_code import ApplyFailed, apply_plan, holding_source, plan_changes
+
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as exc:
+        print(f"cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return 1
+    read = read_schedules_file(text, None if path == "-" else Path(path).stem, source)
+    if read.source is None:
+        print("\n".join(["invalid file: nothing applied", *problem_lines(read.errors)]), file=sys.stderr)
+        return 1
+    with holding_source(runtime, read.source):
+        with runtime.sessions() as session:
+            plan = plan_changes(runtime, session, read.source, read.entries, prune)
+        print(render_plan(plan))
+        errors, warnings = plan_problems(plan)
+        errors = {**read.errors, **errors}
+        if warnings:
+            print("\n".join(["warning:", *problem_lines(warnings)]), file=sys.stderr)
+        if errors:
+            print("\n".join(["invalid file: nothing applied", *problem_lines(errors)]), file=sys.stderr)
+            return 1
+        if dry_run or not plan.changes_anything:
+            print("dry run: nothing applied" if dry_run else "nothing to change")
+            return 0
+        try:
+            with runtime.sessions() as session:
+                applied = apply_plan(runtime, session, plan)
+        except ApplyFailed as exc:
+            lines = problem_lines(entry_problems(exc.key, exc.errors))
+            print("\n".join([f"apply stopped after {exc.applied} changes:", *lines]), file=sys.stderr)
+            return 1
+    print(f"applied {applied} change{'s' if applied != 1 else ''}")
+    return 0
+
+
+def export_file(runtime: Runtime, source: str | None, output: str | None) -> int:
+    """``cronwork export``: every schedule, or one source's, in the file format ``apply`` reads."""
+    from services.schedules_file import common_source, schedules_document
+    from shared.schedules_as_code import source_schedules
+
+    with runtime.sessions() as session:
+        schedules = source_schedules(session, source)
+    written_source = source or common_source(schedules)
+    document = schedules_document(runtime, schedules, written_source)
+    if output:
+        Path(output).write_text(document)
+        print(f"exported {len(schedules)} schedules to {output}", file=sys.stderr)
+    else:
+        sys.stdout.write(document)
+    if schedules and written_source is None:
+        print(
+            "note: these schedules belong to no source, or to several: applying this file creates them anew "
+            "under its source (export --source NAME writes one source's schedules as they are kept)",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def rotate_secrets(runtime: Runtime) -> int:
+    """``cronwork rotate-secrets``: say how many values were re-encrypted, and what could not be."""
+    from shared.secret_rotation import rotate_stored_secrets
+    from shared.secrets import SecretError
+
+    try:
+        rotation = rotate_stored_secrets(runtime)
+    except SecretError as exc:
+        print(f"cannot rotate: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"re-encrypted {rotation.rotated_values} secret value(s) in {rotation.rotated_schedules} schedule(s) "
+        f"under the first of SECRET_KEYS; {rotation.current_values} already were"
+    )
+    for problem in rotation.problems:
+        print(problem, file=sys.stderr)
+    return 1 if rotation.problems else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in COMMANDS:
+        return run_command(argv)
     parser = argparse.ArgumentParser(
         prog="cronwork", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
