@@ -274,7 +274,9 @@ def test_create_cron_task_with_live_preview_in_both_time_zones(page: Page) -> No
     dialog = open_add_dialog(page)
     dialog.get_by_label("Name").fill(name)
     dialog.get_by_label("Task type").select_option(label="Report Publishing")
-    expect(page.get_by_test_id("task-type-description")).to_have_text("Generates and publishes a report (simulated)")
+    expect(page.get_by_test_id("task-type-description")).to_have_text(
+        "Generates and publishes a report (simulated)"
+    )
     expect(page.get_by_test_id("cron-preset")).to_have_count(7)
     dialog.get_by_role("button", name="Every Monday at 09:00").click()
     dialog.get_by_role("button", name="Weekdays at 09:00").click()
