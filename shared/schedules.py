@@ -214,6 +214,31 @@ def _merge(current: Mapping[str, Any], sent: Mapping[str, Any]) -> dict[str, Any
     return merged
 
 
+def with_defaults(sent: Mapping[str, Any]) -> dict[str, Any]:
+    """A new schedule's complete values: what was sent, tidied, over the defaults."""
+    return _merge(DEFAULTS, sent)
+
+
+def checked_values(
+    runtime: Runtime,
+    current: Mapping[str, Any],
+    sent: Mapping[str, Any],
+    stored_config: Mapping[str, Any],
+    allow_seconds: bool = False,
+) -> dict[str, Any]:
+    """``sent`` merged over ``current`` (the defaults, for a new schedule), its secret fields in their stored
+    form (``stored_config``: what a secret sent back as ``{"set": true}`` keeps); ``ValidationFailed`` naming
+    every problem. Stores nothing: what create and update check, and what ``cronwork apply`` checks of every
+    entry before it applies any."""
+    values = _merge(current, sent)
+    errors = _store_secrets(runtime, values, sent, stored_config) or schedule_errors(
+        runtime, values, sent, allow_seconds
+    )
+    if errors:
+        raise ValidationFailed(errors)
+    return values
+
+
 def _apply(schedule: TaskSchedule, values: Mapping[str, Any]) -> None:
     for field in EDITABLE_FIELDS:
         setattr(schedule, field, values[field])
@@ -229,12 +254,7 @@ def create_schedule(
 ) -> TaskSchedule:
     """Validate, store and arm a new schedule in ``session``; its first tick is published after the commit.
     ``source``: the (source, key) of a schedule kept as code (``cronwork apply``)."""
-    values = _merge(DEFAULTS, sent)
-    errors = _store_secrets(runtime, values, sent, {}) or schedule_errors(
-        runtime, values, sent, allow_seconds
-    )
-    if errors:
-        raise ValidationFailed(errors)
+    values = checked_values(runtime, DEFAULTS, sent, {}, allow_seconds)
     now = utcnow()
     with session.begin():
         schedule = TaskSchedule(created_by=created_by, created_at=now, updated_at=now, version=1)
@@ -258,12 +278,7 @@ def update_schedule(
         schedule = lock_schedule(session, schedule_id)
         if schedule is None:
             return None
-        values = _merge(_values_of(schedule), sent)
-        errors = _store_secrets(runtime, values, sent, schedule.config) or schedule_errors(
-            runtime, values, sent, allow_seconds
-        )
-        if errors:
-            raise ValidationFailed(errors)
+        values = checked_values(runtime, _values_of(schedule), sent, schedule.config, allow_seconds)
         timing_changed = any(values[field] != getattr(schedule, field) for field in TIMING_FIELDS)
         due_slot = None
         if timing_changed and schedule.enabled and values["enabled"] and _is_due(schedule, now):

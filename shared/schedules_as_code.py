@@ -39,7 +39,6 @@ from shared.schedules import (
     ValidationFailed,
     create_schedule,
     delete_schedule,
-    schedule_errors,
     update_schedule,
 )
 from shared.secrets import SHOWN_WHEN_SET, reveal_secrets, shown_config
@@ -205,7 +204,7 @@ def plan_changes(
 
 def _desired_values(values: ScheduleInput) -> dict[str, Any]:
     """An entry's complete values, as ``create_schedule`` would store them (defaults filled, text tidied)."""
-    return schedules._merge(DEFAULTS, values)
+    return schedules.with_defaults(values)
 
 
 def _planned_create(runtime: Runtime, entry: DesiredSchedule) -> PlannedChange:
@@ -296,10 +295,11 @@ def _input_errors(
     """The checks ``create_schedule`` makes, of an entry's whole schedule (an update sends only what changes,
     but the file states all of it, and must be valid as a whole), without storing anything: every entry is
     checked before any is applied. ``stored_config``: what a secret sent as ``{"set": true}`` keeps."""
-    complete = _desired_values(values)
-    return schedules._store_secrets(runtime, complete, values, stored_config) or schedule_errors(
-        runtime, complete, values
-    )
+    try:
+        schedules.checked_values(runtime, DEFAULTS, values, stored_config)
+    except ValidationFailed as exc:
+        return exc.errors
+    return {}
 
 
 def _plain_secrets(task_type: TaskType | None, values: ScheduleInput) -> dict[str, list[str]]:
