@@ -8,7 +8,19 @@ from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, DateTime, Engine, Table, TextClause, create_engine, event, text, update
+from psycopg.types.json import Jsonb
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    DateTime,
+    Engine,
+    Table,
+    TextClause,
+    create_engine,
+    event,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -176,7 +188,14 @@ def insert_ignoring_conflicts(
     columns = tuple(rows[0])
     predicate = "" if index_where is None else str(index_where)
     arrays = _insert_from_arrays(table, columns, tuple(unique_index), predicate)
-    return list(session.execute(arrays, {name: [row[name] for row in rows] for name in columns}).all())
+    return list(session.execute(arrays, {name: _array_of(table, name, rows) for name in columns}).all())
+
+
+def _array_of(table: Table, name: str, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """Column ``name`` of ``rows`` as a parameter array; JSON values wrapped for psycopg, which adapts no dict."""
+    if isinstance(table.c[name].type, JSON):
+        return [None if row[name] is None else Jsonb(row[name]) for row in rows]
+    return [row[name] for row in rows]
 
 
 @cache

@@ -10,7 +10,6 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
-    ForeignKey,
     Index,
     Integer,
     String,
@@ -123,6 +122,8 @@ class TaskSchedule(Base):
             sqlite_where=text("enabled AND tick_published_at IS NULL AND next_run_at IS NOT NULL"),
         ),
         Index("ix_task_schedules_task_type", "task_type"),
+        # SQLite would give a deleted schedule's id to the next one, and its runs (which keep the id) with it.
+        {"sqlite_autoincrement": True},
     )
 
 
@@ -143,12 +144,15 @@ class TickInFlight(Base):
 
 
 class TaskRunHistory(Base):
-    """One attempt of one run. Survives its schedule's deletion (``schedule_id`` becomes null)."""
+    """One attempt of one run: the ledger. It keeps the id and name of its schedule, and the config it runs with
+    (copied when it was queued), whatever happens to the schedule after; no foreign key ties it to the schedule
+    row, so deleting a schedule touches no history."""
 
     __tablename__ = "task_run_history"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    schedule_id: Mapped[int | None] = mapped_column(ForeignKey("task_schedules.id", ondelete="SET NULL"))
+    schedule_id: Mapped[int | None] = mapped_column(Integer)  # None for a system task's run
+    schedule_name: Mapped[str | None] = mapped_column(String(100))
     task_type: Mapped[str] = mapped_column(String(50))
     system_task: Mapped[str | None] = mapped_column(String(50))
     status: Mapped[str] = mapped_column(String(20))
@@ -166,6 +170,8 @@ class TaskRunHistory(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     error_message: Mapped[str | None] = mapped_column(Text)
     output: Mapped[str | None] = mapped_column(Text)  # the handler's result line (an HTTP status and excerpt)
+    # The schedule's config when the run was queued (None: queued before revision 0004, read at start).
+    config: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)
     config_override: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)  # Run Now's one-off config
     time_limit_s: Mapped[int | None] = mapped_column(Integer)  # this run's, when not the worker-wide limit
 

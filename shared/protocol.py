@@ -318,6 +318,8 @@ class ArmedRow:
     timezone: str
     task_type: str
     time_limit_s: int | None
+    name: str
+    config: dict[str, Any]
 
     @classmethod
     def of(cls, schedule: TaskSchedule) -> ArmedRow:
@@ -442,6 +444,9 @@ def claim_locked_slots(
                 "attempt": 1,
                 "missed_slots": following.missed,
                 "time_limit_s": row.time_limit_s,
+                # The slot runs what its schedule said when it came due: an edit takes effect from the next.
+                "config": row.config,
+                "schedule_name": row.name,
             }
             for row, following in claimed_rows.values()
         ],
@@ -480,8 +485,10 @@ def queue_manual_run(
         queued_at=now,
         due_at=now,
         attempt=1,
+        config=schedule.config,
         config_override=config_override,
         time_limit_s=schedule.time_limit_s,
+        schedule_name=schedule.name,
     )
     session.add(run)
     session.flush()
@@ -499,8 +506,9 @@ class StartedRun:
     triggered_by: str
     scheduled_for: datetime | None
     attempt: int
-    config: dict[str, Any]  # the schedule's, with the run's override laid over it
-    config_override: dict[str, Any] | None
+    schedule_name: str | None
+    config: dict[str, Any]  # its schedule's when it was queued
+    config_override: dict[str, Any] | None  # Run Now's, laid over ``config`` for this run
     time_limit_s: int | None  # the run's own (its schedule's), if any
     max_attempts: int | None  # its schedule's, if any
     retry_base_delay_ms: int | None  # its schedule's, if any
@@ -522,7 +530,10 @@ class Outcome:
 SCHEDULE_OF_RUN = SCHEDULES.c.id == RUNS.c.schedule_id
 IS_RUNNING = RUNS.c.status == RunStatus.RUNNING
 _schedule_enabled = select(SCHEDULES.c.enabled).where(SCHEDULE_OF_RUN).scalar_subquery()
-_schedule_config = select(SCHEDULES.c.config).where(SCHEDULE_OF_RUN).scalar_subquery()
+# Runs queued before revision 0004 carry no config of their own: theirs is their schedule's at start.
+_run_config = func.coalesce(
+    RUNS.c.config, select(SCHEDULES.c.config).where(SCHEDULE_OF_RUN).scalar_subquery()
+)
 _schedule_max_attempts = select(SCHEDULES.c.max_attempts).where(SCHEDULE_OF_RUN).scalar_subquery()
 _schedule_retry_base_delay_ms = (
     select(SCHEDULES.c.retry_base_delay_ms).where(SCHEDULE_OF_RUN).scalar_subquery()
@@ -567,7 +578,8 @@ def start_run(runtime: Runtime, history_id: int) -> StartedRun | None:
         started.triggered_by,
         started.scheduled_for,
         started.attempt,
-        {**(started.config or {}), **(started.config_override or {})},
+        started.schedule_name,
+        dict(started.config or {}),
         started.config_override,
         started.time_limit_s,
         started.max_attempts,
@@ -601,7 +613,8 @@ START = (
         RUNS.c.triggered_by,
         RUNS.c.scheduled_for,
         RUNS.c.attempt,
-        _schedule_config.label("config"),
+        RUNS.c.schedule_name,
+        _run_config.label("config"),
         RUNS.c.config_override,
         RUNS.c.time_limit_s,
         _schedule_max_attempts.label("max_attempts"),
@@ -642,7 +655,7 @@ def execute_run(
 def _run_handler(runtime: Runtime, task_type: TaskType, run: StartedRun) -> Outcome:
     limit_s = time_limit_s(runtime, run.task_type, run.time_limit_s)
     context = RunContext(
-        config=reveal_secrets(runtime.settings, task_type, run.config),
+        config=reveal_secrets(runtime.settings, task_type, {**run.config, **(run.config_override or {})}),
         run_id=run.id,
         attempt=run.attempt,
         schedule_id=run.schedule_id,
@@ -741,8 +754,10 @@ def _retry_row(failed: StartedRun, now: datetime, base_delay_ms: int) -> dict[st
         "queued_at": now,
         "due_at": now + retry_delay(failed.attempt, base_delay_ms),
         "attempt": failed.attempt + 1,
+        "config": failed.config,
         "config_override": failed.config_override,
         "time_limit_s": failed.time_limit_s,
+        "schedule_name": failed.schedule_name,
     }
 
 
@@ -798,7 +813,19 @@ def run_system_slot(
         logger.info("system task %s slot %s already claimed", task_id, slot.isoformat())
         return None
     run = StartedRun(
-        inserted[0].id, None, task_type, task_id, TriggeredBy.SYSTEM, slot, 1, {}, None, None, None, None
+        inserted[0].id,
+        None,
+        task_type,
+        task_id,
+        TriggeredBy.SYSTEM,
+        slot,
+        1,
+        None,
+        {},
+        None,
+        None,
+        None,
+        None,
     )
     begun = time.monotonic()
     error = summary = None

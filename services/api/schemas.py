@@ -304,7 +304,12 @@ class HistorySchema(ResponseSchema):
     scheduleId = fields.Integer(
         attribute="schedule_id",
         allow_none=True,
-        metadata=documented("Null for a system task's run or a deleted schedule"),
+        metadata=documented("Null for a system task's run; kept after its schedule is deleted"),
+    )
+    scheduleName = fields.String(
+        attribute="schedule_name",
+        allow_none=True,
+        metadata=documented("Its schedule's name when it was queued (kept after the schedule is deleted)"),
     )
     taskType = fields.String(attribute="task_type", metadata=documented("A task type's id, or SYSTEM"))
     systemTask = fields.String(attribute="system_task", allow_none=True)

@@ -233,13 +233,16 @@ def test_history_survives_deleting_its_schedule(
 ) -> None:
     task = create(cron_task())
     manual = client.post(f"{TASKS}/{task['id']}/run").get_json()
-    store_runs(runtime, {"schedule_id": task["id"], "scheduled_for": SLOT})
+    store_runs(runtime, {"schedule_id": task["id"], "schedule_name": task["name"], "scheduled_for": SLOT})
 
     assert client.delete(f"{TASKS}/{task['id']}").status_code == 204
 
     runs = client.get(HISTORY).get_json()
     assert len(runs) == 2
-    assert all(run["scheduleId"] is None for run in runs)
+    # The ledger keeps whose runs they were; the schedule itself is gone.
+    assert {(run["scheduleId"], run["scheduleName"]) for run in runs} == {(task["id"], task["name"])}
+    assert client.get(f"{HISTORY}?scheduleId={task['id']}").get_json() == runs
+    assert client.get(f"{TASKS}/{task['id']}").status_code == 404
     assert manual["id"] in [run["id"] for run in runs]
     assert {run["taskType"] for run in runs} == {"report_publish"}
 

@@ -412,8 +412,12 @@ def test_a_run_whose_schedule_was_deleted_before_it_started_is_abandoned(embedde
 
     assert protocol.start_run(embedded.runtime, run.id) is None
 
-    orphan = embedded.run(run.id)
-    assert (orphan.schedule_id, orphan.status) == (None, "abandoned")
+    orphan = embedded.run(run.id)  # the ledger keeps whose run it was
+    assert (orphan.schedule_id, orphan.schedule_name, orphan.status) == (
+        schedule.id,
+        schedule.name,
+        "abandoned",
+    )
     assert orphan.error_message == "its schedule was deleted before it started"
 
 

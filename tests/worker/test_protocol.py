@@ -429,6 +429,38 @@ def test_a_publish_that_fails_mid_batch_sends_nothing_and_leaves_every_outbox_to
     )
 
 
+def test_a_slot_claimed_before_an_edit_and_its_retry_run_the_config_of_when_it_came_due(
+    runtime: Runtime,
+) -> None:
+    schedule = create_schedule(
+        runtime, {"name": "edited", "schedule_type": "interval", "interval_ms": 60_000, **REPORT}, "tests"
+    )
+    with runtime.sessions.begin() as session:
+        row = session.get(TaskSchedule, schedule.id)
+        row.next_run_at = utcnow() - timedelta(milliseconds=10)
+        slot, key = row.next_run_at, row.dedupe_key
+    assert claim(runtime, schedule.id, slot, key)
+
+    edited = {"task_type": "data_export", "config": {"format": "csv"}, "name": "edited again"}
+    update_schedule(runtime, schedule.id, edited)
+    with runtime.sessions() as session:
+        [queued] = session.scalars(select(TaskRunHistory).where(TaskRunHistory.schedule_id == schedule.id))
+    started = protocol.start_run(runtime, queued.id)
+
+    assert started is not None
+    assert (started.task_type, started.config, started.schedule_name) == (
+        "report_publish",
+        REPORT["config"],
+        "edited",
+    )
+    protocol.record_outcomes(
+        runtime, [protocol.Outcome(started, RunStatus.FAILED, "boom", 1, may_retry=True)]
+    )
+    with runtime.sessions() as session:
+        retry = session.scalars(select(TaskRunHistory).where(TaskRunHistory.attempt == 2)).one()
+    assert (retry.task_type, retry.config, retry.scheduled_for) == ("report_publish", REPORT["config"], slot)
+
+
 def test_a_tick_redelivered_after_its_claim_but_before_its_publishes_completes_them(runtime: Runtime) -> None:
     take_ticks(runtime)
     schedule = create_schedule(
