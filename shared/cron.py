@@ -10,6 +10,10 @@ DST policy (as Vixie cron):
   runs in both occurrences of a repeated hour.
 Day-of-month and day-of-week combine with OR when both are restricted; Sunday is 0 or 7.
 
+The macros Vixie cron and Kubernetes CronJobs accept (``@hourly``, ``@daily``/``@midnight``, ``@weekly``,
+``@monthly``, ``@yearly``/``@annually``, in any case) stand for five fields and follow the same policy as those
+fields: ``@hourly`` is a wildcard-hour spec, the others fixed-hour. The schedule keeps the macro as written.
+
 croniter is used on *naive wall-clock* times, where it is pure calendar arithmetic; mapping wall times to UTC
 instants is done here, once, so the policy above lives in one place.
 """
@@ -30,6 +34,24 @@ from croniter import CroniterBadCronError, CroniterBadDateError, CroniterError, 
 # only disagree within this distance of a backward transition.
 MAX_DST_SHIFT = timedelta(hours=2)
 _PROBE_STEP = timedelta(minutes=15)
+
+
+# The five fields each macro stands for, as Vixie cron and Kubernetes expand them.
+CRON_MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+# Macros other crons know that have no slots here, and why.
+REFUSED_MACROS = {
+    "@reboot": "@reboot runs when a machine's cron daemon starts, and a scheduler shared by many machines has no "
+    "such moment: use a manual schedule and Run Now",
+    "@every": "@every is not cron: use an interval schedule",
+}
 
 
 class InvalidCron(ValueError):
@@ -54,7 +76,8 @@ def load_timezone(name: str) -> ZoneInfo:
 
 @dataclass(frozen=True)
 class CronSpec:
-    """A validated cron expression: 5 fields, or 6 with a trailing seconds field when allowed."""
+    """A validated cron expression: 5 fields, or 6 with a trailing seconds field when allowed. ``expression``
+    is what runs: a macro's five fields, not the macro."""
 
     expression: str
     has_seconds: bool
@@ -70,6 +93,8 @@ class CronSpec:
         if not isinstance(expression, str) or not expression.strip():
             raise InvalidCron("a cron expression is required")
         fields = expression.split()
+        if fields[0].startswith("@"):
+            return cls(_expand_macro(fields), has_seconds=False)
         expected = "5 or 6" if allow_seconds else "5"
         if len(fields) not in ((5, 6) if allow_seconds else (5,)):
             raise InvalidCron(
@@ -86,6 +111,18 @@ class CronSpec:
         except CroniterBadDateError:
             raise InvalidCron("the expression never matches a real date") from None
         return cls(normalised, has_seconds=len(fields) == 6)
+
+
+def _expand_macro(fields: list[str]) -> str:
+    """The five fields of a macro written alone (in any case, as Kubernetes accepts it)."""
+    macro = fields[0].lower()
+    if macro in REFUSED_MACROS:
+        raise InvalidCron(REFUSED_MACROS[macro])
+    if macro not in CRON_MACROS:
+        raise InvalidCron(f"unknown macro {fields[0]!r}: use one of {', '.join(CRON_MACROS)}, or five fields")
+    if len(fields) > 1:
+        raise InvalidCron(f"{fields[0]} stands alone: a macro takes no other fields")
+    return CRON_MACROS[macro]
 
 
 def describe_cron(spec: CronSpec) -> str:

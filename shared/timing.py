@@ -124,7 +124,8 @@ class CronTiming(Timing):
             spec = CronSpec.parse(expression, allow_seconds=allow_seconds)
         except InvalidCron as exc:
             raise InvalidTiming("cron_expression", str(exc)) from None
-        if len(spec.expression) > CRON_EXPRESSION_MAX_CHARS:
+        # The column keeps the expression as written (a macro unexpanded), its spaces tidied.
+        if len(" ".join(expression.split())) > CRON_EXPRESSION_MAX_CHARS:
             raise InvalidTiming("cron_expression", f"must be at most {CRON_EXPRESSION_MAX_CHARS} characters")
         return cls(spec, columns.timezone)
 
@@ -256,10 +257,12 @@ def _stored_timing(fields: TimingFields) -> Timing:
 
 @dataclass(frozen=True)
 class CronPreview:
-    """What the page shows under a cron expression being typed: its words and next slots, or why it is wrong."""
+    """What the page shows under a cron expression being typed: its words, the five fields it runs on (a
+    macro's expansion) and its next slots; or why it is wrong."""
 
     valid: bool
     description: str | None
+    expanded: str | None
     next_runs: list[datetime]
     error: str | None
 
@@ -271,5 +274,11 @@ def preview_cron(expression: str, timezone: str, after: datetime, count: int) ->
     try:
         timing = CronTiming.parse(TimingFields(ScheduleType.CRON, expression, None, timezone))
     except InvalidTiming as exc:
-        return CronPreview(valid=False, description=None, next_runs=[], error=exc.reason)
-    return CronPreview(True, timing.description, list(islice(timing.upcoming(after), count)), None)
+        return CronPreview(valid=False, description=None, expanded=None, next_runs=[], error=exc.reason)
+    return CronPreview(
+        valid=True,
+        description=timing.description,
+        expanded=timing.spec.expression,
+        next_runs=list(islice(timing.upcoming(after), count)),
+        error=None,
+    )

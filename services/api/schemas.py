@@ -432,5 +432,9 @@ class CronPreviewSchema(ResponseSchema):
 
     valid = fields.Boolean()
     description = fields.String(allow_none=True)
+    expanded = fields.String(
+        allow_none=True,
+        metadata=documented("The five fields it runs on: a macro's expansion (@daily: 0 0 * * *)"),
+    )
     nextRuns = fields.List(UtcDateTime(), attribute="next_runs")
     error = fields.String(allow_none=True)

@@ -148,11 +148,21 @@ def test_preview_describes_and_lists_the_next_runs(client: FlaskClient) -> None:
 
     assert shown["valid"] is True
     assert shown["description"] == "At 17:00, Monday through Friday"
+    assert shown["expanded"] == "0 17 * * 1-5"
     assert shown["nextRuns"] == [
         "2024-06-07T17:00:00.000Z",
         "2024-06-10T17:00:00.000Z",
         "2024-06-11T17:00:00.000Z",
     ]
+
+
+def test_preview_of_a_macro_shows_its_expansion(client: FlaskClient) -> None:
+    shown = preview(
+        client, expression="@Daily", timezone="Europe/Berlin", after="2024-06-07T12:00:00Z", count=2
+    )
+
+    assert (shown["valid"], shown["description"], shown["expanded"]) == (True, "At 00:00", "0 0 * * *")
+    assert shown["nextRuns"] == ["2024-06-07T22:00:00.000Z", "2024-06-08T22:00:00.000Z"]  # 00:00 CEST
 
 
 def test_preview_applies_the_spring_forward_policy(client: FlaskClient) -> None:
@@ -206,13 +216,19 @@ def test_preview_gives_up_to_fifty_runs(client: FlaskClient) -> None:
         ("0 0 9 * * 1", "expected 5 fields (minute hour day-of-month month day-of-week), got 6"),
         ("61 * * * *", "not a valid cron expression: [61 * * * *] is not acceptable, out of range"),
         ("every day", "expected 5 fields (minute hour day-of-month month day-of-week), got 2"),
+        (
+            "@reboot",
+            "@reboot runs when a machine's cron daemon starts, and a scheduler shared by many machines has no "
+            "such moment: use a manual schedule and Run Now",
+        ),
     ],
 )
 def test_preview_of_an_invalid_expression_says_why(client: FlaskClient, expression: str, reason: str) -> None:
     shown = preview(client, expression=expression)
 
-    assert (shown["valid"], shown["description"], shown["nextRuns"], shown["error"]) == (
+    assert (shown["valid"], shown["description"], shown["expanded"], shown["nextRuns"], shown["error"]) == (
         False,
+        None,
         None,
         [],
         reason,

@@ -123,6 +123,21 @@ def test_cron_task_next_run_is_its_next_slot_in_its_timezone(create: Create) -> 
     assert before < next_run <= before + timedelta(days=7)
 
 
+@pytest.mark.parametrize("macro", ["@weekly", "@WEEKLY"])
+def test_a_cron_macro_is_stored_as_sent_and_runs_on_its_expansion_in_the_timezone(
+    create: Create, schedule_row: Callable, macro: str
+) -> None:
+    before = datetime.now(UTC) - timedelta(milliseconds=1)  # the wire keeps milliseconds
+
+    task = create(cron_task(cronExpression=macro, timezone="America/New_York"))
+
+    assert (task["cronExpression"], schedule_row(task["id"]).cron_expression) == (macro, macro)
+    assert task["description"] == "At 00:00, only on Sunday"
+    next_run = parse_utc(task["nextRunAt"]).astimezone(ZoneInfo("America/New_York"))
+    assert (next_run.weekday(), next_run.hour, next_run.minute, next_run.second) == (6, 0, 0, 0)
+    assert before < next_run <= before + timedelta(days=7)
+
+
 def test_interval_task_first_slot_is_one_interval_after_creation(create: Create) -> None:
     before = datetime.now(UTC) - timedelta(milliseconds=1)  # the wire keeps milliseconds
 
@@ -234,6 +249,18 @@ INVALID_BODIES = {
         cron_task(cronExpression="  "),
         "cronExpression",
         "a cron expression is required",
+    ),
+    "cron-reboot": (
+        cron_task(cronExpression="@reboot"),
+        "cronExpression",
+        "@reboot runs when a machine's cron daemon starts, and a scheduler shared by many machines has no such "
+        "moment: use a manual schedule and Run Now",
+    ),
+    "cron-unknown-macro": (
+        cron_task(cronExpression="@fortnightly"),
+        "cronExpression",
+        "unknown macro '@fortnightly': use one of @yearly, @annually, @monthly, @weekly, @daily, @midnight, "
+        "@hourly, or five fields",
     ),
     "cron-four-fields": (
         cron_task(cronExpression="0 9 * *"),

@@ -4,6 +4,7 @@ Transitions used below (2024):
 - Europe/Berlin: spring 31 Mar 02:00 CET -> 03:00 CEST; fall 27 Oct 03:00 CEST -> 02:00 CET.
 - America/New_York: spring 10 Mar 02:00 EST -> 03:00 EDT; fall 3 Nov 02:00 EDT -> 01:00 EST.
 - Australia/Lord_Howe (a 30-minute shift): fall 7 Apr 02:00 +11 -> 01:30 +10:30; spring 6 Oct 02:00 -> 02:30.
+- America/Santiago: spring 8 Sep 00:00 -04 -> 01:00 -03 (midnight itself does not exist).
 """
 
 from __future__ import annotations
@@ -279,7 +280,7 @@ def test_29_february_is_accepted_and_runs_in_leap_years_only() -> None:
 
 
 @pytest.mark.parametrize(
-    ("expression", "count"), [("0 9 * *", 4), ("0 0 9 * * 1", 6), ("* * * * * * *", 7), ("@daily", 1)]
+    ("expression", "count"), [("0 9 * *", 4), ("0 0 9 * * 1", 6), ("* * * * * * *", 7), ("daily", 1)]
 )
 def test_five_fields_are_required(expression: str, count: int) -> None:
     with pytest.raises(InvalidCron, match=f"expected 5 fields .* got {count}"):
@@ -324,6 +325,88 @@ def test_whitespace_is_normalised() -> None:
 
 def test_names_of_months_and_days_are_accepted() -> None:
     assert slots("0 9 * jan mon", "UTC", utc(2024, 1, 1, 12), 1) == [utc(2024, 1, 8, 9)]
+
+
+# --- Macros: the shorthands Vixie cron and Kubernetes accept ------------------------------------------------
+
+WEDNESDAY_MORNING = utc(2024, 5, 15, 10, 20)  # Wed 15 May 2024
+
+
+@pytest.mark.parametrize(
+    ("macro", "expected"),
+    [
+        ("@hourly", [utc(2024, 5, 15, 11), utc(2024, 5, 15, 12), utc(2024, 5, 15, 13)]),
+        ("@daily", [utc(2024, 5, 16), utc(2024, 5, 17), utc(2024, 5, 18)]),
+        ("@midnight", [utc(2024, 5, 16), utc(2024, 5, 17), utc(2024, 5, 18)]),
+        ("@weekly", [utc(2024, 5, 19), utc(2024, 5, 26), utc(2024, 6, 2)]),  # Sundays
+        ("@monthly", [utc(2024, 6, 1), utc(2024, 7, 1), utc(2024, 8, 1)]),
+        ("@yearly", [utc(2025, 1, 1), utc(2026, 1, 1), utc(2027, 1, 1)]),
+        ("@annually", [utc(2025, 1, 1), utc(2026, 1, 1), utc(2027, 1, 1)]),
+    ],
+)
+def test_each_macro_runs_on_the_slots_it_stands_for(macro: str, expected: list[datetime]) -> None:
+    assert slots(macro, "UTC", WEDNESDAY_MORNING, 3) == expected
+
+
+def test_a_macro_runs_at_its_wall_time_in_the_schedules_zone() -> None:
+    # Midnight on Sunday in New York (EDT, UTC-4) is 04:00 UTC.
+    assert slots("@weekly", NEW_YORK, WEDNESDAY_MORNING, 2) == [utc(2024, 5, 19, 4), utc(2024, 5, 26, 4)]
+
+
+def test_a_macro_is_its_five_fields_in_any_case() -> None:
+    expanded = {CronSpec.parse(macro).expression for macro in ("@daily", "@Daily", "@DAILY", "  @daily ")}
+
+    assert expanded == {"0 0 * * *"}
+    assert CronSpec.parse("@weekly") == CronSpec("0 0 * * 0", has_seconds=False)
+
+
+def test_daily_is_a_fixed_hour_spec_under_the_dst_policy() -> None:
+    # Santiago's spring gap swallows midnight itself: @daily runs once, when the gap ends (01:00 -03).
+    assert wall_times("@daily", "America/Santiago", utc(2024, 9, 6, 12), 3) == [
+        "00:00-0400",
+        "01:00-0300",
+        "00:00-0300",
+    ]
+
+
+def test_hourly_is_a_wildcard_hour_spec_under_the_dst_policy() -> None:
+    # Berlin's fall-back night: real time passes 02:00 twice, and @hourly runs at both.
+    assert wall_times("@hourly", BERLIN, utc(2024, 10, 26, 23), 3) == [
+        "02:00+0200",
+        "02:00+0100",
+        "03:00+0100",
+    ]
+
+
+def test_reboot_is_refused_saying_a_scheduler_has_no_such_moment() -> None:
+    for written in ("@reboot", "@REBOOT"):
+        with pytest.raises(
+            InvalidCron, match="@reboot runs when a machine's cron daemon starts.*no such moment"
+        ):
+            CronSpec.parse(written)
+
+
+def test_every_is_refused_pointing_at_interval_schedules() -> None:
+    with pytest.raises(InvalidCron, match="use an interval schedule"):
+        CronSpec.parse("@every 5m")
+
+
+def test_an_unknown_macro_is_refused_naming_the_ones_there_are() -> None:
+    with pytest.raises(
+        InvalidCron, match="unknown macro '@fortnightly': use one of @yearly, @annually, .*@hourly"
+    ):
+        CronSpec.parse("@fortnightly")
+
+
+@pytest.mark.parametrize("expression", ["@hourly 30", "@daily 0 0 * * *"])
+def test_a_macro_takes_no_other_fields_not_even_seconds(expression: str) -> None:
+    with pytest.raises(InvalidCron, match="stands alone: a macro takes no other fields"):
+        CronSpec.parse(expression, allow_seconds=True)
+
+
+def test_a_macro_where_seconds_are_allowed_is_still_its_five_fields() -> None:
+    # Stored schedules are read with seconds allowed: a macro there has none.
+    assert CronSpec.parse("@hourly", allow_seconds=True) == CronSpec("0 * * * *", has_seconds=False)
 
 
 # --- Slots: strictly after, in UTC, whatever zone ``after`` is in -------------------------------------------
@@ -426,6 +509,8 @@ def test_a_fixed_hour_daily_spec_runs_exactly_once_every_local_day_through_a_yea
         ("0 0 * * *", "At 00:00"),
         ("*/5 * * * *", "Every 5 minutes"),
         ("0 23 1 * *", "At 23:00, on day 1 of the month"),
+        ("@daily", "At 00:00"),
+        ("@weekly", "At 00:00, only on Sunday"),
     ],
 )
 def test_cron_is_described_in_24_hour_english(expression: str, text: str) -> None:

@@ -178,6 +178,13 @@ def test_a_cron_longer_than_its_column_is_refused() -> None:
         parse_timing(cron(f"{every_minute_listed} * * * *"))
 
 
+def test_a_macro_fits_the_column_as_written_and_runs_on_its_expansion() -> None:
+    timing = parse_timing(cron("@monthly", "Europe/Berlin"))
+
+    assert isinstance(timing, CronTiming) and timing.spec.expression == "0 0 1 * *"
+    assert timing.first_slot(utc(2024, 1, 15)) == utc(2024, 1, 31, 23)  # 1 Feb 00:00 CET
+
+
 def test_an_unknown_schedule_type_is_refused_naming_the_field() -> None:
     with pytest.raises(InvalidTiming) as refused:
         parse_timing(TimingFields("weekly", None, None, "UTC"))
@@ -204,6 +211,7 @@ def test_the_preview_lists_the_next_slots_in_utc_and_describes_them() -> None:
 
     assert preview.valid and preview.error is None
     assert preview.description == "At 08:30, Monday through Friday"
+    assert preview.expanded == "30 8 * * 1-5"
     # Fri 8 Mar is EST (UTC-5); from Mon 11 Mar, after the spring change, EDT (UTC-4).
     assert preview.next_runs == [utc(2024, 3, 8, 13, 30), utc(2024, 3, 11, 12, 30), utc(2024, 3, 12, 12, 30)]
 
@@ -214,13 +222,36 @@ def test_the_preview_lists_the_next_slots_in_utc_and_describes_them() -> None:
         ("61 * * * *", "[61 * * * *] is not acceptable, out of range"),
         ("0 0 31 2 *", "never matches a real date"),
         ("0 9 * *", "expected 5 fields (minute hour day-of-month month day-of-week), got 4"),
+        ("@daily 30", "@daily stands alone: a macro takes no other fields"),
     ],
 )
 def test_the_preview_of_an_invalid_expression_says_why_and_lists_nothing(expression: str, why: str) -> None:
     preview = preview_cron(expression, "UTC", ANCHOR, count=5)
 
-    assert (preview.valid, preview.description, preview.next_runs) == (False, None, [])
+    assert (preview.valid, preview.description, preview.expanded, preview.next_runs) == (
+        False,
+        None,
+        None,
+        [],
+    )
     assert preview.error is not None and why in preview.error
+
+
+def test_the_preview_of_a_macro_shows_its_expansion() -> None:
+    preview = preview_cron("@Weekly", "Europe/Berlin", utc(2024, 5, 15), count=2)
+
+    assert (preview.valid, preview.description, preview.expanded) == (
+        True,
+        "At 00:00, only on Sunday",
+        "0 0 * * 0",
+    )
+    assert preview.next_runs == [utc(2024, 5, 18, 22), utc(2024, 5, 25, 22)]  # Sunday 00:00 CEST
+
+
+def test_the_preview_of_reboot_says_why_it_is_refused() -> None:
+    preview = preview_cron("@reboot", "UTC", ANCHOR, count=5)
+
+    assert not preview.valid and preview.error is not None and "no such moment" in preview.error
 
 
 def test_the_preview_refuses_an_unknown_timezone() -> None:
