@@ -55,8 +55,8 @@ class ScheduleInput(TypedDict, total=False):
 
 
 EDITABLE_FIELDS = tuple(ScheduleInput.__annotations__)
-# What decides when a schedule runs: a change to any of these re-arms it; any other edit leaves its tick alone.
-TIMING_FIELDS = (*TimingFields._fields, "enabled")
+# What decides when a schedule of any kind runs, besides the fields its kind's slots depend on (``depends_on``).
+ALWAYS_TIMING_FIELDS = ("schedule_type", "enabled")
 # The attribute each schedule type uses alone (cron_expression, interval_ms): sent for another type, an error.
 OWN_FIELDS = {kind.own_field: schedule_type for schedule_type, kind in TIMINGS.items() if kind.own_field}
 DEFAULTS = ScheduleInput(
@@ -269,9 +269,9 @@ def create_schedule(
 def update_schedule(
     runtime: Runtime, session: Session, schedule_id: int, sent: ScheduleInput, allow_seconds: bool = False
 ) -> TaskSchedule | None:
-    """Apply a partial update in ``session``. A timing change (type, cron, interval, timezone, enabled) re-arms
-    the schedule with a new key and publishes its tick after the commit; any other edit leaves the armed tick as
-    it is. Returns the schedule, or None when it does not exist.
+    """Apply a partial update in ``session``. A timing change (see ``_changes_timing``) re-arms the schedule with
+    a new key and publishes its tick after the commit; any other edit leaves the armed tick as it is. Returns the
+    schedule, or None when it does not exist.
     """
     now = utcnow()
     with session.begin():
@@ -279,7 +279,7 @@ def update_schedule(
         if schedule is None:
             return None
         values = checked_values(runtime, _values_of(schedule), sent, schedule.config, allow_seconds)
-        timing_changed = any(values[field] != getattr(schedule, field) for field in TIMING_FIELDS)
+        timing_changed = _changes_timing(schedule, values)
         due_slot = None
         if timing_changed and schedule.enabled and values["enabled"] and _is_due(schedule, now):
             # A slot already due under the old timing, its tick still on the way: it runs, rather than being
@@ -301,6 +301,13 @@ def update_schedule(
     elif timing_changed:
         publish_tick(runtime, schedule_id)
     return schedule
+
+
+def _changes_timing(schedule: TaskSchedule, values: Mapping[str, Any]) -> bool:
+    """Whether ``values`` change when ``schedule`` runs: its type, whether it is enabled, or a field its kind's
+    slots depend on (a cron's timezone does; an interval's does not, so editing it keeps the interval's anchor)."""
+    fields = (*ALWAYS_TIMING_FIELDS, *TIMINGS[values["schedule_type"]].depends_on)
+    return any(values[field] != getattr(schedule, field) for field in fields)
 
 
 def _claim_due_slot(session: Session, schedule: TaskSchedule, now: datetime) -> tuple[int, datetime]:

@@ -75,10 +75,12 @@ class NextSlot:
 
 
 class Timing(ABC):
-    """The slots of one kind of schedule. ``own_field`` is the schedule attribute only this kind uses."""
+    """The slots of one kind of schedule. ``own_field`` is the schedule attribute only this kind uses;
+    ``depends_on`` the attributes its slots are computed from: an edit of any other leaves them as they are."""
 
     schedule_type: ClassVar[ScheduleType]
     own_field: ClassVar[str | None] = None
+    depends_on: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     @abstractmethod
@@ -113,6 +115,7 @@ class CronTiming(Timing):
 
     schedule_type: ClassVar[ScheduleType] = ScheduleType.CRON
     own_field: ClassVar[str | None] = "cron_expression"
+    depends_on: ClassVar[tuple[str, ...]] = ("cron_expression", "timezone")
     spec: CronSpec
     timezone: str
 
@@ -158,6 +161,7 @@ class IntervalTiming(Timing):
 
     schedule_type: ClassVar[ScheduleType] = ScheduleType.INTERVAL
     own_field: ClassVar[str | None] = "interval_ms"
+    depends_on: ClassVar[tuple[str, ...]] = ("interval_ms",)  # not the timezone: elapsed time has none
     interval_ms: int
 
     @classmethod

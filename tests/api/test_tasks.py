@@ -736,6 +736,36 @@ def test_changing_the_timezone_moves_the_next_run(client: FlaskClient, create: C
     assert parse_utc(updated["nextRunAt"]).astimezone(ZoneInfo("Asia/Tokyo")).hour == 9
 
 
+def test_a_timezone_edit_of_a_cron_task_re_arms_it(
+    client: FlaskClient, create: Create, schedule_row: Callable, take_ticks: Callable
+) -> None:
+    task = create(cron_task(cronExpression="* * * * *", timezone="UTC"))
+    armed = schedule_row(task["id"])
+    take_ticks()
+
+    assert client.patch(f"{TASKS}/{task['id']}", json={"timezone": "Asia/Kolkata"}).status_code == 200
+
+    row = schedule_row(task["id"])
+    assert row.dedupe_key != armed.dedupe_key
+    assert take_ticks() == [TickSlot(task["id"], row.next_run_at, row.dedupe_key)]
+
+
+def test_a_timezone_edit_of_an_interval_task_keeps_its_anchor_its_key_and_its_tick(
+    client: FlaskClient, create: Create, schedule_row: Callable, take_ticks: Callable
+) -> None:
+    task = create(interval_task(intervalMs=60_000))
+    armed = schedule_row(task["id"])
+    take_ticks()
+
+    updated = client.patch(f"{TASKS}/{task['id']}", json={"timezone": "Asia/Tokyo"}).get_json()
+
+    assert (updated["timezone"], updated["nextRunAt"]) == ("Asia/Tokyo", task["nextRunAt"])
+    row = schedule_row(task["id"])
+    assert (row.next_run_at, row.dedupe_key) == (armed.next_run_at, armed.dedupe_key)
+    assert row.tick_published_at == armed.tick_published_at, "the tick in flight is still the live one"
+    assert take_ticks() == [], "an interval's slots do not depend on its timezone"
+
+
 def test_an_edit_that_leaves_the_timing_keeps_the_slot(client: FlaskClient, create: Create) -> None:
     task = create(interval_task())
 
@@ -766,8 +796,9 @@ def test_every_timing_change_gives_a_new_dedupe_key(
         {"intervalMs": 120_000},
         {"enabled": False},
         {"enabled": True},
-        {"timezone": "Europe/Berlin"},
         {"scheduleType": "cron", "cronExpression": "*/5 * * * *"},
+        {"cronExpression": "@hourly"},
+        {"timezone": "Europe/Berlin"},  # a cron's slots depend on its timezone (an interval's do not)
     ):
         assert client.patch(f"{TASKS}/{task['id']}", json=change).status_code == 200
         keys.append(schedule_row(task["id"]).dedupe_key)

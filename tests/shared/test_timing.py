@@ -10,6 +10,7 @@ from itertools import islice
 import pytest
 
 from shared.timing import (
+    TIMINGS,
     CronTiming,
     IntervalTiming,
     InvalidTiming,
@@ -201,6 +202,29 @@ def test_a_manual_schedule_has_no_slots() -> None:
     assert timing == ManualTiming()
     assert (timing.first_slot(ANCHOR), list(timing.upcoming(ANCHOR))) == (None, [])
     assert timing.description == "Manual only"
+
+
+# --- What a timing depends on: an edit of anything else keeps its slots ------------------------------------
+
+OTHER_VALUES = {"cron_expression": "30 21 * * *", "interval_ms": 90_000, "timezone": "Asia/Tokyo"}
+
+
+@pytest.mark.parametrize(
+    "columns",
+    [cron("0 9 * * *"), interval(60_000), TimingFields("manual", None, None, "UTC")],
+    ids=["cron", "interval", "manual"],
+)
+def test_a_timing_changes_with_the_fields_it_depends_on_and_with_no_other(columns: TimingFields) -> None:
+    timing = parse_timing(columns)
+
+    for field, value in OTHER_VALUES.items():
+        edited = parse_timing(columns._replace(**{field: value}))
+        assert (edited != timing) == (field in TIMINGS[columns.schedule_type].depends_on), field
+
+
+def test_an_intervals_slots_do_not_depend_on_its_timezone() -> None:
+    assert IntervalTiming.depends_on == ("interval_ms",)
+    assert parse_timing(interval(60_000)) == parse_timing(interval(60_000)._replace(timezone="Asia/Tokyo"))
 
 
 # --- What the page previews ---------------------------------------------------------------------------------
