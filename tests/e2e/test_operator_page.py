@@ -327,6 +327,33 @@ def test_invalid_cron_is_marked_red_and_cannot_be_saved(page: Page) -> None:
     expect(dialog).to_be_hidden()
 
 
+def test_a_cron_macro_is_previewed_as_the_fields_it_stands_for_and_saved_as_written(page: Page) -> None:
+    name = unique("Nightly digest")
+    dialog = open_add_dialog(page)
+    dialog.get_by_label("Name").fill(name)
+    dialog.get_by_label("Task type").select_option(label="Report Publishing")
+    dialog.get_by_label("Report").select_option(label="Billing Summary")
+    cron = page.get_by_test_id("cron-expression")
+
+    cron.fill("@reboot")
+    expect(page.get_by_test_id("cron-preview-error")).to_contain_text("no such moment")
+    expect(page.get_by_test_id("task-save")).to_be_disabled()
+
+    cron.fill("0 0 * * *")
+    expect(page.get_by_test_id("cron-description")).to_contain_text("At 00:00")
+    expect(page.get_by_test_id("cron-expanded")).to_have_count(0)  # five fields need no expanding
+
+    cron.fill("@Daily")
+    expect(page.get_by_test_id("cron-expanded")).to_have_text("@Daily stands for 0 0 * * *")
+    expect(page.get_by_test_id("cron-description")).to_contain_text("At 00:00")
+    screenshot(page, "add-dialog-cron-macro")
+    page.get_by_test_id("task-save").click()
+    expect(dialog).to_be_hidden()
+    row = search_for(page, name)
+    expect(row.get_by_test_id("task-schedule")).to_have_text("At 00:00")
+    expect(row.locator(".cron-code")).to_have_text("@Daily")
+
+
 def test_time_zone_picker_offers_matching_zones_and_the_preview_follows_the_choice(
     page: Page, console: ConsoleWatch
 ) -> None:

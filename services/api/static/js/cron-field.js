@@ -1,5 +1,6 @@
 // The cron expression input: seven presets and a live preview answered by the server
-// (/api/scheduler/cron/preview), shown in the schedule's zone and in the viewer's own.
+// (/api/scheduler/cron/preview), shown in the schedule's zone and in the viewer's own; a macro (@daily) is
+// shown with the five fields it stands for.
 
 import { api } from "./api.js";
 import { debounce, h } from "./dom.js";
@@ -104,7 +105,9 @@ export class CronField {
           { class: "muted" },
           "Pick a preset or type five fields, e.g. ",
           h("code", {}, "30 6 * * 1-5"),
-          " for 06:30 on weekdays.",
+          " for 06:30 on weekdays, or a macro such as ",
+          h("code", {}, "@daily"),
+          ".",
         ),
       );
       this.setState("empty");
@@ -132,7 +135,7 @@ export class CronField {
       this.setState("invalid");
       return;
     }
-    this.previewEl.replaceChildren(...this.renderRuns(result, timezone));
+    this.previewEl.replaceChildren(...this.renderRuns(result, expression, timezone));
     this.setState("valid");
   }
 
@@ -158,7 +161,8 @@ export class CronField {
     this.setState("invalid");
   }
 
-  renderRuns(result, timezone) {
+  renderRuns(result, expression, timezone) {
+    const written = expression.split(/\s+/).join(" ");
     const sameZone = timezone === viewerTimeZone;
     const head = sameZone
       ? [h("th", { scope: "col" }, `Next ${result.nextRuns.length} runs (${timezone}, your time zone)`)]
@@ -181,7 +185,16 @@ export class CronField {
         "✓ Runs: ",
         h("strong", {}, result.description),
       ),
+      result.expanded && result.expanded !== written
+        ? h(
+            "p",
+            { class: "muted", "data-testid": "cron-expanded" },
+            h("code", {}, written),
+            " stands for ",
+            h("code", {}, result.expanded),
+          )
+        : null,
       h("table", { class: "preview-runs" }, h("thead", {}, h("tr", {}, head)), h("tbody", {}, rows)),
-    ];
+    ].filter(Boolean); // replaceChildren would show a null as the text "null"
   }
 }
