@@ -14,9 +14,17 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete, or_, select, update
 
-from shared.db import utcnow
+from shared.db import insert_ignoring_conflicts, utcnow
 from shared.models import FINISHED_STATUSES, RunStatus, TaskRunHistory, TaskSchedule, TickInFlight
-from shared.protocol import dispatch_runs, publish_outboxes
+from shared.protocol import (
+    RUNS,
+    STARTED_RUN_COLUMNS,
+    dispatch_runs,
+    has_attempts_left,
+    publish_outboxes,
+    retry_row,
+    started_run,
+)
 from shared.runtime import Runtime
 
 # Rows one pump step changes in one statement, and the most it changes in a cycle.
@@ -31,7 +39,7 @@ RETENTION_BATCH_ROWS = 10_000
 def pump(runtime: Runtime) -> str:
     """Heal every chain. In order, each step bounded:
 
-    1. mark runs whose lease ran out as abandoned (their worker died mid-run);
+    1. mark runs whose lease ran out as abandoned (their worker died mid-run), and retry those that may be;
     2. forget ticks overdue past the grace period in the tick budget's ledger (lost, or stuck in a backlog);
     3. reopen slots whose tick is overdue past the grace period, with the same key: a tick that was only late
        still claims its slot when it arrives, so a lagging queue is never re-keyed into a livelock, and a
@@ -54,7 +62,9 @@ def pump(runtime: Runtime) -> str:
 
 
 def abandon_runs_of_vanished_workers(runtime: Runtime, now: datetime) -> int:
-    """Mark ``abandoned`` the runs still ``running`` past their lease: their worker died. Returns how many."""
+    """Mark ``abandoned`` the runs still ``running`` past their lease: their worker died. Each whose schedule
+    and task type allow another attempt gets it, as a failed attempt would (so execution after a lost worker is
+    at least once; handlers get the slot and attempt to be idempotent by). Returns how many were abandoned."""
     expired = (
         select(TaskRunHistory.id)
         .where(TaskRunHistory.status == RunStatus.RUNNING, TaskRunHistory.lease_expires_at < now)
@@ -62,18 +72,36 @@ def abandon_runs_of_vanished_workers(runtime: Runtime, now: datetime) -> int:
         .with_for_update(skip_locked=True)
     )
     with runtime.sessions.begin() as session:
-        result = session.execute(
-            update(TaskRunHistory)
-            .where(TaskRunHistory.id.in_(expired.scalar_subquery()))
-            .where(TaskRunHistory.status == RunStatus.RUNNING)
-            .values(
-                status=RunStatus.ABANDONED,
-                completed_at=now,
-                lease_expires_at=None,
-                error_message="abandoned: its worker stopped before recording an outcome (lease expired)",
+        abandoned = [
+            started_run(row)
+            for row in session.execute(
+                update(RUNS)
+                .where(RUNS.c.id.in_(expired.scalar_subquery()), RUNS.c.status == RunStatus.RUNNING)
+                .values(
+                    status=RunStatus.ABANDONED,
+                    completed_at=now,
+                    lease_expires_at=None,
+                    error_message="abandoned: its worker stopped before recording an outcome (lease expired)",
+                )
+                .returning(*STARTED_RUN_COLUMNS)
             )
+        ]
+        retries = [
+            retry_row(run, now, run.retry_base_delay_ms or runtime.settings.retry_base_delay_ms)
+            for run in abandoned
+            if run.system_task is None
+            and (task_type := runtime.task_types.get(run.task_type)) is not None
+            and has_attempts_left(run, task_type)
+        ]
+        # The unique (schedule, slot, attempt) index: a late failure of the same attempt retries nothing twice.
+        retry_ids = [row.id for row in insert_ignoring_conflicts(session, RUNS, retries, ())]
+    if retry_ids:
+        dispatch_runs(
+            runtime,
+            f"retries of abandoned runs {retry_ids}",
+            select(RUNS.c.id).where(RUNS.c.id.in_(retry_ids)),
         )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return len(abandoned)
 
 
 def forget_lost_ticks(runtime: Runtime, now: datetime) -> int:

@@ -529,6 +529,7 @@ class Outcome:
 
 SCHEDULE_OF_RUN = SCHEDULES.c.id == RUNS.c.schedule_id
 IS_RUNNING = RUNS.c.status == RunStatus.RUNNING
+IS_ABANDONED = RUNS.c.status == RunStatus.ABANDONED
 _schedule_enabled = select(SCHEDULES.c.enabled).where(SCHEDULE_OF_RUN).scalar_subquery()
 # Runs queued before revision 0004 carry no config of their own: theirs is their schedule's at start.
 _run_config = func.coalesce(
@@ -540,6 +541,44 @@ _schedule_retry_base_delay_ms = (
 )
 _is_orphan = _schedule_enabled.is_(None)  # its schedule was deleted (schedule_id set null) before it started
 _is_disabled_slot = and_(RUNS.c.triggered_by == TriggeredBy.SCHEDULE, _schedule_enabled.is_(false()))
+# What a worker needs of a run it started (and the pump of a run it retries), read in the statement that
+# changes the run's status.
+STARTED_RUN_COLUMNS = (
+    RUNS.c.id,
+    RUNS.c.schedule_id,
+    RUNS.c.task_type,
+    RUNS.c.system_task,
+    RUNS.c.triggered_by,
+    RUNS.c.scheduled_for,
+    RUNS.c.attempt,
+    RUNS.c.schedule_name,
+    _run_config.label("config"),
+    RUNS.c.config_override,
+    RUNS.c.time_limit_s,
+    _schedule_max_attempts.label("max_attempts"),
+    _schedule_retry_base_delay_ms.label("retry_base_delay_ms"),
+)
+
+
+def started_run(row: Any) -> StartedRun:
+    """A ``StartedRun`` from a row of ``STARTED_RUN_COLUMNS``."""
+    return StartedRun(
+        row.id,
+        row.schedule_id,
+        row.task_type,
+        row.system_task,
+        row.triggered_by,
+        row.scheduled_for,
+        row.attempt,
+        row.schedule_name,
+        dict(row.config or {}),
+        row.config_override,
+        row.time_limit_s,
+        row.max_attempts,
+        row.retry_base_delay_ms,
+    )
+
+
 WHY_NOT_STARTED = case(
     (_is_orphan, "its schedule was deleted before it started"),
     # A disabled schedule starts no new run; Run Now (manual) still does, as the operator asked for it.
@@ -568,23 +607,7 @@ def start_run(runtime: Runtime, history_id: int) -> StartedRun | None:
     if started is None:
         _resend_if_early(runtime, history_id, now)
         return None
-    if started.status != RunStatus.RUNNING:
-        return None
-    return StartedRun(
-        history_id,
-        started.schedule_id,
-        started.task_type,
-        started.system_task,
-        started.triggered_by,
-        started.scheduled_for,
-        started.attempt,
-        started.schedule_name,
-        dict(started.config or {}),
-        started.config_override,
-        started.time_limit_s,
-        started.max_attempts,
-        started.retry_base_delay_ms,
-    )
+    return started_run(started) if started.status == RunStatus.RUNNING else None
 
 
 # The start's statements are built once: building a statement of this size costs more CPU than running it.
@@ -605,21 +628,7 @@ START = (
             (WHY_NOT_STARTED.is_(None), bindparam("lease_expires_at", type_=UTCDateTime()))
         ),
     )
-    .returning(
-        RUNS.c.status,
-        RUNS.c.schedule_id,
-        RUNS.c.task_type,
-        RUNS.c.system_task,
-        RUNS.c.triggered_by,
-        RUNS.c.scheduled_for,
-        RUNS.c.attempt,
-        RUNS.c.schedule_name,
-        _run_config.label("config"),
-        RUNS.c.config_override,
-        RUNS.c.time_limit_s,
-        _schedule_max_attempts.label("max_attempts"),
-        _schedule_retry_base_delay_ms.label("retry_base_delay_ms"),
-    )
+    .returning(RUNS.c.status, *STARTED_RUN_COLUMNS)
 )
 
 
@@ -681,43 +690,54 @@ def _run_handler(runtime: Runtime, task_type: TaskType, run: StartedRun) -> Outc
         status,
         hide(error),
         int((time.monotonic() - begun) * 1000),
-        may_retry=status == RunStatus.FAILED
-        and worth_retrying
-        and run.attempt < (run.max_attempts or task_type.max_attempts),
+        may_retry=status == RunStatus.FAILED and worth_retrying and has_attempts_left(run, task_type),
         output=hide(output),
     )
 
 
+def has_attempts_left(run: StartedRun, task_type: TaskType) -> bool:
+    """Whether a failed attempt of ``run`` may be followed by another: its schedule's ``maxAttempts``, else its
+    task type's."""
+    return run.attempt < (run.max_attempts or task_type.max_attempts)
+
+
+LATE = "recorded after its lease ran out, when the pump had called it abandoned and retried it if it could"
+
+
+def _outcome_row(outcome: Outcome, now: datetime, late: bool = False) -> dict[str, Any]:
+    error = "; ".join(part for part in (outcome.error, LATE if late else None) if part) or None
+    return {
+        "id": outcome.run.id,
+        "status": outcome.status,
+        "completed_at": now,
+        "duration_ms": outcome.duration_ms,
+        "error_message": error and error[:ERROR_MESSAGE_CHARS],
+        "output": (outcome.output or None) and outcome.output[:OUTPUT_CHARS],
+        "lease_expires_at": None,
+    }
+
+
 def record_outcomes(runtime: Runtime, outcomes: list[Outcome]) -> list[bool]:
     """Finish running runs in one transaction, queue the retries of failures that may retry, then dispatch
-    those. A run the pump already called abandoned keeps that status. Returns, per outcome, whether it was
-    recorded. This is the completer's batch; a database blip is waited out (the work has run, and losing its
-    outcome would leave the run to be called abandoned) for as long as the lease's margin allows."""
+    those. An outcome that comes after the pump called its run abandoned (its worker was silent past the lease)
+    is recorded too, saying it was late; the pump has retried that run already if it could. Returns, per
+    outcome, whether it was recorded. This is the completer's batch; a database blip is waited out (the work
+    has run, and losing its outcome would leave the run to be called abandoned) for as long as the lease's
+    margin allows."""
 
     def record() -> tuple[list[bool], list[int]]:
         with runtime.sessions.begin() as session:
             now = utcnow()
-            finished = set(
-                update_rows(
-                    session,
-                    RUNS,
-                    [
-                        {
-                            "id": outcome.run.id,
-                            "status": outcome.status,
-                            "completed_at": now,
-                            "duration_ms": outcome.duration_ms,
-                            "error_message": (outcome.error or None) and outcome.error[:ERROR_MESSAGE_CHARS],
-                            "output": (outcome.output or None) and outcome.output[:OUTPUT_CHARS],
-                            "lease_expires_at": None,
-                        }
-                        for outcome in outcomes
-                    ],
-                    only_if=IS_RUNNING,
-                )
-            )
+            rows = [_outcome_row(outcome, now) for outcome in outcomes]
+            finished = set(update_rows(session, RUNS, rows, only_if=IS_RUNNING))
+            late = [
+                _outcome_row(outcome, now, late=True)
+                for outcome in outcomes
+                if outcome.run.id not in finished
+            ]
+            recorded_late = set(update_rows(session, RUNS, late, only_if=IS_ABANDONED)) if late else set()
             retries = [
-                _retry_row(
+                retry_row(
                     outcome.run, now, outcome.run.retry_base_delay_ms or runtime.settings.retry_base_delay_ms
                 )
                 for outcome in outcomes
@@ -726,7 +746,7 @@ def record_outcomes(runtime: Runtime, outcomes: list[Outcome]) -> list[bool]:
             retry_ids = (
                 [row.id for row in insert_ignoring_conflicts(session, RUNS, retries, ())] if retries else []
             )
-        return [outcome.run.id in finished for outcome in outcomes], retry_ids
+        return [outcome.run.id in finished | recorded_late for outcome in outcomes], retry_ids
 
     recorded, retry_ids = _retrying_while_database_is_away(
         record, give_up_after_s=runtime.settings.run_lease_margin_s
@@ -743,7 +763,8 @@ def retry_delay(attempt: int, base_delay_ms: int) -> timedelta:
     return min(timedelta(milliseconds=base_delay_ms * 2 ** (attempt - 1)), RETRY_MAX_DELAY)
 
 
-def _retry_row(failed: StartedRun, now: datetime, base_delay_ms: int) -> dict[str, Any]:
+def retry_row(failed: StartedRun, now: datetime, base_delay_ms: int) -> dict[str, Any]:
+    """The queued row of the attempt after ``failed``: the same slot, config and settings, after the backoff."""
     return {
         "schedule_id": failed.schedule_id,
         "task_type": failed.task_type,

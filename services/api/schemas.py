@@ -113,7 +113,8 @@ class TaskInSchema(Schema):
         data_key="cronExpression",
         allow_none=True,
         metadata=documented(
-            "Five fields (minute hour day-of-month month day-of-week) in the timezone; required for cron, "
+            "Five fields (minute hour day-of-month month day-of-week) in the timezone, or a macro (@hourly, "
+            "@daily, @weekly, @monthly, @yearly); required for cron, "
             "null or absent otherwise",
             maxLength=CRON_EXPRESSION_MAX_CHARS,
             example="0 9 * * 1",

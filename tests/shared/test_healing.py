@@ -53,6 +53,38 @@ def test_a_running_run_is_called_abandoned_only_once_its_lease_has_expired(embed
     )
 
 
+def test_a_run_abandoned_by_a_lost_worker_is_retried_as_its_next_attempt_while_attempts_are_left(
+    embedded: Embedded,
+) -> None:
+    manual = embedded.add_schedule(utcnow())
+    first = embedded.add_run(schedule_id=manual.id, status="queued", config={"reportId": "usage-monthly"})
+    assert protocol.start_run(embedded.runtime, first.id) is not None
+    past_the_lease = utcnow() + embedded.runtime.lease * 2
+
+    assert healing.abandon_runs_of_vanished_workers(embedded.runtime, past_the_lease) == 1
+
+    abandoned, retry = embedded.runs()
+    assert (abandoned.status, retry.status, retry.attempt) == ("abandoned", "queued", 2)
+    assert (retry.schedule_id, retry.config, retry.triggered_by) == (
+        manual.id,
+        {"reportId": "usage-monthly"},
+        "manual",
+    )
+    assert embedded.take_run_messages() == [retry.id]
+
+
+def test_an_abandoned_run_on_its_last_attempt_is_not_retried(embedded: Embedded) -> None:
+    manual = embedded.add_schedule(utcnow())
+    last = embedded.add_run(schedule_id=manual.id, status="queued", attempt=3)  # report_publish allows 3
+    assert protocol.start_run(embedded.runtime, last.id) is not None
+
+    assert (
+        healing.abandon_runs_of_vanished_workers(embedded.runtime, utcnow() + embedded.runtime.lease * 2) == 1
+    )
+
+    assert [(r.attempt, r.status) for r in embedded.runs()] == [(3, "abandoned")]
+
+
 @pytest.mark.parametrize("status", ["queued", "success", "failed"])
 def test_a_run_that_is_not_running_is_never_called_abandoned(embedded: Embedded, status: str) -> None:
     run = embedded.add_run(status=status, lease_expires_at=utcnow() - timedelta(hours=1))

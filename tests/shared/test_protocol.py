@@ -484,15 +484,21 @@ def test_retry_backoff_doubles_from_the_base_delay_up_to_five_minutes(attempt: i
     assert protocol.retry_delay(attempt, base_delay_ms=5000) == timedelta(seconds=delay_s)
 
 
-def test_an_outcome_for_a_run_already_called_abandoned_keeps_abandoned(embedded: Embedded) -> None:
+def test_an_outcome_that_comes_after_the_pump_called_its_run_abandoned_is_recorded_as_late(
+    embedded: Embedded,
+) -> None:
     run = started(embedded)
-    # The pump ran while the worker was silent past the lease.
+    # The pump ran while the worker was silent past the lease, and queued the slot's next attempt.
     assert (
         healing.abandon_runs_of_vanished_workers(embedded.runtime, utcnow() + embedded.runtime.lease * 2) == 1
     )
 
-    assert protocol.record_outcomes(embedded.runtime, [protocol.Outcome(run, "success", None, 5)]) == [False]
-    assert embedded.run(run.id).status == "abandoned"
+    assert protocol.record_outcomes(
+        embedded.runtime, [protocol.Outcome(run, "success", None, 5, output="ok")]
+    ) == [True]
+    late = embedded.run(run.id)
+    assert (late.status, late.output, late.error_message) == ("success", "ok", protocol.LATE)
+    assert [(r.attempt, r.status) for r in embedded.runs()] == [(1, "success"), (2, "queued")]
 
 
 # --- System crons ---------------------------------------------------------------------------------------------

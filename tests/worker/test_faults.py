@@ -50,7 +50,7 @@ def test_the_same_tick_published_three_times_runs_once(engine: Engine) -> None:
     assert "already has a run" not in worker.log()
 
 
-def test_a_worker_killed_mid_run_leaves_the_chain_going_and_the_run_abandoned(make_engine) -> None:
+def test_a_worker_killed_mid_run_leaves_the_chain_going_and_the_run_abandoned_then_retried(make_engine) -> None:
     engine: Engine = make_engine(simulated_work_ms=3000, task_time_limit_s=4)
     doomed = engine.start_worker()
     long_run = engine.create(name="long", schedule_type="manual")
@@ -72,8 +72,15 @@ def test_a_worker_killed_mid_run_leaves_the_chain_going_and_the_run_abandoned(ma
     assert lease_ends is not None
     wait_for(lambda: utcnow() > lease_ends, 30, "the lease to run out")
     healing.pump(engine.runtime)
-    [abandoned] = engine.runs(long_run.id)
+    abandoned = engine.runs(long_run.id)[0]
     assert abandoned.status == RunStatus.ABANDONED and "lease" in (abandoned.error_message or "")
+    # Its task type allows more attempts: the survivor runs the next one (execution is at least once).
+    wait_for(
+        lambda: [(r.attempt, r.status) for r in engine.runs(long_run.id)]
+        == [(1, RunStatus.ABANDONED), (2, RunStatus.SUCCESS)],
+        30,
+        "the abandoned run's next attempt to succeed",
+    )
     assert_each_slot_ran_once(engine, chain.id)
     assert "Traceback" not in survivor.log()
 
@@ -312,8 +319,11 @@ def test_a_worker_killed_while_recording_outcomes_keeps_every_outcome_it_recorde
         run.id: run for run in wait_for(settled, 60, "every run to reach a final status", interval_s=0.2)
     }
 
-    assert after.keys() == before.keys(), "no run was added (no retry) nor lost"
-    assert all(run.attempt == 1 for run in after.values())
+    assert after.keys() >= before.keys(), "no run was lost"
+    # Each run abandoned with the worker gets its next attempt (its task type allows three), which succeeds.
+    abandoned = [run_id for run_id, was in before.items() if was.status == RunStatus.RUNNING]
+    retries = [run for run_id, run in after.items() if run_id not in before]
+    assert sorted((run.attempt, run.status) for run in retries) == [(2, RunStatus.SUCCESS)] * len(abandoned)
     for run_id, was in before.items():
         now = after[run_id]
         if was.status == RunStatus.SUCCESS:
@@ -324,7 +334,8 @@ def test_a_worker_killed_while_recording_outcomes_keeps_every_outcome_it_recorde
                 was.completed_at,
             ), run_id
         elif was.status == RunStatus.RUNNING:
-            # Its outcome died with the worker: abandoned once the lease ran out, and not started again.
+            # Its outcome died with the worker: abandoned once the lease ran out, and not started again (its
+            # next attempt is a row of its own).
             assert now.status == RunStatus.ABANDONED and "lease" in (now.error_message or ""), run_id
             assert now.started_at == was.started_at, run_id
         else:
