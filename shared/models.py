@@ -49,11 +49,17 @@ FINISHED_STATUSES = (RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.ABANDONED, R
 
 
 class TriggeredBy(StrEnum):
-    """What made a run: its schedule, an operator (Run Now), or the system crons."""
+    """What made a run: its schedule, an operator (Run Now), a backfill of past slots, or the system crons."""
 
     SCHEDULE = "schedule"
     MANUAL = "manual"
+    BACKFILL = "backfill"
     SYSTEM = "system"
+
+
+# The runs that belong to a slot of their schedule, of which a slot has one per attempt (the unique index below;
+# statements that insert such runs name it by this predicate).
+SLOT_RUNS = "triggered_by IN ('schedule', 'backfill')"
 
 
 class TaskSchedule(Base):
@@ -93,6 +99,9 @@ class TaskSchedule(Base):
     retry_base_delay_ms: Mapped[int | None] = mapped_column(Integer)
     time_limit_s: Mapped[int | None] = mapped_column(Integer)
     owner: Mapped[str | None] = mapped_column(String(255))
+    # No slot before ``start_at`` nor after ``end_at`` (either may be None: unbounded).
+    start_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    end_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     labels: Mapped[dict[str, str]] = mapped_column(JsonDocument, default=dict, server_default=text("'{}'"))
     # Schedules kept as code (``cronwork apply``): the file's source name and the entry's stable key.
     source: Mapped[str | None] = mapped_column(String(100))
@@ -183,8 +192,8 @@ class TaskRunHistory(Base):
             "scheduled_for",
             "attempt",
             unique=True,
-            postgresql_where=text("triggered_by = 'schedule'"),
-            sqlite_where=text("triggered_by = 'schedule'"),
+            postgresql_where=text(SLOT_RUNS),
+            sqlite_where=text(SLOT_RUNS),
         ),
         Index(
             "uq_task_run_history_system_slot",

@@ -49,7 +49,7 @@ from shared.db import (
     utcnow,
 )
 from shared.messaging import Outgoing, TickSlot, run_message, tick_message
-from shared.models import RunStatus, TaskRunHistory, TaskSchedule, TickInFlight, TriggeredBy
+from shared.models import SLOT_RUNS, RunStatus, TaskRunHistory, TaskSchedule, TickInFlight, TriggeredBy
 from shared.runtime import Runtime
 from shared.secrets import hidden_secrets, reveal_secrets
 from shared.task_types import OUTPUT_CHARS, RunContext, TaskFailed, TaskType
@@ -451,7 +451,7 @@ def claim_locked_slots(
             for row, following in claimed_rows.values()
         ],
         SCHEDULED_RUN_KEY,
-        index_where=text("triggered_by = 'schedule'"),
+        index_where=text(SLOT_RUNS),
     )
     if len(inserted) < len(claimed_rows):
         # The unique (schedule, slot, attempt) index: a slot that already has its run was armed again (an edit
