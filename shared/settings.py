@@ -9,6 +9,7 @@ the environment from those declarations, the class docstring is written from the
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
@@ -132,6 +133,22 @@ def setting(
     """A field of ``Settings`` read from ``env``: the one declaration of that setting (see ``Setting``)."""
     declaration = Setting(env, default, doc, minimum, maximum, choices, any_case, sensitive)
     return field(default=default, metadata={"setting": declaration})
+
+
+def parse_networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """The networks of a comma-separated list of CIDRs (a bare address is a /32 or /128); ``ValueError``
+    naming the first item that is not one."""
+    networks = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(
+                f"HTTP_ALLOWED_NETWORKS: {item!r} is not a network (e.g. 10.20.0.0/16)"
+            ) from None
+    return tuple(networks)
 
 
 def normalise_database_url(url: str) -> str:
@@ -331,6 +348,10 @@ class Settings:
         the services cannot start with, and why."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {f.name: declaration(f.name).parse(env) for f in fields(cls)}
+        try:
+            parse_networks(values["http_allowed_networks"])
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
         if bool(values["database_url"]) != bool(values["broker_url"]):
             raise SettingsError(
                 "set both DATABASE_URL and BROKER_URL (separate services) or neither (embedded mode)"

@@ -18,6 +18,7 @@ import socket
 import ssl
 from collections.abc import Sequence
 
+from shared.settings import parse_networks
 from shared.task_types import TaskFailed
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -55,18 +56,12 @@ class Refused(TaskFailed):
 
 
 def allowed_networks(text: str) -> tuple[IPNetwork, ...]:
-    """The networks of ``HTTP_ALLOWED_NETWORKS`` (comma-separated CIDRs; a bare address is a /32 or /128)."""
-    networks = []
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        try:
-            networks.append(ipaddress.ip_network(item, strict=False))
-        except ValueError:
-            raise TaskFailed(
-                f"HTTP_ALLOWED_NETWORKS: {item!r} is not a network (e.g. 10.20.0.0/16)"
-            ) from None
-    return tuple(networks)
+    """The networks of ``HTTP_ALLOWED_NETWORKS``; a run fails, saying which item, if one is not a network (the
+    services refuse to start with such a value; a Settings built in code is checked here)."""
+    try:
+        return parse_networks(text)
+    except ValueError as exc:
+        raise TaskFailed(str(exc), retry=False) from None
 
 
 def _effective(address: IPAddress) -> IPAddress:

@@ -187,3 +187,15 @@ def test_the_readme_lists_every_declared_variable_with_its_default() -> None:
 def test_the_readme_configuration_table_is_the_one_written_from_the_declarations() -> None:
     """Edit the declarations in shared/settings.py, then paste the output of `python -m shared.settings`."""
     assert _readme_configuration_table() == configuration_table()
+
+
+@pytest.mark.parametrize("value", ["10.0.0.0/33", "10.20.0.0/16,not-a-network", "fe80::/129"])
+def test_an_allow_list_that_is_not_networks_is_refused_at_start_naming_the_item(value: str) -> None:
+    with pytest.raises(SettingsError, match=r"HTTP_ALLOWED_NETWORKS: '.*' is not a network"):
+        Settings.from_env({"HTTP_ALLOWED_NETWORKS": value})
+
+
+def test_an_allow_list_of_networks_and_bare_addresses_is_accepted() -> None:
+    settings = Settings.from_env({"HTTP_ALLOWED_NETWORKS": "10.20.0.0/16, 127.0.0.1 ,fd00::/8"})
+
+    assert settings.http_allowed_networks == "10.20.0.0/16, 127.0.0.1 ,fd00::/8"
