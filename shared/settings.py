@@ -27,6 +27,9 @@ SHORTEST_HORIZON_S = 90
 # Dramatiq caps a consumer's prefetch at 65535.
 LARGEST_TICK_BUDGET = 65535 // 2
 
+# One backfill is one insert and one broker commit: this many runs at most, whatever a deployment allows.
+MOST_BACKFILL_SLOTS = 10_000
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -275,6 +278,14 @@ class Settings:
         90,
         "finished runs older than this many days are deleted (hourly, at minute 17 UTC, in bounded batches)",
         minimum=1,
+    )
+    backfill_max_slots: int = setting(
+        "BACKFILL_MAX_SLOTS",
+        1000,
+        "the most slots one backfill (`POST /api/scheduler/tasks/{id}/backfill`) may cover; a wider window is "
+        "refused, naming where the first this many end",
+        minimum=1,
+        maximum=MOST_BACKFILL_SLOTS,
     )
     worker_processes: int = setting(
         "WORKER_PROCESSES",

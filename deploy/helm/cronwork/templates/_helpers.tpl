@@ -125,6 +125,7 @@ SMTP_FROM: {{ .Values.config.smtpFrom | quote }}
 DEMO_TASK_TYPES: {{ .Values.config.demoTaskTypes | quote }}
 SIMULATED_WORK_MS: {{ .Values.config.simulatedWorkMs | quote }}
 HISTORY_RETENTION_DAYS: {{ .Values.config.historyRetentionDays | quote }}
+BACKFILL_MAX_SLOTS: {{ .Values.config.backfillMaxSlots | quote }}
 TASK_TIME_LIMIT_S: {{ .Values.config.taskTimeLimitS | quote }}
 RUN_LEASE_MARGIN_S: {{ .Values.config.runLeaseMarginS | quote }}
 RETRY_BASE_DELAY_MS: {{ .Values.config.retryBaseDelayMs | quote }}
