@@ -16,6 +16,8 @@ from sqlalchemy.orm import Session
 from webargs.flaskparser import FlaskParser, abort, is_json_request  # abort: flask-smorest's, typed NoReturn
 
 from services.api.schemas import (
+    BackfillResultSchema,
+    BackfillSchema,
     ChangedTasksSchema,
     CronPreviewQuerySchema,
     CronPreviewSchema,
@@ -31,6 +33,7 @@ from services.api.schemas import (
     TaskUpdateSchema,
 )
 from shared import schedules
+from shared.backfill import Backfill, backfill
 from shared.cron import all_timezones
 from shared.db import utcnow
 from shared.models import TaskRunHistory, TaskSchedule
@@ -177,12 +180,13 @@ class SelectPager(Page):
 
 
 @contextmanager
-def invalid_input_as_422() -> Iterator[None]:
-    """Turn the domain's ``ValidationFailed`` into a 422 naming each field by its wire name."""
+def invalid_input_as_422(schema: TaskInSchema | BackfillSchema | None = None) -> Iterator[None]:
+    """Turn the domain's ``ValidationFailed`` into a 422 naming each field by its wire name in ``schema``
+    (default: a schedule's)."""
     try:
         yield
     except schedules.ValidationFailed as exc:
-        errors = TaskInSchema().wire_errors(exc.errors)
+        errors = (TaskInSchema() if schema is None else schema).wire_errors(exc.errors)
         abort(422, message=f"invalid value for {', '.join(sorted(errors))}", errors={"json": errors})
 
 
@@ -294,6 +298,19 @@ class RunNow(MethodView):
         with invalid_input_as_422():
             run = schedules.run_now(runtime(), db(), task_id, sent.get("config"))
         return run or no_such_task(task_id)
+
+
+@blp.route(f"{TASK}/backfill")
+class BackfillView(MethodView):
+    @blp.doc(operationId="backfillTask")
+    @blp.arguments(BackfillSchema)
+    @blp.response(202, BackfillResultSchema)
+    def post(self, sent: dict[str, Any], task_id: int) -> Backfill:
+        """Backfill: queue one run for each slot of a past window that has no run yet (enabled or not); a
+        slot that already has one is left alone. The schedule's next slot does not move."""
+        with invalid_input_as_422(BackfillSchema()):
+            done = backfill(runtime(), db(), task_id, sent["from_"], sent["to"])
+        return done or no_such_task(task_id)
 
 
 @blp.route("/history")

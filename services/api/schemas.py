@@ -275,6 +275,49 @@ class RunNowSchema(Schema):
     )
 
 
+class BackfillSchema(Schema):
+    """The past window whose slots a backfill runs. The domain's errors name its fields by attribute
+    (``from_``, ``to``) or the schedule's (``schedule_type``); ``wire_errors`` names them as the wire does."""
+
+    class Meta:
+        unknown = RAISE
+
+    from_ = UtcDateTime(
+        data_key="from",
+        required=True,
+        metadata=documented(
+            "The window's first instant (included), ISO 8601; within HISTORY_RETENTION_DAYS of now"
+        ),
+    )
+    to = UtcDateTime(
+        required=True,
+        metadata=documented(
+            "The window's last instant (included), ISO 8601; not in the future; at most BACKFILL_MAX_SLOTS "
+            "slots after from"
+        ),
+    )
+
+    def wire_errors(self, errors: dict[str, list[str]]) -> dict[str, list[str]]:
+        """``errors`` keyed by attribute, keyed by wire name."""
+        own = {
+            self.fields[key].data_key or key: reasons for key, reasons in errors.items() if key in self.fields
+        }
+        schedule = TaskInSchema().wire_errors({k: v for k, v in errors.items() if k not in self.fields})
+        return {**own, **schedule}
+
+
+class BackfillResultSchema(ResponseSchema):
+    """Dumps a ``shared.backfill.Backfill``."""
+
+    slots = fields.Integer(metadata=documented("The schedule's slots in the window"))
+    queued = fields.Integer(metadata=documented("Runs queued: one per slot that had no run"))
+    alreadyRun = fields.Integer(
+        attribute="already_run",
+        metadata=documented("Slots left alone: each already had a run, scheduled or backfilled"),
+    )
+    runs = fields.List(fields.Integer(), metadata=documented("The ids of the runs queued, oldest slot first"))
+
+
 class TaskFiltersSchema(Schema):
     class Meta:
         unknown = EXCLUDE

@@ -22,6 +22,7 @@ OPERATIONS = {
     ("patch", "/api/scheduler/tasks/{task_id}"): "patchTask",
     ("delete", "/api/scheduler/tasks/{task_id}"): "deleteTask",
     ("post", "/api/scheduler/tasks/{task_id}/run"): "runTaskNow",
+    ("post", "/api/scheduler/tasks/{task_id}/backfill"): "backfillTask",
     ("post", "/api/scheduler/tasks/pause"): "pauseTasks",
     ("post", "/api/scheduler/tasks/resume"): "resumeTasks",
     ("get", "/api/scheduler/history"): "listHistory",
@@ -31,8 +32,8 @@ OPERATIONS = {
     ("get", "/api/scheduler/timezones"): "listTimezones",
     ("get", "/api/scheduler/cron/preview"): "previewCron",
 }
-WITH_JSON_BODY = {"createTask", "updateTask", "patchTask", "runTaskNow"}
-OF_ONE_TASK = {"getTask", "updateTask", "patchTask", "deleteTask", "runTaskNow"}
+WITH_JSON_BODY = {"createTask", "updateTask", "patchTask", "runTaskNow", "backfillTask"}
+OF_ONE_TASK = {"getTask", "updateTask", "patchTask", "deleteTask", "runTaskNow", "backfillTask"}
 WITH_PARAMETERS = WITH_JSON_BODY | {"listTasks", "pauseTasks", "resumeTasks", "listHistory", "previewCron"}
 
 
