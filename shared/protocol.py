@@ -316,6 +316,8 @@ class ArmedRow:
     cron_expression: str | None
     interval_ms: int | None
     timezone: str
+    start_at: datetime | None  # the bounds: part of its timing, so the next slot honours them
+    end_at: datetime | None
     task_type: str
     time_limit_s: int | None
     name: str

@@ -33,7 +33,7 @@ from shared.protocol import (
 )
 from shared.runtime import Runtime
 from shared.secrets import SecretError, stored_secret
-from shared.timing import TIMINGS, InvalidTiming, TimingFields, parse_timing
+from shared.timing import BOUND_FIELDS, TIMINGS, InvalidTiming, TimingFields, parse_timing, timing_of
 
 
 class ScheduleInput(TypedDict, total=False):
@@ -52,6 +52,8 @@ class ScheduleInput(TypedDict, total=False):
     time_limit_s: int | None
     owner: str | None
     labels: dict[str, str]
+    start_at: datetime | None
+    end_at: datetime | None
 
 
 EDITABLE_FIELDS = tuple(ScheduleInput.__annotations__)
@@ -70,6 +72,8 @@ DEFAULTS = ScheduleInput(
     time_limit_s=None,
     owner=None,
     labels={},
+    start_at=None,
+    end_at=None,
 )
 NAME_MAX_CHARS = 100
 OWNER_MAX_CHARS = 255
@@ -137,6 +141,7 @@ def schedule_errors(
     if owner is not None and (not isinstance(owner, str) or len(owner) > OWNER_MAX_CHARS):
         errors["owner"] = [f"must be text of at most {OWNER_MAX_CHARS} characters"]
     errors.update(label_errors(values.get("labels")))
+    errors.update(bound_errors(values.get("start_at"), values.get("end_at")))
     return errors
 
 
@@ -148,6 +153,19 @@ def _bounds_reason(value: Any, low: int, high: int) -> str | None:
     if not low <= value <= high:
         return f"must be from {low} to {high}"
     return None
+
+
+def bound_errors(start_at: Any, end_at: Any) -> dict[str, list[str]]:
+    """Problems with a schedule's bounds: instants with a zone, the end after the start. An end already past is
+    allowed: the schedule is stored with no next run, and says so (``next_run_note``)."""
+    errors = {
+        field: ["must be a date and time with its zone (ISO 8601)"]
+        for field, value in (("start_at", start_at), ("end_at", end_at))
+        if value is not None and (not isinstance(value, datetime) or value.tzinfo is None)
+    }
+    if not errors and start_at is not None and end_at is not None and end_at <= start_at:
+        errors["end_at"] = ["must be after the start"]
+    return errors
 
 
 def label_errors(labels: Any) -> dict[str, list[str]]:
@@ -195,6 +213,8 @@ def _timing_fields(values: Mapping[str, Any]) -> TimingFields:
         values.get("cron_expression"),
         values.get("interval_ms"),
         values.get("timezone") or "",
+        values.get("start_at"),
+        values.get("end_at"),
     )
 
 
@@ -211,6 +231,9 @@ def _merge(current: Mapping[str, Any], sent: Mapping[str, Any]) -> dict[str, Any
         merged["name"] = merged["name"].strip()
     if isinstance(merged.get("cron_expression"), str):
         merged["cron_expression"] = " ".join(merged["cron_expression"].split())
+    for bound in BOUND_FIELDS:  # to the wire's precision, so that a bound sent back as shown changes nothing
+        if isinstance(merged.get(bound), datetime):
+            merged[bound] = merged[bound].replace(microsecond=merged[bound].microsecond // 1000 * 1000)
     return merged
 
 
@@ -339,6 +362,19 @@ def _check_override(runtime: Runtime, schedule: TaskSchedule, override: dict[str
 
 def _is_due(schedule: TaskSchedule, now: datetime) -> bool:
     return schedule.next_run_at is not None and schedule.next_run_at <= now
+
+
+def next_run_note(schedule: TaskSchedule, now: datetime) -> str | None:
+    """Why a schedule has no next run, in words; None when it has one. Its timing's reason comes first (a manual
+    schedule runs only when asked, and one past its end never runs again, enabled or not), then being disabled."""
+    if schedule.next_run_at is not None:
+        return None
+    reason = timing_of(schedule).why_no_slot(now)
+    if reason is not None:
+        return reason
+    if not schedule.enabled:
+        return "disabled: starts no scheduled run until it is enabled"
+    return "no slot armed"
 
 
 def delete_schedule(session: Session, schedule_id: int) -> bool:

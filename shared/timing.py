@@ -5,6 +5,11 @@ at the schedule type. A new kind of schedule is one class here and its entry in 
 
 A slot is computed from the previous *slot*, never from "now", so a chain never drifts; the slots between the
 previous one and the first future one are the *missed* slots (nothing ran them), counted, never run.
+
+A kind with slots (``BoundedTiming``: cron, interval) carries the schedule's bounds as its own fields, so that
+two schedules share a timing (and the claim's next slot) only when their bounds are the same: no slot is before
+``start_at`` (an interval's grid starts there: ``start_at + k × interval``), none after ``end_at`` (both
+included); past its end a chain has no next slot.
 """
 
 from __future__ import annotations
@@ -12,9 +17,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from itertools import islice
+from itertools import islice, takewhile
 from typing import ClassVar, NamedTuple, Protocol
 
 from typing_extensions import override
@@ -26,6 +31,10 @@ MAX_INTERVAL_MS = 366 * 24 * 3600 * 1000
 MIN_INTERVAL_MS = 1000
 INTERVAL_UNITS = ((86_400_000, "day"), (3_600_000, "hour"), (60_000, "minute"), (1000, "second"))
 CRON_EXPRESSION_MAX_CHARS = 100  # the column width: a longer valid list ("0,1,2,...") is refused, not cut
+BOUND_FIELDS = ("start_at", "end_at")
+# Slots are "strictly after" an instant; the first slot at or after ``start`` is the first after the instant just
+# before it (no stored time is finer than a microsecond).
+JUST_BEFORE = timedelta(microseconds=1)
 
 
 class TimingColumns(Protocol):
@@ -47,6 +56,14 @@ class TimingColumns(Protocol):
     def timezone(self) -> str:
         """The IANA zone its cron instants are read in."""
 
+    @property
+    def start_at(self) -> datetime | None:
+        """No slot before it (None: unbounded)."""
+
+    @property
+    def end_at(self) -> datetime | None:
+        """No slot after it (None: unbounded)."""
+
 
 class TimingFields(NamedTuple):
     """The timing columns of a schedule, as values."""
@@ -55,6 +72,8 @@ class TimingFields(NamedTuple):
     cron_expression: str | None
     interval_ms: int | None
     timezone: str
+    start_at: datetime | None = None
+    end_at: datetime | None = None
 
 
 class InvalidTiming(ValueError):
@@ -101,6 +120,10 @@ class Timing(ABC):
     def description(self) -> str:
         """When it runs, in words."""
 
+    @abstractmethod
+    def why_no_slot(self, now: datetime) -> str | None:
+        """Why a schedule of this timing armed at ``now`` has no slot, in words; None when it has one."""
+
     def upcoming(self, now: datetime) -> Iterator[datetime]:
         """The slots a schedule armed at ``now`` would run, in order."""
         slot = self.first_slot(now)
@@ -109,15 +132,81 @@ class Timing(ABC):
             slot = self.next_slot(slot, slot).slot
 
 
+def instant_text(instant: datetime) -> str:
+    """An instant as the wire writes it, ISO 8601 in UTC with a ``Z`` (milliseconds only when it has any)."""
+    timespec = "milliseconds" if instant.microsecond else "seconds"
+    return instant.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
+class BoundedTiming(Timing):
+    """A kind with slots, between the schedule's bounds: none before ``start_at``, none after ``end_at`` (both
+    included when set). Each kind says where its slots fall, unbounded (``_first_slot``, ``_next_slot``) and
+    from a start (``_first_slot_from``); this class keeps them within the bounds, once for every kind."""
+
+    start_at: datetime | None
+    end_at: datetime | None
+
+    @abstractmethod
+    def _first_slot(self, now: datetime) -> datetime | None:
+        """The first slot strictly after ``now``, as if unbounded."""
+
+    @abstractmethod
+    def _first_slot_from(self, start: datetime, now: datetime) -> datetime | None:
+        """The first slot at or after ``start`` and strictly after ``now``, as if unbounded after ``start``."""
+
+    @abstractmethod
+    def _next_slot(self, previous_slot: datetime, now: datetime) -> NextSlot:
+        """``next_slot`` as if unbounded."""
+
+    @override
+    def first_slot(self, now: datetime) -> datetime | None:
+        slot = self._first_slot_from(self.start_at, now) if self.start_at else self._first_slot(now)
+        return None if slot is None or self._is_past_end(slot) else slot
+
+    @override
+    def next_slot(self, previous_slot: datetime, now: datetime) -> NextSlot:
+        """The chain's next slot (``previous_slot``, one of its slots, is not before ``start_at``). Past
+        ``end_at`` there is none; the slots missed are those up to ``now`` and not past the end."""
+        until = min(now, self.end_at) if self.end_at else now
+        following = self._next_slot(previous_slot, until)
+        if following.slot is not None and self._is_past_end(following.slot):
+            return NextSlot(None, following.missed)
+        return following
+
+    @override
+    def why_no_slot(self, now: datetime) -> str | None:
+        if self.first_slot(now) is not None:
+            return None
+        if self.end_at is None:
+            return "no slot after now"
+        if self.end_at <= now:
+            return f"ended at {instant_text(self.end_at)}: no slot after its end"
+        return f"no slot left before its end at {instant_text(self.end_at)}"
+
+    def _is_past_end(self, slot: datetime) -> bool:
+        return self.end_at is not None and slot > self.end_at
+
+    def _with_bounds(self, words: str) -> str:
+        """``words`` (when it runs) followed by its bounds, if any: ``Every hour, from ... until ...``."""
+        bounds = [
+            f"{word} {instant_text(bound)}"
+            for word, bound in (("from", self.start_at), ("until", self.end_at))
+            if bound is not None
+        ]
+        return ", ".join([words, " ".join(bounds)]) if bounds else words
+
+
 @dataclass(frozen=True)
-class CronTiming(Timing):
+class CronTiming(BoundedTiming):
     """Cron instants in an IANA timezone, by the DST policy of ``shared.cron``."""
 
     schedule_type: ClassVar[ScheduleType] = ScheduleType.CRON
     own_field: ClassVar[str | None] = "cron_expression"
-    depends_on: ClassVar[tuple[str, ...]] = ("cron_expression", "timezone")
+    depends_on: ClassVar[tuple[str, ...]] = ("cron_expression", "timezone", *BOUND_FIELDS)
     spec: CronSpec
     timezone: str
+    start_at: datetime | None = None
+    end_at: datetime | None = None
 
     @classmethod
     @override
@@ -130,14 +219,18 @@ class CronTiming(Timing):
         # The column keeps the expression as written (a macro unexpanded), its spaces tidied.
         if len(" ".join(expression.split())) > CRON_EXPRESSION_MAX_CHARS:
             raise InvalidTiming("cron_expression", f"must be at most {CRON_EXPRESSION_MAX_CHARS} characters")
-        return cls(spec, columns.timezone)
+        return cls(spec, columns.timezone, columns.start_at, columns.end_at)
 
     @override
-    def first_slot(self, now: datetime) -> datetime | None:
+    def _first_slot(self, now: datetime) -> datetime | None:
         return next(iter_cron_slots(self.spec, self.timezone, now), None)
 
     @override
-    def next_slot(self, previous_slot: datetime, now: datetime) -> NextSlot:
+    def _first_slot_from(self, start: datetime, now: datetime) -> datetime | None:
+        return self._first_slot(max(now, start - JUST_BEFORE))
+
+    @override
+    def _next_slot(self, previous_slot: datetime, now: datetime) -> NextSlot:
         missed = 0
         for slot in iter_cron_slots(self.spec, self.timezone, previous_slot):
             if slot > now:
@@ -148,21 +241,27 @@ class CronTiming(Timing):
     @property
     @override
     def description(self) -> str:
-        return describe_cron(self.spec)
+        return self._with_bounds(describe_cron(self.spec))
 
     @override
     def upcoming(self, now: datetime) -> Iterator[datetime]:
-        return iter_cron_slots(self.spec, self.timezone, now)
+        after = max(now, self.start_at - JUST_BEFORE) if self.start_at else now
+        slots = iter_cron_slots(self.spec, self.timezone, after)
+        return takewhile(lambda slot: not self._is_past_end(slot), slots)
 
 
 @dataclass(frozen=True)
-class IntervalTiming(Timing):
-    """``anchor + k × interval``: the anchor is one interval after the moment the schedule was armed."""
+class IntervalTiming(BoundedTiming):
+    """``anchor + k × interval``: the anchor is ``start_at`` when the schedule has one (its first slot is its
+    start, or the first of that grid after the moment it was armed), else one interval after that moment."""
 
     schedule_type: ClassVar[ScheduleType] = ScheduleType.INTERVAL
     own_field: ClassVar[str | None] = "interval_ms"
-    depends_on: ClassVar[tuple[str, ...]] = ("interval_ms",)  # not the timezone: elapsed time has none
+    # Not the timezone: elapsed time has none.
+    depends_on: ClassVar[tuple[str, ...]] = ("interval_ms", *BOUND_FIELDS)
     interval_ms: int
+    start_at: datetime | None = None
+    end_at: datetime | None = None
 
     @classmethod
     @override
@@ -176,7 +275,7 @@ class IntervalTiming(Timing):
             raise InvalidTiming("interval_ms", f"must be at least {MIN_INTERVAL_MS} ms")
         if value > MAX_INTERVAL_MS:
             raise InvalidTiming("interval_ms", f"must be at most 366 days ({MAX_INTERVAL_MS} ms)")
-        return cls(value)
+        return cls(value, columns.start_at, columns.end_at)
 
     @property
     def step(self) -> timedelta:
@@ -184,18 +283,28 @@ class IntervalTiming(Timing):
         return timedelta(milliseconds=self.interval_ms)
 
     @override
-    def first_slot(self, now: datetime) -> datetime:
+    def _first_slot(self, now: datetime) -> datetime:
         return now + self.step
 
     @override
-    def next_slot(self, previous_slot: datetime, now: datetime) -> NextSlot:
+    def _first_slot_from(self, start: datetime, now: datetime) -> datetime:
+        if start > now:
+            return start
+        return start + ((now - start) // self.step + 1) * self.step  # the grid from the start, past now
+
+    @override
+    def _next_slot(self, previous_slot: datetime, now: datetime) -> NextSlot:
         periods = 1 if previous_slot >= now else (now - previous_slot) // self.step + 1
         return NextSlot(previous_slot + periods * self.step, periods - 1)
 
     @property
     @override
     def description(self) -> str:
-        """``Every 5 minutes``, ``Every 2 hours``, ``Every 1500 ms``: the largest unit that divides it."""
+        """``Every 5 minutes``, ``Every 2 hours``, ``Every 1500 ms``: the largest unit that divides it; then its
+        bounds, if any."""
+        return self._with_bounds(self._every())
+
+    def _every(self) -> str:
         for unit_ms, singular in INTERVAL_UNITS:
             if self.interval_ms % unit_ms == 0:
                 count = self.interval_ms // unit_ms
@@ -205,7 +314,8 @@ class IntervalTiming(Timing):
 
 @dataclass(frozen=True)
 class ManualTiming(Timing):
-    """No slots: the schedule runs only when someone presses Run Now."""
+    """No slots: the schedule runs only when someone presses Run Now. Bounds, which bound slots, change
+    nothing (Run Now runs when asked), so they are not part of it."""
 
     schedule_type: ClassVar[ScheduleType] = ScheduleType.MANUAL
 
@@ -226,6 +336,10 @@ class ManualTiming(Timing):
     @override
     def description(self) -> str:
         return "Manual only"
+
+    @override
+    def why_no_slot(self, now: datetime) -> str:
+        return "manual: runs only when asked (Run Now)"
 
 
 TIMINGS: dict[str, type[Timing]] = {
@@ -249,7 +363,12 @@ def timing_of(schedule: TimingColumns) -> Timing:
     burst of schedules that share a timing parses it once."""
     return _stored_timing(
         TimingFields(
-            schedule.schedule_type, schedule.cron_expression, schedule.interval_ms, schedule.timezone
+            schedule.schedule_type,
+            schedule.cron_expression,
+            schedule.interval_ms,
+            schedule.timezone,
+            schedule.start_at,
+            schedule.end_at,
         )
     )
 
@@ -271,12 +390,22 @@ class CronPreview:
     error: str | None
 
 
-def preview_cron(expression: str, timezone: str, after: datetime, count: int) -> CronPreview:
-    """The next ``count`` slots of ``expression`` after ``after``, by the rules a saved schedule follows
-    (five fields, the DST policy). An unknown ``timezone`` is a ``ValueError``: the caller's input is wrong."""
+def preview_cron(
+    expression: str,
+    timezone: str,
+    after: datetime,
+    count: int,
+    start_at: datetime | None = None,
+    end_at: datetime | None = None,
+) -> CronPreview:
+    """The next ``count`` slots of ``expression`` after ``after`` (and within ``start_at`` and ``end_at``, when
+    given), by the rules a saved schedule follows (five fields, the DST policy). An unknown ``timezone`` is a
+    ``ValueError``: the caller's input is wrong."""
     load_timezone(timezone)
     try:
-        timing = CronTiming.parse(TimingFields(ScheduleType.CRON, expression, None, timezone))
+        timing = CronTiming.parse(
+            TimingFields(ScheduleType.CRON, expression, None, timezone, start_at, end_at)
+        )
     except InvalidTiming as exc:
         return CronPreview(valid=False, description=None, expanded=None, next_runs=[], error=exc.reason)
     return CronPreview(

@@ -14,6 +14,8 @@ from shared import healing, protocol
 from shared.db import utcnow
 from shared.messaging import Outgoing, Publisher, TickSlot
 from shared.models import TaskSchedule
+from shared.schedules import next_run_note
+from shared.timing import instant_text
 from tests.shared.conftest import Embedded
 
 MINUTE_MS = 60_000
@@ -56,6 +58,36 @@ def test_arming_points_the_row_at_its_first_slot(
 
     assert schedule.next_run_at == first_slot
     assert schedule.tick_published_at is None
+
+
+@pytest.mark.parametrize(
+    ("timing", "bounds", "first_slot"),
+    [
+        ({"interval_ms": 90_000}, {"start_at": utc(2024, 6, 2, 9)}, utc(2024, 6, 2, 9)),
+        ({"interval_ms": 90_000}, {"start_at": utc(2024, 6, 1, 11, 0, 45)}, utc(2024, 6, 1, 12, 0, 45)),
+        ({"cron": "0 9 * * *"}, {"start_at": utc(2024, 6, 5, 9, 30)}, utc(2024, 6, 6, 9)),
+        ({"cron": "0 9 * * *"}, {"end_at": utc(2024, 6, 2, 9)}, utc(2024, 6, 2, 9)),
+        ({"cron": "0 9 * * *"}, {"end_at": utc(2024, 6, 2, 8, 59)}, None),
+        ({"interval_ms": 90_000}, {"end_at": utc(2024, 5, 1)}, None),
+    ],
+    ids=[
+        "interval-future-start",
+        "interval-past-start-keeps-its-grid",
+        "cron-future-start",
+        "cron-end-included",
+        "cron-no-slot-before-end",
+        "past-end",
+    ],
+)
+def test_arming_keeps_the_first_slot_within_the_bounds(
+    embedded: Embedded, timing: dict[str, object], bounds: dict[str, datetime], first_slot: datetime | None
+) -> None:
+    now = utc(2024, 6, 1, 12)
+    schedule = embedded.add_schedule(now, **timing)  # type: ignore[arg-type]
+
+    armed = embedded.edit_timing(schedule.id, now, **bounds)
+
+    assert armed.next_run_at == first_slot
 
 
 def test_every_arming_gives_a_new_dedupe_key(embedded: Embedded) -> None:
@@ -288,6 +320,41 @@ def test_a_cron_slot_claimed_late_does_not_push_the_next_one(embedded: Embedded)
     stored = embedded.schedule(schedule.id)
     assert stored is not None and stored.next_run_at == utc(2024, 6, 4, 9)
     assert embedded.runs()[0].missed_slots == 0
+
+
+def test_a_claim_whose_next_slot_is_past_the_end_runs_its_slot_and_leaves_no_next_run(
+    embedded: Embedded,
+) -> None:
+    schedule = due_schedule(embedded)
+    tick = armed_slot(schedule)
+    end = tick.slot + timedelta(seconds=10)  # before the next slot, a minute on
+    embedded.set_columns(schedule.id, end_at=end)  # as stored, not re-armed: the tick is still current
+
+    assert embedded.claim(tick) == [True]
+
+    [run] = embedded.runs()
+    assert (run.scheduled_for, run.missed_slots) == (tick.slot, 0)
+    stored = embedded.schedule(schedule.id)
+    assert stored is not None and stored.next_run_at is None
+    assert next_run_note(stored, utcnow()) == f"ended at {instant_text(end)}: no slot after its end"
+    assert embedded.take_run_messages() == [run.id]
+    assert embedded.take_ticks() == [] and embedded.ticks_in_flight() == 0, "no next tick"
+
+
+def test_schedules_that_share_a_timing_but_not_their_bounds_each_get_their_own_next_slot(
+    embedded: Embedded,
+) -> None:
+    ending, going_on = due_schedule(embedded), due_schedule(embedded)
+    slot = ending.next_run_at
+    assert slot is not None
+    embedded.set_columns(going_on.id, next_run_at=slot)
+    embedded.set_columns(ending.id, end_at=slot + timedelta(seconds=10))
+    ticks = [armed_slot(stored) for stored in map(embedded.schedule, (ending.id, going_on.id)) if stored]
+
+    assert embedded.claim(*ticks) == [True, True]  # one batch: the claim computes next slots per timing
+
+    next_slots = [stored.next_run_at for stored in map(embedded.schedule, (ending.id, going_on.id)) if stored]
+    assert next_slots == [None, slot + timedelta(minutes=1)]
 
 
 def test_a_batch_naming_the_same_slot_twice_claims_it_once(embedded: Embedded) -> None:

@@ -1,5 +1,6 @@
 """Schedule timing (shared/timing.py): each kind's first slot, its next slot after a previous one, the slots
-missed in between, its words, and the preview the page shows while a cron expression is typed."""
+missed in between, the bounds (startAt, endAt) that keep them in a window, its words, and the preview the page
+shows while a cron expression is typed."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from shared.timing import (
     InvalidTiming,
     ManualTiming,
     NextSlot,
+    Timing,
     TimingFields,
     parse_timing,
     preview_cron,
@@ -33,6 +35,12 @@ def interval(interval_ms: int) -> TimingFields:
 
 def cron(expression: str, timezone: str = "UTC") -> TimingFields:
     return TimingFields("cron", expression, None, timezone)
+
+
+def bounded(
+    columns: TimingFields, start_at: datetime | None = None, end_at: datetime | None = None
+) -> Timing:
+    return parse_timing(columns._replace(start_at=start_at, end_at=end_at))
 
 
 ANCHOR = utc(2024, 1, 1, 12)
@@ -204,9 +212,153 @@ def test_a_manual_schedule_has_no_slots() -> None:
     assert timing.description == "Manual only"
 
 
+# --- Bounds: no slot before startAt, none after endAt (both included) -----------------------------------------
+
+
+def test_a_cron_with_a_future_start_first_runs_at_its_first_instant_at_or_after_the_start() -> None:
+    armed = utc(2024, 3, 1)  # 09:00 on 1 to 9 March comes before the start
+
+    assert bounded(cron("0 9 * * *"), start_at=utc(2024, 3, 10, 9)).first_slot(armed) == utc(2024, 3, 10, 9)
+    assert bounded(cron("0 9 * * *"), start_at=utc(2024, 3, 10, 9, 0, 1)).first_slot(armed) == utc(
+        2024, 3, 11, 9
+    )
+
+
+def test_a_cron_whose_start_has_passed_runs_at_its_next_instant() -> None:
+    timing = bounded(cron("0 9 * * *"), start_at=utc(2020, 1, 1))
+
+    assert timing.first_slot(utc(2024, 3, 1, 10)) == utc(2024, 3, 2, 9)
+
+
+def test_a_cron_runs_at_its_end_and_never_after() -> None:
+    timing = bounded(cron("0 9 * * *"), end_at=utc(2024, 3, 3, 9))
+
+    assert list(timing.upcoming(utc(2024, 3, 1))) == [
+        utc(2024, 3, 1, 9),
+        utc(2024, 3, 2, 9),
+        utc(2024, 3, 3, 9),
+    ]
+    assert timing.next_slot(utc(2024, 3, 3, 9), now=utc(2024, 3, 3, 9)) == NextSlot(None, missed=0)
+    assert timing.first_slot(utc(2024, 3, 3, 9)) is None
+
+
+def test_both_bounds_keep_a_cron_to_its_window() -> None:
+    timing = bounded(cron("0 */6 * * *"), start_at=utc(2024, 3, 1, 5), end_at=utc(2024, 3, 2, 7))
+
+    assert list(timing.upcoming(utc(2024, 2, 1))) == [
+        utc(2024, 3, 1, 6),
+        utc(2024, 3, 1, 12),
+        utc(2024, 3, 1, 18),
+        utc(2024, 3, 2, 0),
+        utc(2024, 3, 2, 6),
+    ]
+
+
+def test_a_cron_start_is_read_as_an_instant_whatever_the_zone_of_its_slots() -> None:
+    # 09:00 in Berlin is 08:00 UTC in January: a start at 08:30 UTC on the 10th leaves out that day's slot.
+    timing = bounded(cron("0 9 * * *", "Europe/Berlin"), start_at=utc(2024, 1, 10, 8, 30))
+
+    assert timing.first_slot(utc(2024, 1, 1)) == utc(2024, 1, 11, 8)
+
+
+def test_an_interval_with_a_future_start_runs_at_the_start_then_every_interval() -> None:
+    timing = bounded(interval(90_000), start_at=utc(2024, 6, 1, 9))
+
+    assert list(islice(timing.upcoming(utc(2024, 5, 31, 12)), 4)) == [
+        utc(2024, 6, 1, 9),
+        utc(2024, 6, 1, 9, 1, 30),
+        utc(2024, 6, 1, 9, 3),
+        utc(2024, 6, 1, 9, 4, 30),
+    ]
+
+
+def test_an_interval_armed_after_its_start_keeps_to_the_grid_of_its_start() -> None:
+    timing = bounded(interval(3_600_000), start_at=utc(2024, 6, 1, 9, 15))
+
+    assert timing.first_slot(utc(2024, 6, 1, 12, 40)) == utc(2024, 6, 1, 13, 15)  # 09:15 + 4 hours
+    assert timing.first_slot(utc(2024, 6, 1, 13, 15)) == utc(2024, 6, 1, 14, 15)  # strictly after now
+
+
+def test_an_interval_runs_at_its_end_and_never_after() -> None:
+    timing = bounded(interval(60_000), start_at=ANCHOR, end_at=ANCHOR + timedelta(minutes=3))
+
+    assert list(timing.upcoming(ANCHOR - timedelta(hours=1))) == [
+        ANCHOR,
+        ANCHOR + timedelta(minutes=1),
+        ANCHOR + timedelta(minutes=2),
+        ANCHOR + timedelta(minutes=3),
+    ]
+
+
+def test_an_interval_without_a_start_but_with_an_end_is_anchored_when_armed() -> None:
+    timing = bounded(interval(60_000), end_at=ANCHOR + timedelta(seconds=90))
+
+    assert list(timing.upcoming(ANCHOR)) == [ANCHOR + timedelta(minutes=1)]
+
+
+def test_slots_missed_past_the_end_are_not_slots_and_the_chain_ends() -> None:
+    hourly = bounded(cron("0 * * * *"), end_at=utc(2024, 1, 1, 12, 30))
+    every_minute = bounded(interval(60_000), end_at=ANCHOR + timedelta(minutes=10, seconds=30))
+
+    # Down from 09:00 to 13:30: 10:00, 11:00 and 12:00 were missed; 13:00 is past the end.
+    assert hourly.next_slot(utc(2024, 1, 1, 9), now=utc(2024, 1, 1, 13, 30)) == NextSlot(None, missed=3)
+    assert every_minute.next_slot(ANCHOR, now=ANCHOR + timedelta(minutes=20)) == NextSlot(None, missed=10)
+    # Back before the end, the chain goes on.
+    assert every_minute.next_slot(ANCHOR, now=ANCHOR + timedelta(minutes=5, seconds=30)) == NextSlot(
+        ANCHOR + timedelta(minutes=6), missed=5
+    )
+
+
+def test_a_timing_past_its_end_says_when_it_ended() -> None:
+    timing = bounded(cron("0 9 * * *"), end_at=utc(2026, 12, 31))
+
+    assert timing.first_slot(utc(2027, 1, 5)) is None
+    assert timing.why_no_slot(utc(2027, 1, 5)) == "ended at 2026-12-31T00:00:00Z: no slot after its end"
+
+
+def test_a_timing_whose_end_comes_before_its_next_instant_says_so() -> None:
+    timing = bounded(cron("0 9 * * *"), end_at=utc(2026, 12, 31, 8))
+
+    assert timing.why_no_slot(utc(2026, 12, 30, 10)) == "no slot left before its end at 2026-12-31T08:00:00Z"
+
+
+def test_a_timing_with_a_slot_gives_no_reason_and_a_manual_one_always_does() -> None:
+    assert bounded(cron("0 9 * * *"), end_at=utc(2026, 12, 31)).why_no_slot(utc(2026, 12, 1)) is None
+    assert ManualTiming().why_no_slot(ANCHOR) == "manual: runs only when asked (Run Now)"
+
+
+def test_bounds_are_described_after_when_it_runs() -> None:
+    hourly = bounded(interval(3_600_000), start_at=utc(2026, 12, 1, 9), end_at=utc(2026, 12, 31))
+    mondays = bounded(cron("0 9 * * 1"), end_at=utc(2026, 12, 31, 0, 0, 0, 250_000))
+
+    assert hourly.description == "Every hour, from 2026-12-01T09:00:00Z until 2026-12-31T00:00:00Z"
+    assert mondays.description == "At 09:00, only on Monday, until 2026-12-31T00:00:00.250Z"
+
+
+def test_a_manual_timing_has_no_bounds_to_keep() -> None:
+    assert (
+        bounded(TimingFields("manual", None, None, "UTC"), ANCHOR, ANCHOR + timedelta(days=1))
+        == ManualTiming()
+    )
+
+
+def test_timings_that_differ_only_in_their_bounds_are_not_interchangeable() -> None:
+    # The claim shares a next slot between schedules of equal timings: bounds must make them differ.
+    ending = interval(5000)._replace(end_at=ANCHOR)
+
+    assert timing_of(interval(5000)) != timing_of(ending)
+    assert timing_of(ending) == IntervalTiming(5000, end_at=ANCHOR)
+
+
 # --- What a timing depends on: an edit of anything else keeps its slots ------------------------------------
 
-OTHER_VALUES = {"cron_expression": "30 21 * * *", "interval_ms": 90_000, "timezone": "Asia/Tokyo"}
+OTHER_VALUES = {
+    "cron_expression": "30 21 * * *",
+    "interval_ms": 90_000,
+    "timezone": "Asia/Tokyo",
+    "start_at": utc(2030, 1, 1),
+    "end_at": utc(2031, 1, 1),
+}
 
 
 @pytest.mark.parametrize(
@@ -223,7 +375,7 @@ def test_a_timing_changes_with_the_fields_it_depends_on_and_with_no_other(column
 
 
 def test_an_intervals_slots_do_not_depend_on_its_timezone() -> None:
-    assert IntervalTiming.depends_on == ("interval_ms",)
+    assert "timezone" not in IntervalTiming.depends_on
     assert parse_timing(interval(60_000)) == parse_timing(interval(60_000)._replace(timezone="Asia/Tokyo"))
 
 
@@ -270,6 +422,15 @@ def test_the_preview_of_a_macro_shows_its_expansion() -> None:
         "0 0 * * 0",
     )
     assert preview.next_runs == [utc(2024, 5, 18, 22), utc(2024, 5, 25, 22)]  # Sunday 00:00 CEST
+
+
+def test_the_preview_lists_only_the_slots_within_the_bounds_and_describes_them() -> None:
+    preview = preview_cron(
+        "0 9 * * *", "UTC", utc(2024, 3, 1), count=5, start_at=utc(2024, 3, 3), end_at=utc(2024, 3, 5, 9)
+    )
+
+    assert preview.next_runs == [utc(2024, 3, 3, 9), utc(2024, 3, 4, 9), utc(2024, 3, 5, 9)]
+    assert preview.description == "At 09:00, from 2024-03-03T00:00:00Z until 2024-03-05T09:00:00Z"
 
 
 def test_the_preview_of_reboot_says_why_it_is_refused() -> None:
