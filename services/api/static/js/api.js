@@ -92,6 +92,9 @@ export const api = {
   updateTask: (id, changes) => request("PUT", `${BASE}/tasks/${id}`, { body: changes }).then((r) => r.data),
   deleteTask: (id) => request("DELETE", `${BASE}/tasks/${id}`),
   runTask: (id) => request("POST", `${BASE}/tasks/${id}/run`).then((r) => r.data),
+  /** Queue a run for each slot in [from, to] (ISO UTC) that has none; resolves to {slots, queued, alreadyRun, runs}. */
+  backfillTask: (id, { from, to }) =>
+    request("POST", `${BASE}/tasks/${id}/backfill`, { body: { from, to } }).then((r) => r.data),
   listHistory: ({ scheduleId, systemTask, page, pageSize }) =>
     request("GET", `${BASE}/history`, { query: { scheduleId, systemTask, page, page_size: pageSize } }),
   listSystemTasks: () => request("GET", `${BASE}/system-tasks`).then((r) => r.data),

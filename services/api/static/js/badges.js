@@ -17,6 +17,7 @@ const RUN_STATUSES = {
 const TRIGGERS = {
   schedule: { label: "Schedule", hint: "Started by the task's own schedule." },
   manual: { label: "Manual", hint: "Started by someone pressing Run now." },
+  backfill: { label: "Backfill", hint: "Queued by a backfill of a past window, for a slot that had no run." },
   system: { label: "System", hint: "Started by the scheduler itself." },
 };
 

@@ -1,5 +1,6 @@
 // The run history of one task (or one system task), paginated by the server.
 
+import { BackfillForm } from "./backfill-form.js";
 import { isRunInProgress, runStatusBadge, triggerBadge } from "./badges.js";
 import { openDialog, setUpDialog } from "./dialog.js";
 import { h } from "./dom.js";
@@ -62,7 +63,7 @@ function durationText(run) {
 
 /**
  * Parameters:
- *   api: the REST client (listHistory).
+ *   api: the REST client (listHistory, backfillTask).
  *   onError(error): a page failed to load.
  */
 export class HistoryDialog {
@@ -98,15 +99,21 @@ export class HistoryDialog {
       this.pageSize = Number(this.pageSizeSelect.value);
       this.goTo(1);
     });
+    // A backfill's runs are the newest: show the first page, where they appear.
+    this.backfill = new BackfillForm({ api, onQueued: () => this.goTo(1) });
   }
 
   get isOpen() {
     return this.dialog.open;
   }
 
-  /** Open for a user task (`{scheduleId}`) or a system task (`{systemTask}`), titled with its name. */
-  open({ name, scheduleId, systemTask }) {
+  /**
+   * Open for a user task (`{scheduleId, scheduleType}`) or a system task (`{systemTask}`), titled with its name. A
+   * user task with slots (not manual) offers Backfill….
+   */
+  open({ name, scheduleId, systemTask, scheduleType }) {
     this.target = { scheduleId, systemTask };
+    this.backfill.reset({ scheduleId, scheduleType });
     this.page = 1;
     this.expanded.clear();
     this.titleEl.textContent = `Run history: ${name}`;
@@ -161,7 +168,7 @@ export class HistoryDialog {
           h(
             "td",
             { colspan: COLUMN_COUNT, "data-testid": "history-empty" },
-            "No runs yet. Each run appears here as soon as it is queued, whether its schedule or Run now started it.",
+            "No runs yet. Each run appears here as soon as it is queued, whether its schedule, Run now or a backfill started it.",
           ),
         ),
       );

@@ -302,7 +302,8 @@ function renderTasks() {
       // Also a run started by the schedule, another operator or before a reload: its status says so.
       isRunPending: (task) => state.pendingRuns.has(task.id) || isRunInProgress(task.lastRunStatus),
       onRun: runNow,
-      onHistory: (task) => historyDialog.open({ name: task.name, scheduleId: task.id }),
+      onHistory: (task) =>
+        historyDialog.open({ name: task.name, scheduleId: task.id, scheduleType: task.scheduleType }),
       onEdit: (task) => taskForm.openForEdit(task),
       onDelete: deleteTask,
       onLabel: filterByLabel,
