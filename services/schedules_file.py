@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, cast
 
 import yaml
@@ -38,6 +39,7 @@ from shared.schedules_as_code import (
     source_errors,
 )
 from shared.secrets import REFERENCE_KINDS
+from shared.timing import instant_text
 
 FILE_FIELDS = ("source", "schedules")
 SCHEMA = TaskInSchema()
@@ -220,7 +222,14 @@ def _shown(value: Any, secret: bool) -> str:
     is_reference = isinstance(value, dict) and len(value) == 1 and set(value) <= set(REFERENCE_KINDS)
     if secret and value not in (None, "") and not is_reference:
         return "(secret)"
-    return json.dumps(value, ensure_ascii=False)
+    return json.dumps(value, ensure_ascii=False, default=_instant)
+
+
+def _instant(value: Any) -> str:
+    """What JSON has no form for: a bound (``startAt``, ``endAt``), a datetime, as the wire writes it."""
+    if not isinstance(value, datetime):
+        raise TypeError(f"{type(value).__name__} is not JSON")
+    return instant_text(value)
 
 
 # --- Export -------------------------------------------------------------------------------------------------

@@ -369,7 +369,12 @@ class CronPreviewView(MethodView):
         """Describe a cron expression and list its next slots, by the same DST policy the workers use."""
         try:
             return preview_cron(
-                query["expression"], query["timezone"], query.get("after") or utcnow(), query["count"]
+                query["expression"],
+                query["timezone"],
+                query.get("after") or utcnow(),
+                query["count"],
+                query.get("start_at"),
+                query.get("end_at"),
             )
         except ValueError as exc:  # the timezone: an invalid expression is an answer, not an error
             abort(422, message=str(exc), errors={"query": {"timezone": [str(exc)]}})

@@ -12,8 +12,15 @@ from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_dump, validate
 
+from shared.db import utcnow
 from shared.models import RunStatus, ScheduleType, TriggeredBy
-from shared.schedules import MAX_ATTEMPTS, MAX_RETRY_BASE_DELAY_MS, NAME_MAX_CHARS, OWNER_MAX_CHARS
+from shared.schedules import (
+    MAX_ATTEMPTS,
+    MAX_RETRY_BASE_DELAY_MS,
+    NAME_MAX_CHARS,
+    OWNER_MAX_CHARS,
+    next_run_note,
+)
 from shared.secrets import shown_config
 from shared.settings import declaration
 from shared.system_tasks import SYSTEM_TASK_TYPE, SYSTEM_TIMEZONE
@@ -182,6 +189,21 @@ class TaskInSchema(Schema):
             example={"team": "billing"},
         ),
     )
+    start_at = UtcDateTime(
+        data_key="startAt",
+        allow_none=True,
+        metadata=documented(
+            "ISO 8601: no slot before it (null: none). An interval's slots are startAt + k × intervalMs"
+        ),
+    )
+    end_at = UtcDateTime(
+        data_key="endAt",
+        allow_none=True,
+        metadata=documented(
+            "ISO 8601, after startAt: no slot after it (null: none); already past, the task is stored with no "
+            "next run (nextRunNote says so)"
+        ),
+    )
 
     def wire_errors(self, errors: dict[str, list[str]]) -> dict[str, list[str]]:
         """``errors`` keyed by attribute (``config.<key>`` for a key of the config) keyed by wire name."""
@@ -222,6 +244,16 @@ class TaskSchema(TaskInSchema, ResponseSchema):
         allow_none=True,
         dump_only=True,
         metadata=documented("The armed slot; null when off"),
+    )
+    next_run_note = fields.Function(
+        lambda schedule: next_run_note(schedule, utcnow()),
+        data_key="nextRunNote",
+        allow_none=True,
+        dump_only=True,
+        metadata=documented(
+            "Why there is no next run (manual, past its endAt, disabled); null when nextRunAt is set",
+            type="string",
+        ),
     )
     source = fields.String(
         allow_none=True,
@@ -469,6 +501,10 @@ class CronPreviewQuerySchema(Schema):
     timezone = fields.String(load_default="UTC", metadata=documented("IANA name, one of GET /timezones"))
     after = UtcDateTime(metadata=documented("Slots strictly after this instant (default: now)"))
     count = fields.Integer(load_default=5, validate=validate.Range(min=1, max=50))
+    start_at = UtcDateTime(
+        data_key="startAt", metadata=documented("Only slots at or after it (a task's startAt)")
+    )
+    end_at = UtcDateTime(data_key="endAt", metadata=documented("Only slots at or before it (a task's endAt)"))
 
 
 class CronPreviewSchema(ResponseSchema):

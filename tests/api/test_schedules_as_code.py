@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -182,6 +183,28 @@ def test_a_cron_change_rearms_only_that_schedule(cronwork, stored):
     assert rearmed.dedupe_key != before["nightly-export"].dedupe_key
     assert rearmed.next_run_at.astimezone(ZoneInfo("Europe/Berlin")).hour == 3
     assert state(after["minutely"]) == state(before["minutely"])
+
+
+def test_bounds_written_as_yaml_timestamps_apply_show_in_the_plan_and_round_trip(cronwork, stored):
+    start = datetime(2031, 3, 5, 9, 30, tzinfo=UTC)
+    # Unquoted, YAML reads a timestamp as a datetime; quoted, it is text: both are ISO 8601.
+    path = cronwork.write("reports.yaml", every_minute(startAt=start, endAt="2031-12-31T00:00:00.250Z"))
+
+    out = cronwork.ok("apply", "-f", path)
+
+    assert '    startAt: "2031-03-05T09:30:00Z"\n' in out
+    assert '    endAt: "2031-12-31T00:00:00.250Z"\n' in out
+    minutely = stored()["minutely"]
+    assert (minutely.start_at, minutely.next_run_at) == (start, start)
+    out = cronwork.ok("apply", "-f", cronwork.write("reports.yaml", every_minute(startAt=start)))
+    assert '    endAt: "2031-12-31T00:00:00.250Z" -> null\n' in out
+    before = {key: state(schedule) for key, schedule in stored().items()}
+    cronwork.ok("export", "--source", "reports", "-o", "exported.yaml")
+
+    exported = yaml.safe_load((cronwork.workdir / "exported.yaml").read_text())
+    assert exported["schedules"][0]["startAt"] == "2031-03-05T09:30:00.000Z"
+    assert cronwork.ok("apply", "-f", "exported.yaml").splitlines()[-1] == "nothing to change"
+    assert {key: state(schedule) for key, schedule in stored().items()} == before
 
 
 def test_a_field_left_out_takes_its_default_again(cronwork, stored):
