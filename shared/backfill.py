@@ -36,11 +36,7 @@ from shared.models import SLOT_RUNS, RunStatus, TaskRunHistory, TaskSchedule, Tr
 from shared.protocol import RUNS, SCHEDULED_RUN_KEY, dispatch_runs
 from shared.runtime import Runtime
 from shared.schedules import ValidationFailed
-from shared.timing import IntervalTiming, ManualTiming, Timing, timing_of
-
-# Slots are "strictly after" in the timing classes; a window includes its first instant, so they are asked
-# for the slots after the instant just before it (no stored slot is finer than a microsecond).
-JUST_BEFORE = timedelta(microseconds=1)
+from shared.timing import JUST_BEFORE, IntervalTiming, ManualTiming, Timing, timing_of
 
 
 @dataclass(frozen=True)
@@ -124,7 +120,9 @@ def _slots_in_window(
     if isinstance(timing, IntervalTiming):
         candidates = _grid(timing, _interval_anchor(session, schedule, from_), first)
     else:
-        candidates = timing.upcoming(first - JUST_BEFORE)
+        candidates = timing.upcoming(
+            first - JUST_BEFORE
+        )  # "strictly after", and the window includes its start
     slots = list(islice(takewhile(lambda slot: slot <= last, candidates), most + 1))
     if len(slots) > most:
         raise ValidationFailed(
