@@ -120,9 +120,8 @@ def _slots_in_window(
     if isinstance(timing, IntervalTiming):
         candidates = _grid(timing, _interval_anchor(session, schedule, from_), first)
     else:
-        candidates = timing.upcoming(
-            first - JUST_BEFORE
-        )  # "strictly after", and the window includes its start
+        # A timing's slots are "strictly after" an instant, and the window includes its first one.
+        candidates = timing.upcoming(first - JUST_BEFORE)
     slots = list(islice(takewhile(lambda slot: slot <= last, candidates), most + 1))
     if len(slots) > most:
         raise ValidationFailed(
