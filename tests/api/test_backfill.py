@@ -336,3 +336,29 @@ def test_the_history_filters_backfilled_runs(client: FlaskClient, create: Create
 
     assert {run["triggeredBy"] for run in backfilled} == {"backfill"} and len(backfilled) == 3
     assert [run["id"] for run in by_hand] == [manual["id"]]
+
+
+def test_a_schedules_bounds_bound_its_backfill(client: FlaskClient, create: Create) -> None:
+    task = create({**NIGHTLY, "startAt": "2025-03-30T00:00:00Z", "endAt": "2025-03-30T12:00:00Z"})
+
+    answer = accepted(backfill(client, task["id"], WINDOW))
+
+    runs = client.get(HISTORY, query_string={"scheduleId": task["id"]}).get_json()
+    assert [run["scheduledFor"] for run in runs] == [
+        NIGHTLY_SLOTS[1]
+    ]  # the 29th's is before it, the 31st's after
+    assert answer["slots"] == 1
+
+
+def test_an_interval_with_a_start_is_backfilled_on_the_grid_from_its_start(
+    client: FlaskClient, create: Create, runtime: Runtime
+) -> None:
+    task = create(interval_task(intervalMs=3_600_000, startAt="2025-06-01T06:45:00Z"))
+
+    accepted(backfill(client, task["id"], {"from": "2025-06-01T05:00:00Z", "to": "2025-06-01T09:00:00Z"}))
+
+    assert [wire(run.scheduled_for) for run in runs_of(runtime, task["id"])] == [
+        "2025-06-01T06:45:00.000Z",
+        "2025-06-01T07:45:00.000Z",
+        "2025-06-01T08:45:00.000Z",
+    ]
