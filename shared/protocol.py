@@ -456,10 +456,11 @@ def claim_locked_slots(
         index_where=text(SLOT_RUNS),
     )
     if len(inserted) < len(claimed_rows):
-        # The unique (schedule, slot, attempt) index: a slot that already has its run was armed again (an edit
-        # re-timed it while hosts' clocks disagreed). The row has moved past it anyway.
+        # The unique (schedule, slot, attempt) index: a slot that already has its run, because a backfill ran it
+        # first, or it was armed again (an edit re-timed it while hosts' clocks disagreed). The row has moved past
+        # it anyway.
         ran_before = set(claimed_rows) - {row.schedule_id for row in inserted}
-        logger.warning("schedules %s: slot already has a run; moved past it", sorted(ran_before))
+        logger.info("schedules %s: slot already has a run; moved past it", sorted(ran_before))
     for row, following in claimed_rows.values():
         if following.missed:
             logger.info(
@@ -541,7 +542,7 @@ _schedule_max_attempts = select(SCHEDULES.c.max_attempts).where(SCHEDULE_OF_RUN)
 _schedule_retry_base_delay_ms = (
     select(SCHEDULES.c.retry_base_delay_ms).where(SCHEDULE_OF_RUN).scalar_subquery()
 )
-_is_orphan = _schedule_enabled.is_(None)  # its schedule was deleted (schedule_id set null) before it started
+_is_orphan = _schedule_enabled.is_(None)  # its schedule was deleted before it started
 _is_disabled_slot = and_(RUNS.c.triggered_by == TriggeredBy.SCHEDULE, _schedule_enabled.is_(false()))
 # What a worker needs of a run it started (and the pump of a run it retries), read in the statement that
 # changes the run's status.
@@ -583,7 +584,7 @@ def started_run(row: Any) -> StartedRun:
 
 WHY_NOT_STARTED = case(
     (_is_orphan, "its schedule was deleted before it started"),
-    # A disabled schedule starts no new run; Run Now (manual) still does, as the operator asked for it.
+    # A disabled schedule starts no new scheduled run; Run Now and backfill still do, as an operator asked.
     (_is_disabled_slot, "its schedule was disabled before it started"),
 )
 
