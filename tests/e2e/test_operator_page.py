@@ -1436,3 +1436,66 @@ def test_backfill_from_the_history_queues_each_past_slot_once(
     search_for(page, manual).get_by_test_id("history").click()
     expect(history).to_be_visible()
     expect(history.get_by_test_id("backfill-toggle")).to_be_hidden()
+
+
+def test_start_and_end_are_typed_in_the_viewers_zone_previewed_and_sent_only_when_changed(
+    page: Page, rest: RestClient
+) -> None:
+    name = unique("Bounded report")
+    dialog = open_add_dialog(page)
+    dialog.get_by_label("Name").fill(name)
+    dialog.get_by_label("Task type").select_option(label="Report Publishing")
+    dialog.get_by_label("Report").select_option(label="Billing Summary")
+    page.get_by_test_id("cron-preset").filter(has_text="Weekdays at 09:00").click()
+    page.get_by_test_id("advanced-settings").locator("summary").click()
+    expect(page.get_by_test_id("task-bounds-zone")).to_contain_text(f"your time zone ({VIEWER_TIMEZONE})")
+    page.get_by_test_id("task-start-at").fill("2031-03-05T10:30")  # a Wednesday, after its 09:00
+    page.get_by_test_id("task-end-at").fill("2031-03-01T00:00")
+    page.get_by_test_id("task-save").click()
+    expect(dialog.locator('[data-error-for="endAt"]')).to_have_text("The end must be after the start.")
+
+    page.get_by_test_id("task-end-at").fill("2031-12-31T17:00")
+    # The preview lists runs from the start on: Thursday 6 March is the first weekday 09:00 after it.
+    expect(page.get_by_test_id("cron-next-run").first).to_contain_text("Thu 6 Mar, 09:00")
+    screenshot(page, "add-dialog-start-and-end")
+    with sent_create(page) as created:
+        page.get_by_test_id("task-save").click()
+    expect(toast(page, "success", f"Created “{name}”")).to_be_visible()
+    # New York is five hours behind UTC in March and in December.
+    assert (created["startAt"], created["endAt"]) == ("2031-03-05T15:30:00.000Z", "2031-12-31T22:00:00.000Z")
+    row = search_for(page, name)
+    task = rest.get_task(int(str(row.get_attribute("data-task-id"))))
+    assert task["nextRunAt"] == "2031-03-06T14:00:00.000Z"
+
+    # An edit opens the section on the bounds as typed, and sends only what changed.
+    row.get_by_test_id("edit").click()
+    expect(page.get_by_test_id("task-start-at")).to_be_visible()
+    expect(page.get_by_test_id("task-start-at")).to_have_value("2031-03-05T10:30")
+    expect(page.get_by_test_id("task-end-at")).to_have_value("2031-12-31T17:00")
+    dialog.get_by_label("Name").fill(f"{name} renamed")
+    with sent_update(page) as renamed:
+        page.get_by_test_id("task-save").click()
+    expect(toast(page, "success", f"Saved “{name} renamed”")).to_be_visible()
+    assert renamed == {"name": f"{name} renamed"}
+
+    search_for(page, f"{name} renamed").get_by_test_id("edit").click()
+    page.get_by_test_id("task-end-at").fill("")
+    with sent_update(page) as unbounded:
+        page.get_by_test_id("task-save").click()
+    expect(dialog).to_be_hidden()
+    assert unbounded == {"endAt": None}
+    assert rest.get_task(task["id"])["endAt"] is None
+
+
+def test_a_task_past_its_end_says_why_it_has_no_next_run(page: Page, rest: RestClient) -> None:
+    name = unique("Ended report")
+    rest.create_task(name, endAt="2026-01-31T00:00:00Z")
+
+    row = search_for(page, name)
+
+    expect(row.get_by_test_id("task-next-run")).to_have_text(
+        "Ended at 2026-01-31T00:00:00Z: no slot after its end"
+    )
+    expect(row.get_by_test_id("task-schedule")).to_have_text(
+        "At 09:00, Monday through Friday, until 2026-01-31T00:00:00Z"
+    )

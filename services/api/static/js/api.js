@@ -101,6 +101,8 @@ export const api = {
   listTaskTypes: () => request("GET", `${BASE}/task-types`).then((r) => r.data),
   whoAmI: () => request("GET", `${BASE}/me`).then((r) => r.data),
   listTimezones: () => request("GET", `${BASE}/timezones`).then((r) => r.data),
-  previewCron: ({ expression, timezone, count = 5 }) =>
-    request("GET", `${BASE}/cron/preview`, { query: { expression, timezone, count } }).then((r) => r.data),
+  previewCron: ({ expression, timezone, count = 5, startAt = null, endAt = null }) =>
+    request("GET", `${BASE}/cron/preview`, { query: { expression, timezone, count, startAt, endAt } }).then(
+      (r) => r.data,
+    ),
 };

@@ -1,6 +1,6 @@
 // The cron expression input: seven presets and a live preview answered by the server
 // (/api/scheduler/cron/preview), shown in the schedule's zone and in the viewer's own; a macro (@daily) is
-// shown with the five fields it stands for.
+// shown with the five fields it stands for, and the task's start and end, when set, bound the runs it lists.
 
 import { api } from "./api.js";
 import { debounce, h } from "./dom.js";
@@ -29,14 +29,26 @@ function sentence(text) {
  *   input, timezoneInput, presetsEl, previewEl: the elements it drives.
  *   onChange(state): called whenever `state` changes ("empty", "checking", "valid", "invalid").
  *   onTimezoneError(message | null): the server rejected (or accepted again) the time zone.
+ *   boundInputs: inputs whose change asks for a new preview (the task's start and end); default none.
+ *   readBounds(): {startAt, endAt} (instants or null) that bound the runs previewed; default none.
  */
 export class CronField {
-  constructor({ input, timezoneInput, presetsEl, previewEl, onChange, onTimezoneError }) {
+  constructor({
+    input,
+    timezoneInput,
+    presetsEl,
+    previewEl,
+    onChange,
+    onTimezoneError,
+    boundInputs = [],
+    readBounds = () => ({}),
+  }) {
     this.input = input;
     this.timezoneInput = timezoneInput;
     this.previewEl = previewEl;
     this.onChange = onChange;
     this.onTimezoneError = onTimezoneError;
+    this.readBounds = readBounds;
     this.state = "empty";
     this.requestSeq = 0;
     this.presetButtons = CRON_PRESETS.map((preset) =>
@@ -57,6 +69,7 @@ export class CronField {
     this.schedulePreview = debounce(() => this.preview(), PREVIEW_DELAY_MS);
     input.addEventListener("input", () => this.changed());
     timezoneInput.addEventListener("input", () => this.changed());
+    for (const boundInput of boundInputs) boundInput.addEventListener("input", () => this.changed());
   }
 
   get isValid() {
@@ -115,7 +128,8 @@ export class CronField {
     }
     let result;
     try {
-      result = await api.previewCron({ expression, timezone });
+      const { startAt, endAt } = this.readBounds();
+      result = await api.previewCron({ expression, timezone, startAt, endAt });
     } catch (error) {
       if (seq !== this.requestSeq) return;
       this.showFailure(error);
@@ -170,6 +184,17 @@ export class CronField {
           h("th", { scope: "col" }, `Next ${result.nextRuns.length} runs in ${timezone}`),
           h("th", { scope: "col" }, `Your time (${viewerTimeZone})`),
         ];
+    if (!result.nextRuns.length) {
+      return [
+        h(
+          "p",
+          { class: "preview-valid", "data-testid": "cron-description" },
+          "✓ Runs: ",
+          h("strong", {}, result.description),
+        ),
+        h("p", { class: "muted", "data-testid": "cron-no-runs" }, "No run falls between the start and the end."),
+      ];
+    }
     const rows = result.nextRuns.map((iso) =>
       h(
         "tr",

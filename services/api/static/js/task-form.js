@@ -15,8 +15,9 @@ const MAX_NAME_LENGTH = 100;
 const TIMING_FIELD_OF_TYPE = { cron: "cronExpression", interval: "intervalMs" };
 const MAX_ATTEMPTS = 10; // services/api/schemas.py documents the bounds; the server has the last word
 const MAX_RETRY_DELAY_S = 3600;
-// The per-schedule run settings, owner and labels: null (or no labels) means the task type's or deployment's.
-const ADVANCED_FIELDS = ["maxAttempts", "retryBaseDelayMs", "timeLimitS", "owner", "labels"];
+// The per-schedule run settings, owner, labels and bounds: null (or no labels) means the task type's or
+// deployment's, or no bound.
+const ADVANCED_FIELDS = ["maxAttempts", "retryBaseDelayMs", "timeLimitS", "owner", "labels", "startAt", "endAt"];
 const CONTROLS = "input:not([type=radio]), select, textarea";
 
 /** Equal as JSON values, whatever the order of object keys (a config sent back in another order is the same). */
@@ -73,6 +74,11 @@ export class TaskForm {
     this.timeLimitInput = document.getElementById("task-time-limit");
     this.ownerInput = document.getElementById("task-owner");
     this.labelsInput = document.getElementById("task-labels");
+    // Start and end are typed in the viewer's time zone, as every time on the page is shown; the API gets UTC.
+    this.startInput = document.getElementById("task-start-at");
+    this.endInput = document.getElementById("task-end-at");
+    document.getElementById("task-bounds-zone").textContent =
+      `Start and end are in your time zone (${viewerTimeZone}); empty: no bound.`;
     this.configFields = new ConfigFields({
       container: this.configContainer,
       fieldset: this.configFieldset,
@@ -98,6 +104,8 @@ export class TaskForm {
       },
       onTimezoneError: (message) =>
         message ? this.showFieldError("timezone", [message]) : this.clearFieldError("timezone"),
+      boundInputs: [this.startInput, this.endInput],
+      readBounds: () => ({ startAt: instantOrNull(this.startInput), endAt: instantOrNull(this.endInput) }),
     });
 
     // A typed secret lives only in its input while the dialog is open.
@@ -236,6 +244,8 @@ export class TaskForm {
     this.timeLimitInput.value = text(task.timeLimitS);
     this.ownerInput.value = text(task.owner);
     this.labelsInput.value = labelLines(task.labels);
+    this.startInput.value = localInputValue(task.startAt);
+    this.endInput.value = localInputValue(task.endAt);
     this.advanced.open = ADVANCED_FIELDS.some((field) =>
       field === "labels" ? Object.keys(task.labels ?? {}).length > 0 : isSet(task[field]),
     );
@@ -269,6 +279,8 @@ export class TaskForm {
       timeLimitS: numberOrNull(this.timeLimitInput),
       owner: this.ownerInput.value.trim() || null,
       labels: parseLabelLines(this.labelsInput.value).labels,
+      startAt: instantOrNull(this.startInput),
+      endAt: instantOrNull(this.endInput),
     };
   }
 
@@ -317,6 +329,20 @@ export class TaskForm {
       errors.timeLimitS = ["Whole seconds, at least 1, or empty for the default."];
     const labelErrors = parseLabelLines(this.labelsInput.value).errors;
     if (labelErrors.length) errors.labels = labelErrors;
+    for (const [field, input] of [
+      ["startAt", this.startInput],
+      ["endAt", this.endInput],
+    ]) {
+      if (input.validity.badInput) errors[field] = ["Enter a whole date and time, or leave it empty for no bound."];
+    }
+    if (
+      !errors.startAt &&
+      !errors.endAt &&
+      values.startAt &&
+      values.endAt &&
+      new Date(values.endAt) <= new Date(values.startAt)
+    )
+      errors.endAt = ["The end must be after the start."];
     return errors;
   }
 
@@ -469,4 +495,22 @@ function numberOrNull(input) {
 
 function secondsAsMs(seconds) {
   return seconds === null ? null : Math.round(seconds * 1000);
+}
+
+/** A datetime-local input's value (the viewer's wall time) as the instant the API takes, or null when empty. */
+function instantOrNull(input) {
+  if (!input.value) return null;
+  const date = new Date(input.value); // a date and time without an offset is local time
+  return Number.isNaN(date.getTime()) ? input.value : date.toISOString();
+}
+
+/** An instant from the API as a datetime-local value in the viewer's zone; seconds only when it has any. */
+function localInputValue(iso) {
+  if (!iso) return "";
+  const date = new Date(iso);
+  const pad = (number, width = 2) => String(number).padStart(width, "0");
+  const minutes = `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
+  if (!date.getSeconds() && !date.getMilliseconds()) return minutes;
+  const fraction = date.getMilliseconds() ? `.${pad(date.getMilliseconds(), 3)}` : "";
+  return `${minutes}:${pad(date.getSeconds())}${fraction}`;
 }

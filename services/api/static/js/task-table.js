@@ -121,10 +121,24 @@ function statusCell(task) {
   );
 }
 
+/**
+ * Its next run; without one, why not, in the server's words (`nextRunNote`): shown for a task past its end, the
+ * tooltip of a manual or paused task's short label.
+ */
 function nextRunCell(task) {
-  if (task.scheduleType === "manual") return timeCell("Next run", null, "Manual only", "task-next-run");
-  if (!task.enabled) return timeCell("Next run", null, "Paused (disabled)", "task-next-run");
-  return timeCell("Next run", task.nextRunAt, "Not scheduled", "task-next-run");
+  if (task.nextRunAt) return timeCell("Next run", task.nextRunAt, "", "task-next-run");
+  const note = task.nextRunNote ?? "";
+  let label = note ? sentence(note) : "Not scheduled";
+  if (task.scheduleType === "manual") label = "Manual only";
+  else if (!task.enabled) label = "Paused (disabled)";
+  return cell(
+    "Next run",
+    h("span", { class: "muted next-run-note", title: note, "data-testid": "task-next-run" }, label),
+  );
+}
+
+function sentence(text) {
+  return text.charAt(0).toUpperCase() + text.slice(1);
 }
 
 function actionButton({ name, label, testId, onClick, variant, busy = false }) {
