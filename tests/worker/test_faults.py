@@ -50,7 +50,9 @@ def test_the_same_tick_published_three_times_runs_once(engine: Engine) -> None:
     assert "already has a run" not in worker.log()
 
 
-def test_a_worker_killed_mid_run_leaves_the_chain_going_and_the_run_abandoned_then_retried(make_engine) -> None:
+def test_a_worker_killed_mid_run_leaves_the_chain_going_and_the_run_abandoned_then_retried(
+    make_engine,
+) -> None:
     engine: Engine = make_engine(simulated_work_ms=3000, task_time_limit_s=4)
     doomed = engine.start_worker()
     long_run = engine.create(name="long", schedule_type="manual")
@@ -76,8 +78,10 @@ def test_a_worker_killed_mid_run_leaves_the_chain_going_and_the_run_abandoned_th
     assert abandoned.status == RunStatus.ABANDONED and "lease" in (abandoned.error_message or "")
     # Its task type allows more attempts: the survivor runs the next one (execution is at least once).
     wait_for(
-        lambda: [(r.attempt, r.status) for r in engine.runs(long_run.id)]
-        == [(1, RunStatus.ABANDONED), (2, RunStatus.SUCCESS)],
+        lambda: (
+            [(r.attempt, r.status) for r in engine.runs(long_run.id)]
+            == [(1, RunStatus.ABANDONED), (2, RunStatus.SUCCESS)]
+        ),
         30,
         "the abandoned run's next attempt to succeed",
     )
