@@ -32,8 +32,8 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from shared.db import insert_ignoring_conflicts, utcnow
-from shared.models import SLOT_RUNS, RunStatus, TaskRunHistory, TaskSchedule, TriggeredBy
-from shared.protocol import RUNS, SCHEDULED_RUN_KEY, dispatch_runs
+from shared.models import SLOT_RUNS, TaskRunHistory, TaskSchedule, TriggeredBy
+from shared.protocol import RUNS, SCHEDULED_RUN_KEY, dispatch_runs, slot_run_row
 from shared.runtime import Runtime
 from shared.schedules import ValidationFailed
 from shared.timing import JUST_BEFORE, IntervalTiming, ManualTiming, Timing, timing_of
@@ -76,7 +76,7 @@ def backfill(
         inserted = insert_ignoring_conflicts(
             session,
             RUNS,
-            [_run_row(schedule, slot, now) for slot in slots],
+            [slot_run_row(schedule, TriggeredBy.BACKFILL, slot, now) for slot in slots],
             SCHEDULED_RUN_KEY,
             index_where=text(SLOT_RUNS),
         )
@@ -161,24 +161,6 @@ def _grid(timing: IntervalTiming, anchor: datetime, first: datetime) -> Iterator
     while True:
         yield slot
         slot += timing.step
-
-
-def _run_row(schedule: TaskSchedule, slot: datetime, now: datetime) -> dict[str, object]:
-    """The queued first attempt of ``slot``, due now, with what the claim copies from the schedule."""
-    return {
-        "schedule_id": schedule.id,
-        "task_type": schedule.task_type,
-        "status": RunStatus.QUEUED,
-        "triggered_by": TriggeredBy.BACKFILL,
-        "scheduled_for": slot,
-        "queued_at": now,
-        "due_at": now,
-        "attempt": 1,
-        "missed_slots": 0,
-        "time_limit_s": schedule.time_limit_s,
-        "config": schedule.config,
-        "schedule_name": schedule.name,
-    }
 
 
 def _wire_time(instant: datetime) -> str:

@@ -435,21 +435,7 @@ def claim_locked_slots(
         session,
         RUNS,
         [
-            {
-                "schedule_id": row.id,
-                "task_type": row.task_type,
-                "status": RunStatus.QUEUED,
-                "triggered_by": TriggeredBy.SCHEDULE,
-                "scheduled_for": row.next_run_at,
-                "queued_at": now,
-                "due_at": now,
-                "attempt": 1,
-                "missed_slots": following.missed,
-                "time_limit_s": row.time_limit_s,
-                # The slot runs what its schedule said when it came due: an edit takes effect from the next.
-                "config": row.config,
-                "schedule_name": row.name,
-            }
+            slot_run_row(row, TriggeredBy.SCHEDULE, row.next_run_at, now, following.missed)
             for row, following in claimed_rows.values()
         ],
         SCHEDULED_RUN_KEY,
@@ -472,6 +458,31 @@ def claim_locked_slots(
     return verdicts
 
 
+def slot_run_row(
+    schedule: ArmedRow | TaskSchedule,
+    triggered_by: TriggeredBy,
+    slot: datetime | None,
+    now: datetime,
+    missed: int = 0,
+) -> dict[str, Any]:
+    """The queued first attempt of ``schedule``'s ``slot``, due now. It carries what its schedule says when it is
+    queued (task type, config, name, time limit): an edit takes effect from the next slot, retries included."""
+    return {
+        "schedule_id": schedule.id,
+        "task_type": schedule.task_type,
+        "status": RunStatus.QUEUED,
+        "triggered_by": triggered_by,
+        "scheduled_for": slot,
+        "queued_at": now,
+        "due_at": now,
+        "attempt": 1,
+        "missed_slots": missed,
+        "time_limit_s": schedule.time_limit_s,
+        "config": schedule.config,
+        "schedule_name": schedule.name,
+    }
+
+
 # --- Run ------------------------------------------------------------------------------------------------------
 
 
@@ -481,17 +492,7 @@ def queue_manual_run(
     """Insert a Run Now request (with a one-off config override, laid over the schedule's config when it
     starts); the caller commits, then dispatches it. The chain is not touched."""
     run = TaskRunHistory(
-        schedule_id=schedule.id,
-        task_type=schedule.task_type,
-        status=RunStatus.QUEUED,
-        triggered_by=TriggeredBy.MANUAL,
-        queued_at=now,
-        due_at=now,
-        attempt=1,
-        config=schedule.config,
-        config_override=config_override,
-        time_limit_s=schedule.time_limit_s,
-        schedule_name=schedule.name,
+        **slot_run_row(schedule, TriggeredBy.MANUAL, None, now), config_override=config_override
     )
     session.add(run)
     session.flush()
