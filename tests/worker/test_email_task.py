@@ -8,15 +8,14 @@ import email
 import email.policy
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP as SMTPServer
-from aiosmtpd.smtp import Envelope, Session
 
 from shared.models import RunStatus, TaskRunHistory
 from tests.conftest import free_port, wait_for
+from tests.shared.test_email_task import Mailbox  # the same server the handler's own tests talk to
 from tests.worker.conftest import Engine, run_now
 
 MAIL = {
@@ -24,27 +23,6 @@ MAIL = {
     "subject": "Nightly check, run {{runId}}",
     "body": "Run {{runId}}, attempt {{attempt}}.",
 }
-
-
-@dataclass
-class Mailbox:
-    """Every message the server accepted; recipients starting with ``nobody@`` are refused."""
-
-    envelopes: list[Envelope] = field(default_factory=list)
-
-    async def handle_RCPT(  # noqa: N802 (aiosmtpd's hook name)
-        self, server: SMTPServer, session: Session, envelope: Envelope, address: str, options: list[str]
-    ) -> str:
-        if address.startswith("nobody@"):
-            return "550 5.1.1 no such user here"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(  # noqa: N802 (aiosmtpd's hook name)
-        self, server: SMTPServer, session: Session, envelope: Envelope
-    ) -> str:
-        self.envelopes.append(envelope)
-        return "250 Message accepted for delivery"
 
 
 @dataclass
