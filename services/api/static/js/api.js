@@ -95,14 +95,28 @@ export const api = {
   /** Queue a run for each slot in [from, to] (ISO UTC) that has none; resolves to {slots, queued, alreadyRun, runs}. */
   backfillTask: (id, { from, to }) =>
     request("POST", `${BASE}/tasks/${id}/backfill`, { body: { from, to } }).then((r) => r.data),
-  listHistory: ({ scheduleId, systemTask, page, pageSize }) =>
-    request("GET", `${BASE}/history`, { query: { scheduleId, systemTask, page, page_size: pageSize } }),
+  /** A task's history, newest first; `status` narrows it to one outcome (success, missed...). */
+  listHistory: ({ scheduleId, systemTask, status, page, pageSize }) =>
+    request("GET", `${BASE}/history`, { query: { scheduleId, systemTask, status, page, page_size: pageSize } }),
   listSystemTasks: () => request("GET", `${BASE}/system-tasks`).then((r) => r.data),
   listTaskTypes: () => request("GET", `${BASE}/task-types`).then((r) => r.data),
   whoAmI: () => request("GET", `${BASE}/me`).then((r) => r.data),
   listTimezones: () => request("GET", `${BASE}/timezones`).then((r) => r.data),
-  previewCron: ({ expression, timezone, count = 5, startAt = null, endAt = null }) =>
-    request("GET", `${BASE}/cron/preview`, { query: { expression, timezone, count, startAt, endAt } }).then(
-      (r) => r.data,
-    ),
+  /**
+   * A cron expression's words and next runs within the bounds, by the DST policy; `startsAt` gives each run's
+   * start with its jitter (null for jitter without the `taskId` whose offsets they are).
+   */
+  previewCron: ({
+    expression,
+    timezone,
+    count = 5,
+    startAt = null,
+    endAt = null,
+    dstPolicy = "once",
+    jitterS = 0,
+    taskId = null,
+  }) =>
+    request("GET", `${BASE}/cron/preview`, {
+      query: { expression, timezone, count, startAt, endAt, dstPolicy, jitterS, taskId },
+    }).then((r) => r.data),
 };

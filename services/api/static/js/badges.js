@@ -11,8 +11,20 @@ const RUN_STATUSES = {
     label: "Abandoned",
     hint: "Given up without an outcome: its worker stopped (lease expired) or its schedule was deleted first. The error says which.",
   },
-  skipped: { label: "Skipped", hint: "Not run: its schedule was disabled after the slot was claimed." },
+  skipped: {
+    label: "Skipped",
+    hint: "Not run: the previous run was still unfinished (overlap policy skip), or the task was disabled or deleted after the slot fell due. The reason says which.",
+  },
+  missed: {
+    label: "Missed",
+    hint: "Slots that passed without a run (workers down, the task disabled) and that the misfire policy did not run. One entry covers a range of slots.",
+  },
 };
+
+/** The outcomes a history can be narrowed to, in the order the filter offers them. */
+export const RUN_STATUS_FILTERS = ["success", "failed", "skipped", "missed", "abandoned", "running", "queued"].map(
+  (status) => ({ value: status, label: RUN_STATUSES[status].label }),
+);
 
 const TRIGGERS = {
   schedule: { label: "Schedule", hint: "Started by the task's own schedule." },
@@ -37,6 +49,20 @@ export function triggerBadge(triggeredBy) {
     "span",
     { class: `badge badge-trigger badge-trigger-${triggeredBy}`, title: known.hint, "data-testid": "run-trigger" },
     known.label,
+  );
+}
+
+/** A task whose stored timing no longer gives slots: its chain stopped until its timing is edited. */
+export function brokenBadge() {
+  return h(
+    "span",
+    {
+      class: "badge badge-broken",
+      title: "Its stored timing no longer gives slots, so it starts no scheduled run. Edit its timing to mend it.",
+      "data-testid": "task-broken",
+    },
+    h("span", { class: "badge-dot", "aria-hidden": "true" }),
+    "Broken",
   );
 }
 

@@ -1,10 +1,12 @@
 // The cron expression input: seven presets and a live preview answered by the server
 // (/api/scheduler/cron/preview), shown in the schedule's zone and in the viewer's own; a macro (@daily) is
-// shown with the five fields it stands for, and the task's start and end, when set, bound the runs it lists.
+// shown with the five fields it stands for, and the task's start and end, when set, bound the runs it lists. It
+// follows the task's DST policy (a repeated hour run twice is listed twice, each with its zone's offset) and jitter
+// (each run's start after its slot, when the server knows it: for a saved task).
 
 import { api } from "./api.js";
 import { debounce, h } from "./dom.js";
-import { formatExact, formatInZone, viewerTimeZone } from "./format.js";
+import { formatExact, formatInZone, formatSecondsInZone, viewerTimeZone, zoneAbbreviation } from "./format.js";
 
 export const CRON_PRESETS = [
   { label: "Every minute", expression: "* * * * *" },
@@ -29,8 +31,11 @@ function sentence(text) {
  *   input, timezoneInput, presetsEl, previewEl: the elements it drives.
  *   onChange(state): called whenever `state` changes ("empty", "checking", "valid", "invalid").
  *   onTimezoneError(message | null): the server rejected (or accepted again) the time zone.
- *   boundInputs: inputs whose change asks for a new preview (the task's start and end); default none.
- *   readBounds(): {startAt, endAt} (instants or null) that bound the runs previewed; default none.
+ *   optionInputs: inputs whose change asks for a new preview (the task's start, end, DST policy, jitter); default
+ *     none.
+ *   readOptions(): {startAt, endAt, dstPolicy, jitterS, taskId}: the bounds (instants or null), the DST policy, the
+ *     jitter in seconds and the saved task's id (null for a new one: its jitter offsets are not known yet); any may
+ *     be left out.
  */
 export class CronField {
   constructor({
@@ -40,15 +45,15 @@ export class CronField {
     previewEl,
     onChange,
     onTimezoneError,
-    boundInputs = [],
-    readBounds = () => ({}),
+    optionInputs = [],
+    readOptions = () => ({}),
   }) {
     this.input = input;
     this.timezoneInput = timezoneInput;
     this.previewEl = previewEl;
     this.onChange = onChange;
     this.onTimezoneError = onTimezoneError;
-    this.readBounds = readBounds;
+    this.readOptions = readOptions;
     this.state = "empty";
     this.requestSeq = 0;
     this.presetButtons = CRON_PRESETS.map((preset) =>
@@ -69,7 +74,7 @@ export class CronField {
     this.schedulePreview = debounce(() => this.preview(), PREVIEW_DELAY_MS);
     input.addEventListener("input", () => this.changed());
     timezoneInput.addEventListener("input", () => this.changed());
-    for (const boundInput of boundInputs) boundInput.addEventListener("input", () => this.changed());
+    for (const optionInput of optionInputs) optionInput.addEventListener("input", () => this.changed());
   }
 
   get isValid() {
@@ -127,9 +132,9 @@ export class CronField {
       return;
     }
     let result;
+    const options = this.readOptions();
     try {
-      const { startAt, endAt } = this.readBounds();
-      result = await api.previewCron({ expression, timezone, startAt, endAt });
+      result = await api.previewCron({ expression, timezone, ...options });
     } catch (error) {
       if (seq !== this.requestSeq) return;
       this.showFailure(error);
@@ -149,7 +154,7 @@ export class CronField {
       this.setState("invalid");
       return;
     }
-    this.previewEl.replaceChildren(...this.renderRuns(result, expression, timezone));
+    this.previewEl.replaceChildren(...this.renderRuns(result, expression, timezone, options.jitterS ?? 0));
     this.setState("valid");
   }
 
@@ -175,7 +180,7 @@ export class CronField {
     this.setState("invalid");
   }
 
-  renderRuns(result, expression, timezone) {
+  renderRuns(result, expression, timezone, jitterS) {
     const written = expression.split(/\s+/).join(" ");
     const sameZone = timezone === viewerTimeZone;
     const head = sameZone
@@ -195,14 +200,23 @@ export class CronField {
         h("p", { class: "muted", "data-testid": "cron-no-runs" }, "No run falls between the start and the end."),
       ];
     }
-    const rows = result.nextRuns.map((iso) =>
+    const rows = result.nextRuns.map((iso, index) =>
       h(
         "tr",
-        { "data-testid": "cron-next-run", title: formatExact(iso) },
-        h("td", {}, formatInZone(iso, timezone)),
-        sameZone ? null : h("td", {}, formatInZone(iso, viewerTimeZone)),
+        { "data-testid": "cron-next-run", "data-slot": iso, title: formatExact(iso) },
+        h("td", {}, wallTime(result.nextRuns, index, timezone), startNote(iso, result.startsAt?.[index], timezone)),
+        sameZone ? null : h("td", {}, wallTime(result.nextRuns, index, viewerTimeZone)),
       ),
     );
+    // Jitter on a task not saved yet: its offsets are fixed per task and slot, so not known before it has an id.
+    const jitterNote =
+      jitterS > 0 && !result.startsAt
+        ? h(
+            "p",
+            { class: "muted small", "data-testid": "cron-jitter-note" },
+            `Each run starts up to ${jitterS} s after each slot, by an offset fixed per task and slot (shown once the task is saved).`,
+          )
+        : null;
     return [
       h(
         "p",
@@ -220,6 +234,32 @@ export class CronField {
           )
         : null,
       h("table", { class: "preview-runs" }, h("thead", {}, h("tr", {}, head)), h("tbody", {}, rows)),
+      jitterNote,
     ].filter(Boolean); // replaceChildren would show a null as the text "null"
   }
+}
+
+/**
+ * A run's wall time in `timeZone`; when another listed run reads the same (the hour a fall-back night repeats,
+ * run twice by the DST policy "both"), with the zone's offset at that instant, which tells the two apart.
+ */
+function wallTime(runs, index, timeZone) {
+  const text = formatInZone(runs[index], timeZone);
+  const repeated = runs.some((other, at) => at !== index && formatInZone(other, timeZone) === text);
+  return repeated ? `${text} ${zoneAbbreviation(timeZone, new Date(runs[index]))}` : text;
+}
+
+/** " → starts 09:00:37" when the run starts after its slot (jitter); nothing when it starts on it. */
+function startNote(slot, startsAt, timeZone) {
+  if (!startsAt || new Date(startsAt).getTime() === new Date(slot).getTime()) return null;
+  return h(
+    "span",
+    {
+      class: "preview-start",
+      "data-testid": "cron-run-start",
+      "data-starts-at": startsAt,
+      title: formatExact(startsAt),
+    },
+    ` → starts ${formatSecondsInZone(startsAt, timeZone, slot)}`,
+  );
 }

@@ -100,6 +100,42 @@ export function formatInZone(iso, timeZone) {
   return format.format(date);
 }
 
+/** A cached Intl.DateTimeFormat of `options` in `timeZone`. */
+function zoneFormat(timeZone, kind, options) {
+  const key = `${kind} ${timeZone}`;
+  let format = zoneFormats.get(key);
+  if (!format) {
+    format = new Intl.DateTimeFormat("en-GB", { ...options, timeZone });
+    zoneFormats.set(key, format);
+  }
+  return format;
+}
+
+/**
+ * "09:00:37" in the given IANA zone: a run's start after its slot (jitter); with its day ("Tue 1 Dec, 00:02:11")
+ * when that is not the day of `sameDayAs`.
+ */
+export function formatSecondsInZone(iso, timeZone, sameDayAs = iso) {
+  const date = toDate(iso);
+  if (!date) return "";
+  const clock = zoneFormat(timeZone, "clock", { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  const dayFormat = zoneFormat(timeZone, "day", { weekday: "short", day: "numeric", month: "short" });
+  const day = dayFormat.format(date);
+  const other = toDate(sameDayAs);
+  return other && dayFormat.format(other) === day ? clock.format(date) : `${day}, ${clock.format(date)}`;
+}
+
+/** "2026-11-01 00:00" (seconds too when it has any), in local time: the compact form a span of slots reads in. */
+export function formatCompact(iso) {
+  const date = toDate(iso);
+  if (!date) return "";
+  const pad = (number) => String(number).padStart(2, "0");
+  const text =
+    `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}` +
+    ` ${pad(date.getHours())}:${pad(date.getMinutes())}`;
+  return date.getSeconds() ? `${text}:${pad(date.getSeconds())}` : text;
+}
+
 /** The zone's short name at that instant, e.g. "CET" or "GMT+1". */
 export function zoneAbbreviation(timeZone, date = new Date()) {
   try {

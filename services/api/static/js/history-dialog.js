@@ -1,14 +1,18 @@
-// The run history of one task (or one system task), paginated by the server.
+// The run history of one task (or one system task), paginated by the server, narrowed to one outcome if asked. Its
+// entries are attempts of runs, and the slots that did not run: a missed entry covers a range of slots (its span
+// and count shown), a skipped one a slot; those, and abandoned runs, say why in the row.
 
 import { BackfillForm } from "./backfill-form.js";
-import { isRunInProgress, runStatusBadge, triggerBadge } from "./badges.js";
+import { isRunInProgress, RUN_STATUS_FILTERS, runStatusBadge, triggerBadge } from "./badges.js";
 import { openDialog, setUpDialog } from "./dialog.js";
 import { h } from "./dom.js";
-import { formatDuration, formatExact, formatSeconds } from "./format.js";
+import { formatCompact, formatDuration, formatExact, formatSeconds } from "./format.js";
 import { icon } from "./icons.js";
 
 const COLUMN_COUNT = 6;
 const IN_PROGRESS_POLL_MS = 1500;
+// Entries whose error message is the reason they did not run (or were given up): shown in the row itself.
+const REASON_IN_ROW = new Set(["missed", "skipped", "abandoned"]);
 
 function timeOrDash(iso, emptyText) {
   if (!iso) return h("span", { class: "muted" }, emptyText);
@@ -21,7 +25,7 @@ function timeOrDash(iso, emptyText) {
  */
 function runDetails(run) {
   const boxes = [];
-  if (run.errorMessage) {
+  if (run.errorMessage && !REASON_IN_ROW.has(run.status)) {
     boxes.push(
       h(
         "div",
@@ -54,11 +58,34 @@ function runDetails(run) {
   return boxes;
 }
 
+/** A missed entry's slots: "missed 43,200 slots: 2026-11-01 00:00 → 2026-11-30 23:59", in local time. */
+function missedSpan(run) {
+  const count = run.missedSlots ?? 0;
+  const first = run.scheduledFor;
+  const last = run.lastSlot ?? first;
+  const at = (iso) => h("time", { datetime: iso, title: formatExact(iso) }, formatCompact(iso));
+  return h(
+    "div",
+    { class: "small warn-text missed-span", "data-testid": "history-missed-span" },
+    `missed ${count.toLocaleString("en-GB")} slot${count === 1 ? "" : "s"}: `,
+    // "first →" holds together, so the span breaks (if it must) before its last slot, not at the arrow.
+    last && last !== first ? [h("span", { class: "nowrap" }, at(first), " →"), " ", at(last)] : at(first),
+  );
+}
+
 function durationText(run) {
   if (run.durationMs !== null && run.durationMs !== undefined) return formatDuration(run.durationMs);
   if (run.status === "running" && run.startedAt)
     return `${formatDuration(Date.now() - new Date(run.startedAt).getTime())} so far`;
   return "—";
+}
+
+/** Which attempt of its run; an entry that is no attempt (missed, skipped before it was queued) says so. */
+function attemptText(run) {
+  if (run.attempt === 0) {
+    return h("span", { class: "muted", title: "Not an attempt: nothing was started for it." }, "—");
+  }
+  return String(run.attempt ?? 1);
 }
 
 /**
@@ -85,6 +112,11 @@ export class HistoryDialog {
     this.prevButton = document.getElementById("history-prev");
     this.nextButton = document.getElementById("history-next");
     this.pageSizeSelect = document.getElementById("history-page-size");
+    this.statusSelect = document.getElementById("history-status-filter");
+    this.statusSelect.replaceChildren(
+      h("option", { value: "" }, "All outcomes"),
+      ...RUN_STATUS_FILTERS.map((status) => h("option", { value: status.value }, status.label)),
+    );
 
     setUpDialog(this.dialog, {
       closeOnBackdrop: true,
@@ -97,6 +129,10 @@ export class HistoryDialog {
     this.nextButton.addEventListener("click", () => this.goTo(this.page + 1));
     this.pageSizeSelect.addEventListener("change", () => {
       this.pageSize = Number(this.pageSizeSelect.value);
+      this.goTo(1);
+    });
+    this.statusSelect.addEventListener("change", () => {
+      this.expanded.clear();
       this.goTo(1);
     });
     // A backfill's runs are the newest: show the first page, where they appear.
@@ -116,6 +152,7 @@ export class HistoryDialog {
     this.backfill.reset({ scheduleId, scheduleType });
     this.page = 1;
     this.expanded.clear();
+    this.statusSelect.value = "";
     this.titleEl.textContent = `Run history: ${name}`;
     this.rowsEl.replaceChildren(h("tr", {}, h("td", { colspan: COLUMN_COUNT, class: "muted" }, "Loading runs…")));
     this.rangeEl.textContent = "";
@@ -135,7 +172,12 @@ export class HistoryDialog {
     const seq = ++this.loadSeq;
     let result;
     try {
-      result = await this.api.listHistory({ ...this.target, page: this.page, pageSize: this.pageSize });
+      result = await this.api.listHistory({
+        ...this.target,
+        status: this.statusSelect.value || undefined,
+        page: this.page,
+        pageSize: this.pageSize,
+      });
     } catch (error) {
       if (seq === this.loadSeq && this.isOpen) this.onError(error);
       return;
@@ -161,6 +203,7 @@ export class HistoryDialog {
     this.prevButton.disabled = this.page <= 1;
     this.nextButton.disabled = this.page >= totalPages;
     if (!runs.length) {
+      const outcome = this.statusSelect.selectedOptions[0];
       this.rowsEl.replaceChildren(
         h(
           "tr",
@@ -168,7 +211,9 @@ export class HistoryDialog {
           h(
             "td",
             { colspan: COLUMN_COUNT, "data-testid": "history-empty" },
-            "No runs yet. Each run appears here as soon as it is queued, whether its schedule, Run now or a backfill started it.",
+            this.statusSelect.value
+              ? `No ${outcome.label.toLowerCase()} entries. Choose “All outcomes” to see the whole history.`
+              : "No runs yet. Each run appears here as soon as it is queued, whether its schedule, Run now or a backfill started it.",
           ),
         ),
       );
@@ -196,8 +241,17 @@ export class HistoryDialog {
           icon("chevron"),
         )
       : null;
-    const scheduled = [timeOrDash(run.scheduledFor, run.triggeredBy === "manual" ? "On demand" : "—")];
-    if (run.missedSlots > 0) {
+    // A missed entry, or a slot skipped before it was queued, is no attempt (attempt 0): it says why, in the row.
+    const notAnAttempt = run.attempt === 0 && !isRunInProgress(run.status);
+    const reason = REASON_IN_ROW.has(run.status) ? run.errorMessage : null;
+    const missed = run.status === "missed";
+    const scheduled = [
+      missed // from its first slot (scheduledFor) to its last
+        ? missedSpan(run)
+        : timeOrDash(run.scheduledFor, run.triggeredBy === "manual" ? "On demand" : "—"),
+    ];
+    if (!missed && run.missedSlots > 0) {
+      // Before missed entries of their own, a run carried the count of the slots it stood in for.
       scheduled.push(
         h(
           "div",
@@ -217,7 +271,14 @@ export class HistoryDialog {
         "data-status": run.status,
         class: hasDetail ? "has-detail" : "",
       },
-      h("td", { "data-label": "Status" }, h("div", { class: "status-cell" }, toggle, runStatusBadge(run.status))),
+      h(
+        "td",
+        { "data-label": "Status" },
+        h("div", { class: "status-cell" }, toggle, runStatusBadge(run.status)),
+        reason && !notAnAttempt
+          ? h("p", { class: "small history-reason", "data-testid": "history-reason" }, reason)
+          : null,
+      ),
       h(
         "td",
         { "data-label": "Trigger" },
@@ -227,13 +288,22 @@ export class HistoryDialog {
           : null,
       ),
       h("td", { "data-label": "Scheduled for" }, scheduled),
-      h(
-        "td",
-        { "data-label": "Started", "data-testid": "history-started" },
-        timeOrDash(run.startedAt, run.status === "queued" ? "Waiting…" : "—"),
-      ),
-      h("td", { "data-label": "Duration", "data-testid": "history-duration" }, durationText(run)),
-      h("td", { "data-label": "Attempt" }, String(run.attempt ?? 1)),
+      notAnAttempt
+        ? // Nothing started, so nothing to time: the reason takes the place of the run's start, duration and attempt.
+          h(
+            "td",
+            { colspan: 3, class: "history-why", "data-label": "Why it did not run" },
+            h("p", { class: "small history-reason", "data-testid": "history-reason" }, reason ?? "—"),
+          )
+        : [
+            h(
+              "td",
+              { "data-label": "Started", "data-testid": "history-started" },
+              timeOrDash(run.startedAt, run.status === "queued" ? "Waiting…" : "—"),
+            ),
+            h("td", { "data-label": "Duration", "data-testid": "history-duration" }, durationText(run)),
+            h("td", { "data-label": "Attempt", "data-testid": "history-attempt" }, attemptText(run)),
+          ],
     );
     if (!hasDetail) return [row];
     const detail = h(

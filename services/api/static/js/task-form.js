@@ -2,12 +2,13 @@
 // server reason shown beside its field. An edit sends only the fields the user changed (the API's PUT is a
 // partial update), so a field nobody touched is never rewritten, and the schedule is re-armed only when its
 // timing really changed. A secret config field nobody replaced goes back as the API showed it, which keeps it.
+// The policies (missed slots, overlap, jitter, DST) are fields like the others: sent on an edit only when changed.
 
 import { ConfigFields } from "./config-fields.js";
 import { CronField } from "./cron-field.js";
 import { openDialog, setUpDialog } from "./dialog.js";
 import { $, $$, h } from "./dom.js";
-import { INTERVAL_UNITS, splitInterval, viewerTimeZone } from "./format.js";
+import { formatDuration, INTERVAL_UNITS, splitInterval, viewerTimeZone } from "./format.js";
 import { labelLines, parseLabelLines } from "./labels.js";
 import { toast } from "./toast.js";
 
@@ -18,6 +19,38 @@ const MAX_RETRY_DELAY_S = 3600;
 // The per-schedule run settings, owner, labels and bounds: null (or no labels) means the task type's or
 // deployment's, or no bound.
 const ADVANCED_FIELDS = ["maxAttempts", "retryBaseDelayMs", "timeLimitS", "owner", "labels", "startAt", "endAt"];
+// What a schedule does with missed and overlapping slots, when its runs start, and (cron) the repeated hour of a
+// fall-back night; each with the API's default. services/api/schemas.py documents the bounds.
+const POLICY_DEFAULTS = {
+  misfirePolicy: "coalesce",
+  catchUpMax: null,
+  catchUpWindowS: null,
+  overlapPolicy: "allow",
+  jitterS: 0,
+  dstPolicy: "once",
+};
+const POLICY_FIELDS = Object.keys(POLICY_DEFAULTS);
+const MAX_CATCH_UP = 1000;
+const MAX_CATCH_UP_WINDOW_S = 31_622_400; // 366 days
+const MAX_JITTER_S = 300;
+/** What each choice does, shown under its select as it is chosen. */
+const POLICY_HINTS = {
+  misfirePolicy: {
+    coalesce:
+      "Slots that passed unrun (workers down, the task disabled) run once, as one run of the latest; the others are recorded as missed.",
+    skip: "Slots that passed unrun are not run (unless the latest is only just late, within the deployment's grace); they are recorded as missed.",
+    catchUp:
+      "Slots that passed unrun within the window run one by one, oldest first, up to the cap; every other one is recorded as missed.",
+  },
+  overlapPolicy: {
+    allow: "A slot runs even while the previous scheduled run is still queued or running.",
+    skip: "A slot that comes due while the previous scheduled run is still queued or running is recorded as skipped. Run now is never skipped.",
+  },
+  dstPolicy: {
+    once: "On the night clocks go back, a time in the repeated hour (e.g. 01:30) runs once, the first time it comes.",
+    both: "On the night clocks go back, a time in the repeated hour (e.g. 01:30) runs each time it comes: twice.",
+  },
+};
 const CONTROLS = "input:not([type=radio]), select, textarea";
 
 /** Equal as JSON values, whatever the order of object keys (a config sent back in another order is the same). */
@@ -77,6 +110,14 @@ export class TaskForm {
     // Start and end are typed in the viewer's time zone, as every time on the page is shown; the API gets UTC.
     this.startInput = document.getElementById("task-start-at");
     this.endInput = document.getElementById("task-end-at");
+    this.misfireSelect = document.getElementById("task-misfire-policy");
+    this.catchUpFields = document.getElementById("catch-up-fields");
+    this.catchUpMaxInput = document.getElementById("task-catch-up-max");
+    this.catchUpWindowInput = document.getElementById("task-catch-up-window");
+    this.catchUpWindowHint = document.getElementById("task-catch-up-window-hint");
+    this.overlapSelect = document.getElementById("task-overlap-policy");
+    this.jitterInput = document.getElementById("task-jitter");
+    this.dstSelect = document.getElementById("task-dst-policy");
     document.getElementById("task-bounds-zone").textContent =
       `Start and end are in your time zone (${viewerTimeZone}); empty: no bound.`;
     this.configFields = new ConfigFields({
@@ -104,8 +145,14 @@ export class TaskForm {
       },
       onTimezoneError: (message) =>
         message ? this.showFieldError("timezone", [message]) : this.clearFieldError("timezone"),
-      boundInputs: [this.startInput, this.endInput],
-      readBounds: () => ({ startAt: instantOrNull(this.startInput), endAt: instantOrNull(this.endInput) }),
+      optionInputs: [this.startInput, this.endInput, this.dstSelect, this.jitterInput],
+      readOptions: () => ({
+        startAt: instantOrNull(this.startInput),
+        endAt: instantOrNull(this.endInput),
+        dstPolicy: this.dstSelect.value,
+        jitterS: previewJitter(this.jitterInput),
+        taskId: this.editing?.id ?? null,
+      }),
     });
 
     // A typed secret lives only in its input while the dialog is open.
@@ -121,6 +168,10 @@ export class TaskForm {
     for (const radio of this.scheduleRadios) radio.addEventListener("change", () => this.renderScheduleType());
     this.intervalValue.addEventListener("input", () => this.renderIntervalHint());
     this.intervalUnit.addEventListener("change", () => this.renderIntervalHint());
+    for (const select of [this.misfireSelect, this.overlapSelect, this.dstSelect]) {
+      select.addEventListener("change", () => this.renderPolicies());
+    }
+    this.catchUpWindowInput.addEventListener("input", () => this.renderPolicies());
     // Typing in a field clears the reason the server gave for it.
     this.form.addEventListener("input", (event) => {
       const field = event.target.closest("[data-field]");
@@ -159,6 +210,7 @@ export class TaskForm {
       config: {},
       enabled: true,
       labels: {},
+      ...POLICY_DEFAULTS,
     });
     openDialog(this.dialog, this.nameInput);
     this.populateTimezones();
@@ -207,6 +259,7 @@ export class TaskForm {
     this.renderTaskType();
     this.renderScheduleType();
     this.renderIntervalHint();
+    this.renderPolicies();
     this.opened = this.formValues();
   }
 
@@ -235,7 +288,10 @@ export class TaskForm {
     return Math.round(value * Number(this.intervalUnit.value));
   }
 
-  /** The run settings, owner and labels; the section starts open when the schedule sets any of them. */
+  /**
+   * The run settings, policies, owner and labels; the section starts open when the schedule sets any of them (a
+   * policy: to other than its default).
+   */
   fillAdvanced(task) {
     const isSet = (value) => value !== null && value !== undefined && value !== "";
     const text = (value) => (isSet(value) ? String(value) : "");
@@ -246,9 +302,44 @@ export class TaskForm {
     this.labelsInput.value = labelLines(task.labels);
     this.startInput.value = localInputValue(task.startAt);
     this.endInput.value = localInputValue(task.endAt);
-    this.advanced.open = ADVANCED_FIELDS.some((field) =>
-      field === "labels" ? Object.keys(task.labels ?? {}).length > 0 : isSet(task[field]),
+    this.misfireSelect.value = task.misfirePolicy ?? POLICY_DEFAULTS.misfirePolicy;
+    this.catchUpMaxInput.value = text(task.catchUpMax);
+    this.catchUpWindowInput.value = text(task.catchUpWindowS);
+    this.overlapSelect.value = task.overlapPolicy ?? POLICY_DEFAULTS.overlapPolicy;
+    this.jitterInput.value = text(task.jitterS ?? POLICY_DEFAULTS.jitterS);
+    this.dstSelect.value = task.dstPolicy ?? POLICY_DEFAULTS.dstPolicy;
+    const policySet = ["misfirePolicy", "overlapPolicy", "jitterS"].some(
+      (field) => isSet(task[field]) && task[field] !== POLICY_DEFAULTS[field],
     );
+    this.advanced.open =
+      policySet ||
+      ADVANCED_FIELDS.some((field) =>
+        field === "labels" ? Object.keys(task.labels ?? {}).length > 0 : isSet(task[field]),
+      );
+  }
+
+  /** The catch-up cap and window only for Catch up; each select's words for its choice. */
+  renderPolicies() {
+    const catchingUp = this.misfireSelect.value === "catchUp";
+    this.catchUpFields.hidden = !catchingUp;
+    if (!catchingUp) {
+      this.clearFieldError("catchUpMax");
+      this.clearFieldError("catchUpWindowS");
+    }
+    for (const [field, select] of [
+      ["misfirePolicy", this.misfireSelect],
+      ["overlapPolicy", this.overlapSelect],
+      ["dstPolicy", this.dstSelect],
+    ]) {
+      document.getElementById(`${select.id}-hint`).textContent = POLICY_HINTS[field][select.value] ?? "";
+    }
+    const windowS = numberOrNull(this.catchUpWindowInput);
+    const spelled =
+      windowS !== null && Number.isInteger(windowS) && windowS >= 60 ? ` (${formatDuration(windowS * 1000)})` : "";
+    this.catchUpWindowHint.textContent =
+      windowS === null
+        ? "Only missed slots at most this many seconds old run: 3600 is an hour, 86400 a day."
+        : `Only missed slots at most ${windowS.toLocaleString("en-GB")} s old${spelled} run.`;
   }
 
   renderTaskType() {
@@ -281,6 +372,21 @@ export class TaskForm {
       labels: parseLabelLines(this.labelsInput.value).labels,
       startAt: instantOrNull(this.startInput),
       endAt: instantOrNull(this.endInput),
+      ...this.policyValues(),
+    };
+  }
+
+  /** The policies as the API takes them: the catch-up cap and window null unless catching up; empty jitter 0. */
+  policyValues() {
+    const misfirePolicy = this.misfireSelect.value;
+    const catchingUp = misfirePolicy === "catchUp";
+    return {
+      misfirePolicy,
+      catchUpMax: catchingUp ? numberOrNull(this.catchUpMaxInput) : null,
+      catchUpWindowS: catchingUp ? numberOrNull(this.catchUpWindowInput) : null,
+      overlapPolicy: this.overlapSelect.value,
+      jitterS: numberOrNull(this.jitterInput) ?? 0,
+      dstPolicy: this.dstSelect.value,
     };
   }
 
@@ -300,7 +406,15 @@ export class TaskForm {
   changedFields(values) {
     const changed = {};
     const differs = (field) => !sameValue(values[field], this.opened[field]);
-    for (const field of ["name", "taskType", "scheduleType", "timezone", "enabled", ...ADVANCED_FIELDS]) {
+    for (const field of [
+      "name",
+      "taskType",
+      "scheduleType",
+      "timezone",
+      "enabled",
+      ...ADVANCED_FIELDS,
+      ...POLICY_FIELDS,
+    ]) {
       if (differs(field)) changed[field] = values[field];
     }
     if (differs("taskType") || differs("config")) changed.config = values.config;
@@ -327,6 +441,18 @@ export class TaskForm {
       errors.retryBaseDelayMs = [`Seconds from 0 to ${MAX_RETRY_DELAY_S}, or empty for the default.`];
     if (outOfRange(this.timeLimitInput, values.timeLimitS, { min: 1, whole: true }))
       errors.timeLimitS = ["Whole seconds, at least 1, or empty for the default."];
+    // A missing cap or window is the server's to name (it says why it is required); out of range, the page's.
+    if (values.misfirePolicy === "catchUp") {
+      if (outOfRange(this.catchUpMaxInput, values.catchUpMax, { min: 1, max: MAX_CATCH_UP, whole: true }))
+        errors.catchUpMax = [`A whole number from 1 to ${MAX_CATCH_UP}.`];
+      const windowBounds = { min: 1, max: MAX_CATCH_UP_WINDOW_S, whole: true };
+      if (outOfRange(this.catchUpWindowInput, values.catchUpWindowS, windowBounds))
+        errors.catchUpWindowS = [
+          `Whole seconds from 1 to ${MAX_CATCH_UP_WINDOW_S.toLocaleString("en-GB")} (366 days).`,
+        ];
+    }
+    if (outOfRange(this.jitterInput, values.jitterS, { min: 0, max: MAX_JITTER_S, whole: true }))
+      errors.jitterS = [`Whole seconds from 0 to ${MAX_JITTER_S}; empty for none.`];
     const labelErrors = parseLabelLines(this.labelsInput.value).errors;
     if (labelErrors.length) errors.labels = labelErrors;
     for (const [field, input] of [
@@ -491,6 +617,12 @@ function numberOrNull(input) {
   if (input.value.trim() === "") return null;
   const value = Number(input.value);
   return Number.isFinite(value) ? value : null;
+}
+
+/** The jitter the preview asks about: the typed whole seconds when the API would take them, else none. */
+function previewJitter(input) {
+  const value = numberOrNull(input);
+  return value !== null && Number.isInteger(value) && value >= 0 && value <= MAX_JITTER_S ? value : 0;
 }
 
 function secondsAsMs(seconds) {

@@ -1,9 +1,9 @@
 // The rows of the two task tables: your tasks (with actions) and the built-in system tasks (read-only).
 
-import { runStatusBadge, systemBadge } from "./badges.js";
+import { brokenBadge, runStatusBadge, systemBadge } from "./badges.js";
 import { secretText } from "./config-fields.js";
 import { h } from "./dom.js";
-import { formatExact, formatRelative, formatShort } from "./format.js";
+import { formatExact, formatRelative, formatSeconds, formatShort } from "./format.js";
 import { icon } from "./icons.js";
 
 const COLUMN_COUNT = 8;
@@ -122,11 +122,36 @@ function statusCell(task) {
 }
 
 /**
- * Its next run; without one, why not, in the server's words (`nextRunNote`): shown for a task past its end, the
- * tooltip of a manual or paused task's short label.
+ * Its next run (and when it starts, when jitter puts that after its slot); without one, why not, in the server's
+ * words (`nextRunNote`): shown for a task past its end, the tooltip of a manual or paused task's short label. A
+ * broken task (its stored timing no longer gives slots) shows that, and why, whatever its next run says.
  */
 function nextRunCell(task) {
-  if (task.nextRunAt) return timeCell("Next run", task.nextRunAt, "", "task-next-run");
+  if (task.brokenReason) {
+    return cell(
+      "Next run",
+      brokenBadge(),
+      h("div", { class: "small broken-reason", "data-testid": "task-broken-reason" }, sentence(task.brokenReason)),
+    );
+  }
+  if (task.nextRunAt) {
+    const timed = timeCell("Next run", task.nextRunAt, "", "task-next-run");
+    const startsAt = task.nextRunStartsAt;
+    if (startsAt && new Date(startsAt).getTime() !== new Date(task.nextRunAt).getTime()) {
+      cellBody(timed).append(
+        h(
+          "div",
+          {
+            class: "muted small",
+            title: `Its jitter starts it after its slot: ${formatExact(startsAt)}`,
+            "data-testid": "task-next-start",
+          },
+          `starts ${formatSeconds(startsAt)}`,
+        ),
+      );
+    }
+    return timed;
+  }
   const note = task.nextRunNote ?? "";
   let label = note ? sentence(note) : "Not scheduled";
   if (task.scheduleType === "manual") label = "Manual only";
@@ -135,6 +160,10 @@ function nextRunCell(task) {
     "Next run",
     h("span", { class: "muted next-run-note", title: note, "data-testid": "task-next-run" }, label),
   );
+}
+
+function cellBody(td) {
+  return td.querySelector(".cell-body");
 }
 
 function sentence(text) {
@@ -180,7 +209,7 @@ export function renderTaskRows(tbody, tasks, { taskTypes, emptyMessage, ...handl
           "data-testid": "task-row",
           "data-task-id": task.id,
           "data-task-name": task.name,
-          class: task.enabled ? "" : "is-disabled",
+          class: [task.enabled ? "" : "is-disabled", task.brokenReason ? "is-broken" : ""].join(" ").trim(),
         },
         cell(
           "Name",
