@@ -12,6 +12,7 @@ import json
 import re
 import socket
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -1499,3 +1500,335 @@ def test_a_task_past_its_end_says_why_it_has_no_next_run(page: Page, rest: RestC
     expect(row.get_by_test_id("task-schedule")).to_have_text(
         "At 09:00, Monday through Friday, until 2026-01-31T00:00:00Z"
     )
+
+
+# ---- policies: missed slots, overlap, jitter, the repeated hour; missed entries; broken timings ----------------
+
+
+@pytest.fixture
+def database(live_system: Any) -> Any:
+    """Runs one statement on the live system's database, behind the API: a ledger entry only a worker outage
+    makes, a timing a later library refuses."""
+
+    def execute(statement: str, params: tuple[Any, ...]) -> None:
+        with psycopg.connect(live_system.database_url) as connection:
+            connection.execute(statement, params)
+
+    return execute
+
+
+def preview(rest: RestClient, **query: Any) -> dict[str, Any]:
+    return dict(rest.call("GET", f"/api/scheduler/cron/preview?{urllib.parse.urlencode(query)}"))
+
+
+def test_catch_up_shows_its_cap_and_window_sends_them_and_the_servers_reason_sits_under_the_cap(
+    page: Page, rest: RestClient, console: ConsoleWatch
+) -> None:
+    console.allow("status of 422")  # Chromium logs every 4xx answer; the missing cap provokes one on purpose
+    name = unique("Catching up report")
+    dialog = open_add_dialog(page)
+    dialog.get_by_label("Name").fill(name)
+    dialog.get_by_label("Task type").select_option(label="Report Publishing")
+    dialog.get_by_label("Report").select_option(label="Billing Summary")
+    page.get_by_test_id("advanced-settings").locator("summary").click()
+    misfire = page.get_by_test_id("task-misfire-policy")
+    expect(misfire).to_have_value("coalesce")
+    expect(page.get_by_test_id("task-misfire-policy-hint")).to_contain_text(
+        "run once, as one run of the latest"
+    )
+    catch_up = page.get_by_test_id("catch-up-fields")
+    expect(catch_up).to_be_hidden()
+
+    misfire.select_option("catchUp")
+    expect(catch_up).to_be_visible()
+    expect(page.get_by_test_id("task-misfire-policy-hint")).to_contain_text("oldest first, up to the cap")
+    page.get_by_test_id("task-catch-up-window").fill("7200")
+    expect(page.get_by_test_id("task-catch-up-window-hint")).to_have_text(
+        "Only missed slots at most 7,200 s old (2h 00m) run."
+    )
+    page.get_by_test_id("task-save").click()  # no cap: the server says it is required, under the cap
+    cap_error = dialog.locator('[data-error-for="catchUpMax"]')
+    expect(cap_error).to_have_text("is required when the misfire policy is catchUp")
+    expect(page.get_by_test_id("task-catch-up-max")).to_have_attribute("aria-invalid", "true")
+    expect(dialog.locator('[data-error-for="catchUpWindowS"]')).to_be_hidden()
+    expect(dialog).to_be_visible()
+    screenshot(page, "add-dialog-catch-up-error")
+
+    page.get_by_test_id("task-catch-up-max").fill("5")
+    expect(cap_error).to_be_hidden()
+    with sent_create(page) as created:
+        page.get_by_test_id("task-save").click()
+    expect(toast(page, "success", f"Created “{name}”")).to_be_visible()
+    assert {key: created[key] for key in ("misfirePolicy", "catchUpMax", "catchUpWindowS")} == {
+        "misfirePolicy": "catchUp",
+        "catchUpMax": 5,
+        "catchUpWindowS": 7200,
+    }
+    row = search_for(page, name)
+    task = rest.get_task(int(str(row.get_attribute("data-task-id"))))
+    assert (task["misfirePolicy"], task["catchUpMax"], task["catchUpWindowS"]) == ("catchUp", 5, 7200)
+
+    # Reopened: the section opens on the policy, as saved; another policy sends the cap and window as null.
+    row.get_by_test_id("edit").click()
+    expect(misfire).to_be_visible()
+    expect(misfire).to_have_value("catchUp")
+    expect(page.get_by_test_id("task-catch-up-max")).to_have_value("5")
+    expect(page.get_by_test_id("task-catch-up-window")).to_have_value("7200")
+    misfire.select_option("skip")
+    expect(catch_up).to_be_hidden()
+    expect(page.get_by_test_id("task-misfire-policy-hint")).to_contain_text("are not run")
+    with sent_update(page) as sent:
+        page.get_by_test_id("task-save").click()
+    expect(toast(page, "success", f"Saved “{name}”")).to_be_visible()
+    assert sent == {"misfirePolicy": "skip", "catchUpMax": None, "catchUpWindowS": None}
+    task = rest.get_task(task["id"])
+    assert (task["misfirePolicy"], task["catchUpMax"], task["catchUpWindowS"]) == ("skip", None, None)
+
+
+def test_overlap_skip_and_jitter_round_trip_and_the_preview_shows_when_each_run_starts(
+    page: Page, rest: RestClient
+) -> None:
+    name = unique("Jittered report")
+    dialog = open_add_dialog(page)
+    dialog.get_by_label("Name").fill(name)
+    dialog.get_by_label("Task type").select_option(label="Report Publishing")
+    dialog.get_by_label("Report").select_option(label="Billing Summary")
+    page.get_by_test_id("cron-preset").filter(has_text="Weekdays at 09:00").click()
+    dialog.get_by_label("Time zone").fill("UTC")
+    page.get_by_test_id("advanced-settings").locator("summary").click()
+    page.get_by_test_id("task-overlap-policy").select_option("skip")
+    expect(page.get_by_test_id("task-overlap-policy-hint")).to_contain_text("recorded as skipped")
+    page.get_by_test_id("task-jitter").fill("45")
+    # A task not saved yet has no offsets: the preview says how late a run may start.
+    expect(page.get_by_test_id("cron-jitter-note")).to_contain_text("starts up to 45 s after each slot")
+    expect(page.get_by_test_id("cron-run-start")).to_have_count(0)
+    with sent_create(page) as created:
+        page.get_by_test_id("task-save").click()
+    expect(toast(page, "success", f"Created “{name}”")).to_be_visible()
+    assert (created["overlapPolicy"], created["jitterS"]) == ("skip", 45)
+
+    row = search_for(page, name)
+    task = rest.get_task(int(str(row.get_attribute("data-task-id"))))
+    assert (task["overlapPolicy"], task["jitterS"]) == ("skip", 45)
+    delay = parse_instant(task["nextRunStartsAt"]) - parse_instant(task["nextRunAt"])
+    assert timedelta(0) < delay <= timedelta(seconds=45)
+    starts = parse_instant(task["nextRunStartsAt"]).astimezone(ZoneInfo(VIEWER_TIMEZONE))
+    expect(row.get_by_test_id("task-next-start")).to_have_text(re.compile(rf"^starts .*{starts:%H:%M:%S}$"))
+
+    # Reopened: both as saved; the preview asks with the task's id, so it lists when each run really starts.
+    row.get_by_test_id("edit").click()
+    expect(page.get_by_test_id("task-overlap-policy")).to_be_visible()
+    expect(page.get_by_test_id("task-overlap-policy")).to_have_value("skip")
+    expect(page.get_by_test_id("task-jitter")).to_have_value("45")
+    runs = page.get_by_test_id("cron-next-run")
+    expect(runs).to_have_count(5)
+    expect(page.get_by_test_id("cron-run-start")).to_have_count(5)
+    expect(page.get_by_test_id("cron-jitter-note")).to_have_count(0)
+    first_slot = parse_instant(str(runs.first.get_attribute("data-slot")))
+    answer = preview(
+        rest,
+        expression="0 9 * * 1-5",
+        timezone="UTC",
+        jitterS=45,
+        taskId=task["id"],
+        after=(first_slot - timedelta(seconds=1)).isoformat(),
+    )
+    shown = runs.evaluate_all(
+        "rows => rows.map(row => [row.dataset.slot, row.querySelector('[data-starts-at]').dataset.startsAt])"
+    )
+    assert shown == [list(pair) for pair in zip(answer["nextRuns"], answer["startsAt"], strict=True)]
+    first_start = parse_instant(answer["startsAt"][0])
+    expect(runs.first.locator("td").first).to_contain_text(f"09:00 → starts {first_start:%H:%M:%S}")
+    page.get_by_test_id("cron-preview").scroll_into_view_if_needed()
+    screenshot(page, "edit-dialog-jitter-preview")
+
+    # A rename sends the name alone: the policies nobody touched stay as they are.
+    renamed = f"{name} renamed"
+    dialog.get_by_label("Name").fill(renamed)
+    with sent_update(page) as sent:
+        page.get_by_test_id("task-save").click()
+    expect(toast(page, "success", f"Saved “{renamed}”")).to_be_visible()
+    assert sent == {"name": renamed}
+
+    search_for(page, renamed).get_by_test_id("edit").click()
+    page.get_by_test_id("task-overlap-policy").select_option("allow")
+    page.get_by_test_id("task-jitter").fill("")
+    expect(page.get_by_test_id("cron-run-start")).to_have_count(0)  # no jitter: each run starts on its slot
+    with sent_update(page) as sent:
+        page.get_by_test_id("task-save").click()
+    expect(page.get_by_test_id("task-dialog")).to_be_hidden()  # closed once the server answered
+    expect(toast(page, "success", f"Saved “{renamed}”").last).to_be_visible()
+    assert sent == {"overlapPolicy": "allow", "jitterS": 0}
+    task = rest.get_task(task["id"])
+    assert (task["overlapPolicy"], task["jitterS"]) == ("allow", 0)
+    assert parse_instant(task["nextRunStartsAt"]) == parse_instant(task["nextRunAt"])
+
+
+def test_dst_both_previews_the_repeated_hour_of_a_fall_back_night_twice(page: Page) -> None:
+    name = unique("Half past one")
+    dialog = open_add_dialog(page)
+    dialog.get_by_label("Name").fill(name)
+    dialog.get_by_label("Task type").select_option(label="Report Publishing")
+    dialog.get_by_label("Report").select_option(label="Billing Summary")
+    page.get_by_test_id("cron-expression").fill("30 1 * * *")
+    dialog.get_by_label("Time zone").fill("America/New_York")
+    # The page previews from now on, so the next fall-back night (7 November 2027) is reached by a start bound
+    # the day before it, after that day's 01:30, as the viewer types it (in New York).
+    page.get_by_test_id("advanced-settings").locator("summary").click()
+    page.get_by_test_id("task-start-at").fill("2027-11-06T12:00")
+    dst = page.get_by_test_id("task-dst-policy")
+    expect(dst).to_have_value("once")
+    runs = page.get_by_test_id("cron-next-run")
+    expect(runs.nth(0)).to_have_attribute("data-slot", "2027-11-07T05:30:00.000Z")
+    expect(runs.nth(1)).to_have_attribute("data-slot", "2027-11-08T06:30:00.000Z")
+
+    dst.select_option("both")
+    expect(page.get_by_test_id("task-dst-policy-hint")).to_contain_text("runs each time it comes: twice")
+    expect(runs.nth(0)).to_have_attribute("data-slot", "2027-11-07T05:30:00.000Z")
+    expect(runs.nth(1)).to_have_attribute("data-slot", "2027-11-07T06:30:00.000Z")
+    expect(runs.nth(2)).to_have_attribute("data-slot", "2027-11-08T06:30:00.000Z")
+    # The same wall time twice: each with the zone's offset at that instant, which tells them apart.
+    first, second = (runs.nth(index).locator("td").first.inner_text() for index in (0, 1))
+    assert first.startswith("Sun 7 Nov, 01:30 ") and second.startswith("Sun 7 Nov, 01:30 "), (first, second)
+    assert first != second
+    page.get_by_test_id("cron-preview").scroll_into_view_if_needed()
+    screenshot(page, "add-dialog-dst-both")
+
+    # Only cron has a repeated hour to decide.
+    page.get_by_test_id("schedule-type-interval").check()
+    expect(dst).to_be_hidden()
+    page.get_by_test_id("schedule-type-cron").check()
+    expect(dst).to_be_visible()
+    expect(dst).to_have_value("both")
+    expect(runs.nth(1)).to_have_attribute("data-slot", "2027-11-07T06:30:00.000Z")
+    with sent_create(page) as created:
+        page.get_by_test_id("task-save").click()
+    expect(toast(page, "success", f"Created “{name}”")).to_be_visible()
+    assert created["dstPolicy"] == "both"
+    search_for(page, name).get_by_test_id("edit").click()
+    expect(dst).to_have_value("both")
+    page.get_by_test_id("task-cancel").click()
+
+
+def test_history_shows_a_missed_entrys_span_and_reason_and_the_outcome_filter_narrows_to_it(
+    page: Page, rest: RestClient, database: Any
+) -> None:
+    name = unique("Missed a month")
+    task = rest.create_task(name, cronExpression="* * * * *", timezone=VIEWER_TIMEZONE, enabled=False)
+    rest.run_now(task["id"])
+    rest.wait_until_runs_finish(task["id"], 1)
+    # What a month without workers leaves: one entry for its 43,260 minutes (November's 30 days and the hour its
+    # fall-back night repeats), and a slot the overlap policy skipped. Neither is an attempt.
+    first, last = datetime(2026, 11, 1, 4, 0, tzinfo=UTC), datetime(2026, 12, 1, 4, 59, tzinfo=UTC)
+    insert = """
+        INSERT INTO task_run_history (schedule_id, schedule_name, task_type, status, triggered_by, scheduled_for,
+                                      last_slot, missed_slots, queued_at, due_at, completed_at, attempt,
+                                      error_message)
+        VALUES (%s, %s, 'report_publish', %s, 'schedule', %s, %s, %s, now(), now(), now(), 0, %s)
+    """
+    database(
+        insert,
+        (task["id"], name, "missed", first, last, 43_260, "passed unclaimed; misfire policy coalesce"),
+    )
+    skip_reason = "overlap policy skip: run 1 of this schedule was still queued or running"
+    skipped_slot = datetime(2026, 12, 2, 14, 0, tzinfo=UTC)
+    database(insert, (task["id"], name, "skipped", skipped_slot, None, 0, skip_reason))
+
+    search_for(page, name).get_by_test_id("history").click()
+    history = page.get_by_test_id("history-dialog")
+    rows = history.get_by_test_id("history-row")
+    expect(rows).to_have_count(3)
+    skipped, missed, success = rows.nth(0), rows.nth(1), rows.nth(2)
+    expect(missed).to_have_attribute("data-status", "missed")
+    expect(missed.get_by_test_id("run-status")).to_have_text("Missed")
+    # The viewer's New York: the first slot is midnight on 1 November, the last 23:59 on 30 November.
+    expect(missed.get_by_test_id("history-missed-span")).to_have_text(
+        "missed 43,260 slots: 2026-11-01 00:00 → 2026-11-30 23:59"
+    )
+    # Nothing started: the reason stands where a run's start, duration and attempt would (never "attempt 0").
+    expect(missed.get_by_test_id("history-reason")).to_have_text("passed unclaimed; misfire policy coalesce")
+    expect(missed.get_by_test_id("history-attempt")).to_have_count(0)
+    expect(missed.locator("td")).to_have_count(4)
+    expect(skipped.get_by_test_id("run-status")).to_have_text("Skipped")
+    expect(skipped.get_by_test_id("history-reason")).to_have_text(skip_reason)
+    expect(skipped.get_by_test_id("history-attempt")).to_have_count(0)
+    expect(history.locator("tbody")).not_to_contain_text("attempt 0")
+    expect(success.get_by_test_id("run-status")).to_have_text("Success")
+    expect(success.get_by_test_id("history-attempt")).to_have_text("1")
+    expect(success.get_by_test_id("history-reason")).to_have_count(0)
+
+    # Each outcome its own badge: missed in the warning colour, outlined; skipped grey, outlined; success green.
+    def style(row: Locator, property_name: str) -> str:
+        return str(
+            row.get_by_test_id("run-status").evaluate(
+                "(badge, name) => getComputedStyle(badge)[name]", property_name
+            )
+        )
+
+    assert colour_family(style(missed, "color")).startswith("other")  # the warning's orange
+    assert colour_family(style(skipped, "color")) == "grey"
+    assert colour_family(style(success, "color")) == "green"
+    assert style(missed, "boxShadow") != "none" and style(skipped, "boxShadow") != "none"
+    assert style(missed, "backgroundColor") == "rgba(0, 0, 0, 0)"
+    screenshot(page, "history-missed-and-skipped")
+
+    outcome = history.get_by_test_id("history-status-filter")
+    expect(outcome).to_have_value("")
+    with page.expect_request(
+        lambda request: "/api/scheduler/history" in request.url and "status=" in request.url
+    ) as narrowed:
+        outcome.select_option(label="Missed")
+    assert "status=missed" in narrowed.value.url
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-status", "missed")
+    expect(history.get_by_test_id("history-range")).to_have_text("1–1 of 1")
+    outcome.select_option(label="Skipped")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-status", "skipped")
+    outcome.select_option(label="Failed")
+    expect(history.get_by_test_id("history-empty")).to_contain_text("No failed entries.")
+    outcome.select_option(label="All outcomes")
+    expect(rows).to_have_count(3)
+
+    # The filter starts at every outcome for each history opened.
+    outcome.select_option(label="Missed")
+    expect(rows).to_have_count(1)
+    page.keyboard.press("Escape")
+    search_for(page, name).get_by_test_id("history").click()
+    expect(outcome).to_have_value("")
+    expect(rows).to_have_count(3)
+
+
+def test_a_broken_task_shows_its_badge_and_reason_instead_of_a_next_run_and_an_edit_mends_it(
+    page: Page, rest: RestClient, database: Any, console: ConsoleWatch
+) -> None:
+    console.allow("status of 422")  # the editor's preview asks about the stored zone: the server refuses it
+    name = unique("Broken by an upgrade")
+    task = rest.create_task(name)
+    # A zone a later tz database no longer knows, as an upgrade could leave one behind.
+    database("UPDATE task_schedules SET timezone = 'Mars/Olympus_Mons' WHERE id = %s", (task["id"],))
+    broken = rest.get_task(task["id"])
+    assert broken["brokenReason"] and broken["description"] == "Broken"
+
+    row = search_for(page, name)
+    expect(row.get_by_test_id("task-broken")).to_have_text("Broken")
+    reason = broken["brokenReason"]
+    expect(row.get_by_test_id("task-broken-reason")).to_have_text(reason[0].upper() + reason[1:])
+    expect(row.get_by_test_id("task-broken-reason")).to_contain_text("Mars/Olympus_Mons")
+    expect(row.get_by_test_id("task-next-run")).to_have_count(0)  # not the slot it can no longer keep
+    expect(row.get_by_test_id("task-schedule")).to_have_text("Broken")
+    screenshot(page, "task-table-broken")
+
+    row.get_by_test_id("edit").click()
+    dialog = page.get_by_test_id("task-dialog")
+    expect(dialog.get_by_label("Time zone")).to_have_value("Mars/Olympus_Mons")
+    expect(dialog.locator('[data-error-for="timezone"]')).to_contain_text("Unknown time zone")
+    dialog.get_by_label("Time zone").fill("Europe/Berlin")
+    expect(page.get_by_test_id("cron-next-run")).to_have_count(5)
+    with sent_update(page) as sent:
+        page.get_by_test_id("task-save").click()
+    expect(toast(page, "success", f"Saved “{name}”")).to_be_visible()
+    assert sent == {"timezone": "Europe/Berlin"}
+    expect(row.get_by_test_id("task-broken")).to_have_count(0)
+    expect(row.get_by_test_id("task-next-run").locator(".time-relative")).to_have_text(re.compile(r"^in \d+"))
+    assert rest.get_task(task["id"])["brokenReason"] is None
