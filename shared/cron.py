@@ -5,7 +5,8 @@ A slot is computed from the previous *slot*, never from "now", so a chain never 
 DST policy (as Vixie cron):
 - a fixed-hour spec (hour field not starting with ``*``) whose wall time falls in a spring-forward gap runs
   once, at the first instant after the gap;
-- a fixed-hour spec whose wall time repeats on a fall-back night runs once, at its first occurrence;
+- a fixed-hour spec whose wall time repeats on a fall-back night runs once, at its first occurrence (a schedule
+  may choose ``both``: at each occurrence);
 - a wildcard-hour spec (``*``, ``*/2``) follows real elapsed time: it skips wall times that do not exist and
   runs in both occurrences of a repeated hour.
 Day-of-month and day-of-week combine with OR when both are restricted; Sunday is 0 or 7.
@@ -157,8 +158,11 @@ def _gap_end(zone: ZoneInfo, wall: datetime) -> datetime:
     return high.replace(microsecond=0)
 
 
-def _instants_for_wall_time(spec: CronSpec, zone: ZoneInfo, wall: datetime) -> list[datetime]:
-    """The UTC instants at which the naive ``wall`` time runs, by the DST policy."""
+def _instants_for_wall_time(
+    spec: CronSpec, zone: ZoneInfo, wall: datetime, repeated_twice: bool
+) -> list[datetime]:
+    """The UTC instants at which the naive ``wall`` time runs, by the DST policy (``repeated_twice``: a
+    fixed-hour wall time that a fall-back night repeats runs at both occurrences)."""
     first = wall.replace(tzinfo=zone, fold=0)
     second = wall.replace(tzinfo=zone, fold=1)
     if first.utcoffset() == second.utcoffset():
@@ -166,7 +170,7 @@ def _instants_for_wall_time(spec: CronSpec, zone: ZoneInfo, wall: datetime) -> l
     exists = first.astimezone(UTC).astimezone(zone).replace(tzinfo=None) == wall
     if not exists:  # spring-forward gap
         return [] if spec.is_wildcard_hour else [_gap_end(zone, wall)]
-    if spec.is_wildcard_hour:  # repeated hour: real time passes through it twice
+    if spec.is_wildcard_hour or repeated_twice:  # repeated hour: real time passes through it twice
         return [first.astimezone(UTC), second.astimezone(UTC)]
     return [first.astimezone(UTC)]
 
@@ -177,8 +181,11 @@ def _offsets_near(zone: ZoneInfo, instant: datetime, direction: int) -> list[tim
     return [_utc_offset(zone, instant + direction * k * _PROBE_STEP) for k in range(steps + 1)]
 
 
-def iter_cron_slots(spec: CronSpec, timezone: str, after: datetime) -> Iterator[datetime]:
-    """Yield the slots strictly after ``after`` (an aware datetime), in UTC, strictly increasing."""
+def iter_cron_slots(
+    spec: CronSpec, timezone: str, after: datetime, repeated_twice: bool = False
+) -> Iterator[datetime]:
+    """Yield the slots strictly after ``after`` (an aware datetime), in UTC, strictly increasing;
+    ``repeated_twice``: the ``both`` choice for a fixed-hour time that a fall-back night repeats."""
     zone = load_timezone(timezone)
     after = after.astimezone(UTC)
     # A wall time up to one backward shift earlier than after's own wall time can still be a later instant.
@@ -207,5 +214,5 @@ def iter_cron_slots(spec: CronSpec, timezone: str, after: datetime) -> Iterator[
             frontier = walls.get_next(datetime)
         except CroniterBadDateError:
             return
-        for instant in _instants_for_wall_time(spec, zone, frontier):
+        for instant in _instants_for_wall_time(spec, zone, frontier, repeated_twice):
             heapq.heappush(pending, instant)

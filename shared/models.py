@@ -42,10 +42,46 @@ class RunStatus(StrEnum):
     SUCCESS = "success"
     FAILED = "failed"
     ABANDONED = "abandoned"  # its worker vanished; the lease ran out before an outcome was recorded
-    SKIPPED = "skipped"  # never started: its schedule was disabled first (errorMessage says so)
+    SKIPPED = (
+        "skipped"  # never started: its schedule was disabled first, or the overlap policy (errorMessage says)
+    )
+    MISSED = "missed"  # a range of slots nothing ran, by the misfire policy (errorMessage says why)
 
 
-FINISHED_STATUSES = (RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.ABANDONED, RunStatus.SKIPPED)
+FINISHED_STATUSES = (
+    RunStatus.SUCCESS,
+    RunStatus.FAILED,
+    RunStatus.ABANDONED,
+    RunStatus.SKIPPED,
+    RunStatus.MISSED,
+)
+# A ledger entry that is no attempt (a missed range, a slot skipped before it was queued) has attempt 0: it holds
+# no place in the one-run-per-slot index that a run of the slot (a backfill's, say) would need.
+NOT_AN_ATTEMPT = 0
+
+
+class MisfirePolicy(StrEnum):
+    """What a claim does with slots that passed while nothing ran them (workers down, the schedule disabled)."""
+
+    COALESCE = "coalesce"  # run the latest of them now; the others are missed
+    SKIP = (
+        "skip"  # run none of them, unless the latest is within the misfire grace; continue at the next slot
+    )
+    CATCH_UP = "catchUp"  # run those within the window, oldest first, at most the cap; the others are missed
+
+
+class OverlapPolicy(StrEnum):
+    """Whether a slot runs while the schedule's previous scheduled run is still queued or running."""
+
+    ALLOW = "allow"
+    SKIP = "skip"
+
+
+class DstPolicy(StrEnum):
+    """How a fixed-hour cron slot runs in the hour a fall-back night repeats."""
+
+    ONCE = "once"  # at its first occurrence (Vixie cron)
+    BOTH = "both"  # at each occurrence
 
 
 class TriggeredBy(StrEnum):
@@ -103,6 +139,19 @@ class TaskSchedule(Base):
     start_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     end_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     labels: Mapped[dict[str, str]] = mapped_column(JsonDocument, default=dict, server_default=text("'{}'"))
+    # The policies (``MisfirePolicy``, ``OverlapPolicy``, ``DstPolicy``); a catch-up's cap and window; jitter: a
+    # run starts up to this many seconds after its slot, by an offset fixed per (schedule, slot).
+    misfire_policy: Mapped[str] = mapped_column(String(20), default="coalesce", server_default="coalesce")
+    catch_up_max: Mapped[int | None] = mapped_column(Integer)
+    catch_up_window_s: Mapped[int | None] = mapped_column(Integer)
+    overlap_policy: Mapped[str] = mapped_column(String(20), default="allow", server_default="allow")
+    jitter_s: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    dst_policy: Mapped[str] = mapped_column(String(20), default="once", server_default="once")
+    # A disabled schedule's first slot not run: enabling it again goes on from there, so the slots its pause
+    # passed are settled by its misfire policy (None: it goes on from the moment it is enabled).
+    paused_slot: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Why its stored timing no longer gives slots (a library upgrade refusing it): its chain stopped there.
+    broken_reason: Mapped[str | None] = mapped_column(Text)
     # Schedules kept as code (``cronwork apply``): the file's source name and the entry's stable key.
     source: Mapped[str | None] = mapped_column(String(100))
     source_key: Mapped[str | None] = mapped_column(String(200))
@@ -175,7 +224,11 @@ class TaskRunHistory(Base):
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     duration_ms: Mapped[int | None] = mapped_column(Integer)
     attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
-    missed_slots: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    missed_slots: Mapped[int] = mapped_column(
+        Integer, default=0, server_default="0"
+    )  # a missed entry's count
+    # The last slot a ledger entry covers, when it covers a range (a missed entry): ``scheduled_for`` is its first.
+    last_slot: Mapped[datetime | None] = mapped_column(UTCDateTime)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     error_message: Mapped[str | None] = mapped_column(Text)
     output: Mapped[str | None] = mapped_column(Text)  # the handler's result line (an HTTP status and excerpt)
@@ -215,4 +268,11 @@ class TaskRunHistory(Base):
             sqlite_where=text("status IN ('queued', 'running')"),
         ),
         Index("ix_task_run_history_queued_at", "queued_at"),
+        # The overlap policy's question at a claim: has this schedule a run still queued or running?
+        Index(
+            "ix_task_run_history_schedule_unfinished",
+            "schedule_id",
+            postgresql_where=text("status IN ('queued', 'running')"),
+            sqlite_where=text("status IN ('queued', 'running')"),
+        ),
     )

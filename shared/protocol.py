@@ -34,7 +34,6 @@ from sqlalchemy import (
     insert,
     select,
     text,
-    tuple_,
     update,
 )
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
@@ -49,11 +48,29 @@ from shared.db import (
     utcnow,
 )
 from shared.messaging import Outgoing, TickSlot, run_message, tick_message
-from shared.models import SLOT_RUNS, RunStatus, TaskRunHistory, TaskSchedule, TickInFlight, TriggeredBy
+from shared.models import (
+    NOT_AN_ATTEMPT,
+    SLOT_RUNS,
+    OverlapPolicy,
+    RunStatus,
+    TaskRunHistory,
+    TaskSchedule,
+    TickInFlight,
+    TriggeredBy,
+)
+from shared.policies import MisfireRule, Settlement, settle
 from shared.runtime import Runtime
 from shared.secrets import hidden_secrets, reveal_secrets
 from shared.task_types import OUTPUT_CHARS, RunContext, TaskFailed, TaskType
-from shared.timing import NextSlot, Timing, timing_of
+from shared.timing import (
+    JUST_BEFORE,
+    BoundedTiming,
+    InvalidTiming,
+    Timing,
+    instant_text,
+    jitter,
+    timing_of,
+)
 
 logger = logging.getLogger("cronwork.protocol")
 T = TypeVar("T")
@@ -77,15 +94,56 @@ SCHEDULED_RUN_KEY = ("schedule_id", "scheduled_for", "attempt")  # uq_task_run_h
 # --- Arm and publish ----------------------------------------------------------------------------------------
 
 
-def arm(schedule: TaskSchedule, now: datetime) -> None:
-    """Point the row at its first slot from now with a fresh dedupe key, inside the caller's transaction.
+def arm(schedule: TaskSchedule, now: datetime, resume_from: datetime | None = None) -> None:
+    """Point the row at its first slot from now (or at ``resume_from``, the first slot a pause passed, which
+    its claim settles by the misfire policy) with a fresh dedupe key, inside the caller's transaction.
 
     Every tick already in the broker carries the old key and becomes stale, so timing edits, disables and
     deletes never have to find messages. The tick itself is published after the commit, by ``publish_tick``.
     """
     schedule.dedupe_key = secrets.token_hex(16)
     schedule.tick_published_at = None
-    schedule.next_run_at = timing_of(schedule).first_slot(now) if schedule.enabled else None
+    schedule.broken_reason = None  # armed from a timing that parses
+    if schedule.enabled:
+        schedule.next_run_at = resume_from or timing_of(schedule).first_slot(now)
+    else:
+        schedule.next_run_at = None
+
+
+def record_unclaimed_slots(
+    session: Session, schedule: TaskSchedule, now: datetime, action: str
+) -> datetime | None:
+    """A disable or a delete (``action``: "disabled", "deleted") landing after the schedule's armed slot fell
+    due, before its tick was claimed: the slot is recorded ``skipped``, any later ones already past ``missed``,
+    rather than left without a trace. Returns the chain's first slot after now (None: none). The caller holds
+    the row lock."""
+    armed = schedule.next_run_at
+    if not schedule.enabled or armed is None or armed > now:
+        return armed if schedule.enabled else None
+    why = f"the schedule was {action} after this slot fell due, before it was claimed"
+    entries = [not_an_attempt(schedule, RunStatus.SKIPPED, armed, now, why)]
+    try:
+        timing = timing_of(schedule)
+    except (InvalidTiming, ValueError):  # broken: the armed slot is all that is known of its chain
+        insert_ignoring_conflicts(session, RUNS, entries, SCHEDULED_RUN_KEY, index_where=text(SLOT_RUNS))
+        return None
+    assert isinstance(timing, BoundedTiming)
+    later = next(timing.slots_from(armed, armed + JUST_BEFORE), None)
+    latest = timing.latest_slot(armed, now)
+    if later is not None and latest is not None and later <= latest:
+        entries.append(
+            not_an_attempt(
+                schedule,
+                RunStatus.MISSED,
+                later,
+                now,
+                f"passed unclaimed, then the schedule was {action}",
+                last_slot=latest,
+                count=timing.count_slots(later, latest),
+            )
+        )
+    insert_ignoring_conflicts(session, RUNS, entries, SCHEDULED_RUN_KEY, index_where=text(SLOT_RUNS))
+    return next(timing.slots_from(armed, now + JUST_BEFORE), None)
 
 
 def lock_schedule(session: Session, schedule_id: int) -> TaskSchedule | None:
@@ -318,10 +376,25 @@ class ArmedRow:
     timezone: str
     start_at: datetime | None  # the bounds: part of its timing, so the next slot honours them
     end_at: datetime | None
+    dst_policy: str
     task_type: str
     time_limit_s: int | None
     name: str
     config: dict[str, Any]
+    misfire_policy: str
+    catch_up_max: int | None
+    catch_up_window_s: int | None
+    overlap_policy: str
+    jitter_s: int
+    paused_slot: datetime | None
+
+    @property
+    def misfire_rule(self) -> MisfireRule:
+        """Its misfire policy, with a catch-up's cap and window."""
+        window = self.catch_up_window_s
+        return MisfireRule(
+            self.misfire_policy, self.catch_up_max, None if window is None else timedelta(seconds=window)
+        )
 
     @classmethod
     def of(cls, schedule: TaskSchedule) -> ArmedRow:
@@ -348,36 +421,38 @@ def claim_slots(runtime: Runtime, requests: list[ClaimRequest]) -> list[bool]:
     delivered again. The worker's claimer batch (``shared.batching``)."""
     with runtime.sessions.begin() as session:
         now = utcnow()
-        claimed = claim_locked_slots(session, lock_armed_rows(session, requests), requests, now)
+        rows = lock_armed_rows(session, requests)
+        claimed = claim_locked_slots(session, rows, requests, now, runtime.misfire_grace)
         session.execute(TICKS.delete().where(TICKS.c.id.in_({r.tick_id for r in requests})))
     return claimed
 
 
 def publish_claimed(runtime: Runtime, requests: Sequence[ClaimRequest]) -> list[None]:
-    """Publish the runs and next ticks of the requests' slots, in one broker commit, once they are claimed.
+    """Publish the runs and next ticks of the requests' schedules, in one broker commit, once they are claimed.
 
-    Runs of every slot named, claimed now or by an earlier delivery that was killed before its publish: a
-    redelivery completes them (a next tick already flagged by the killed delivery waits for the pump's grace
-    period). A failure leaves the outboxes to the pump. The worker's publisher batch, which overlaps the
-    claimer's next batch.
+    Every run of those schedules never sent (the slots their settlements run, claimed now or by an earlier
+    delivery that was killed before its publish: a redelivery completes them; a next tick already flagged by
+    the killed delivery waits for the pump's grace period). A failure leaves the outboxes to the pump. The
+    worker's publisher batch, which overlaps the claimer's next batch.
     """
-    slots = [(r.slot.schedule_id, r.slot.slot) for r in requests]
+    schedule_ids = sorted({r.slot.schedule_id for r in requests})
     publish_outboxes(
         runtime,
         f"{len(requests)} claimed slot(s): runs or next ticks",
-        run_candidates=undispatched_runs_of(slots),
-        tick_schedule_ids=sorted({r.slot.schedule_id for r in requests}),
+        run_candidates=undispatched_runs_of(schedule_ids),
+        tick_schedule_ids=schedule_ids,
         earliest_ticks=len(requests),
     )
     return [None] * len(requests)
 
 
-def undispatched_runs_of(slots: Sequence[tuple[int, datetime]]) -> Select[Any]:
-    """The scheduled runs of these (schedule, slot) pairs whose start message was never sent."""
+def undispatched_runs_of(schedule_ids: Sequence[int]) -> Select[Any]:
+    """The scheduled runs of these schedules still queued whose start message was never sent (an index probe
+    each: ``ix_task_run_history_schedule_unfinished``)."""
     return select(TaskRunHistory.id).where(
-        tuple_(TaskRunHistory.schedule_id, TaskRunHistory.scheduled_for).in_(slots),
-        TaskRunHistory.triggered_by == TriggeredBy.SCHEDULE,
+        TaskRunHistory.schedule_id.in_(schedule_ids),
         TaskRunHistory.status == RunStatus.QUEUED,
+        TaskRunHistory.triggered_by == TriggeredBy.SCHEDULE,
         TaskRunHistory.dispatched_at.is_(None),
     )
 
@@ -395,13 +470,17 @@ def lock_armed_rows(session: Session, requests: Sequence[ClaimRequest]) -> dict[
 
 
 def claim_locked_slots(
-    session: Session, rows: dict[int, ArmedRow], requests: Sequence[ClaimRequest], now: datetime
+    session: Session,
+    rows: dict[int, ArmedRow],
+    requests: Sequence[ClaimRequest],
+    now: datetime,
+    grace: timedelta,
 ) -> list[bool]:
-    """Inside the caller's transaction, holding the rows' locks: insert one run per current request (its
-    slots missed since coalesced into it) and advance each row to its next future slot. Returns, per request,
-    whether it claimed."""
-    next_slots: dict[tuple[Timing, datetime], NextSlot] = {}
-    claimed_rows: dict[int, tuple[ArmedRow, NextSlot]] = {}
+    """Inside the caller's transaction, holding the rows' locks: settle each current request's due slots by its
+    schedule's policies (``shared.policies``: the runs queued, the ranges missed, the slots an overlap skips, all
+    in the ledger) and advance its row to its next future slot. Returns, per request, whether it claimed."""
+    settled: dict[tuple[Timing, datetime, MisfireRule], Settlement] = {}
+    claimed: dict[int, tuple[ArmedRow, Settlement, str | None]] = {}
     verdicts = []
     for request in requests:
         row = rows.get(request.slot.schedule_id)
@@ -410,52 +489,127 @@ def claim_locked_slots(
             and row.enabled
             and row.dedupe_key == request.slot.dedupe_key
             and row.next_run_at == request.slot.slot
-            and row.id not in claimed_rows  # the same slot twice in one batch (a duplicated tick)
+            and row.id not in claimed  # the same slot twice in one batch (a duplicated tick)
         )
         verdicts.append(is_current)
         if not is_current:
             continue
         assert row is not None and row.next_run_at is not None
-        # Schedules that share a timing share their next slot: a minute's burst computes it once.
-        timing = timing_of(row)
-        if (timing, row.next_run_at) not in next_slots:
-            next_slots[timing, row.next_run_at] = timing.next_slot(row.next_run_at, now)
-        claimed_rows[row.id] = (row, next_slots[timing, row.next_run_at])
-    if not claimed_rows:
+        try:
+            timing = timing_of(row)
+            assert isinstance(timing, BoundedTiming)  # an armed slot belongs to a kind with slots
+            # Schedules that share a timing and policy share their settlement: a minute's burst computes it once.
+            key = (timing, row.next_run_at, row.misfire_rule)
+            if key not in settled:
+                settled[key] = settle(timing, row.next_run_at, now, row.misfire_rule, grace)
+            claimed[row.id] = (row, settled[key], None)
+        except (InvalidTiming, ValueError) as exc:
+            # Its stored timing no longer parses (a library upgrade refuses it): the slot armed when it did runs,
+            # and the chain stops there, the schedule marked broken, rather than every claim failing.
+            reason = f"its timing no longer gives slots ({exc}): edit its timing to resume it"
+            logger.error("schedule %s is broken: %s", row.id, reason)
+            claimed[row.id] = (row, Settlement([row.next_run_at]), reason)
+    if not claimed:
         return verdicts
     update_rows(
         session,
         SCHEDULES,
         [
-            {"id": row.id, "next_run_at": following.slot, "tick_published_at": None}
-            for row, following in claimed_rows.values()
+            {
+                "id": row.id,
+                "next_run_at": settlement.next_slot,
+                "tick_published_at": None,
+                "broken_reason": broken,
+                "paused_slot": None,
+            }
+            for row, settlement, broken in claimed.values()
         ],
     )
+    entries = _ledger_entries(session, list(claimed.values()), now)
     inserted = insert_ignoring_conflicts(
-        session,
-        RUNS,
-        [
-            slot_run_row(row, TriggeredBy.SCHEDULE, row.next_run_at, now, following.missed)
-            for row, following in claimed_rows.values()
-        ],
-        SCHEDULED_RUN_KEY,
-        index_where=text(SLOT_RUNS),
+        session, RUNS, entries, SCHEDULED_RUN_KEY, index_where=text(SLOT_RUNS)
     )
-    if len(inserted) < len(claimed_rows):
+    if len(inserted) < len(entries):
         # The unique (schedule, slot, attempt) index: a slot that already has its run, because a backfill ran it
         # first, or it was armed again (an edit re-timed it while hosts' clocks disagreed). The row has moved past
         # it anyway.
-        ran_before = set(claimed_rows) - {row.schedule_id for row in inserted}
-        logger.info("schedules %s: slot already has a run; moved past it", sorted(ran_before))
-    for row, following in claimed_rows.values():
-        if following.missed:
-            logger.info(
-                "schedule %s: %d slot(s) after %s were missed and coalesced",
-                row.id,
-                following.missed,
-                row.next_run_at,
-            )
+        logger.info("%d slot(s) already had their entry; moved past them", len(entries) - len(inserted))
     return verdicts
+
+
+def _ledger_entries(
+    session: Session, claimed: list[tuple[ArmedRow, Settlement, str | None]], now: datetime
+) -> list[dict[str, Any]]:
+    """The rows a claim adds to the ledger: a queued run per slot that runs (or a ``skipped`` entry, when the
+    overlap policy skips it), and a ``missed`` entry per range of slots that do not."""
+    overlap_skips = [
+        row.id for row, _settlement, _broken in claimed if row.overlap_policy == OverlapPolicy.SKIP
+    ]
+    busy = _unfinished_slot_runs(session, overlap_skips)
+    entries = []
+    for row, settlement, _broken in claimed:
+        for missed in settlement.missed:
+            why = "passed while the schedule was disabled" if row.paused_slot else "passed unclaimed"
+            entries.append(
+                not_an_attempt(
+                    row,
+                    RunStatus.MISSED,
+                    missed.first,
+                    now,
+                    f"{why}; misfire policy {row.misfire_policy}",
+                    last_slot=missed.last,
+                    count=missed.count,
+                )
+            )
+        for slot in settlement.runs:
+            if row.id in busy:
+                why = f"overlap policy skip: {busy[row.id]} of this schedule was still queued or running"
+                entries.append(not_an_attempt(row, RunStatus.SKIPPED, slot, now, why))
+                continue
+            start = max(now, slot + jitter(row.id, slot, row.jitter_s))
+            entries.append({**slot_run_row(row, TriggeredBy.SCHEDULE, slot, now), "due_at": start})
+            if row.overlap_policy == OverlapPolicy.SKIP:
+                busy[row.id] = f"the run of slot {instant_text(slot)}"
+    return entries
+
+
+def _unfinished_slot_runs(session: Session, schedule_ids: list[int]) -> dict[int, str]:
+    """Of these schedules, those with a slot's run still queued or running, and which run it is."""
+    if not schedule_ids:
+        return {}
+    rows = session.execute(
+        select(RUNS.c.schedule_id, func.min(RUNS.c.id))
+        .where(
+            RUNS.c.schedule_id.in_(schedule_ids),
+            RUNS.c.status.in_((RunStatus.QUEUED, RunStatus.RUNNING)),
+            RUNS.c.triggered_by.in_((TriggeredBy.SCHEDULE, TriggeredBy.BACKFILL)),
+        )
+        .group_by(RUNS.c.schedule_id)
+    )
+    return {schedule_id: f"run {run_id}" for schedule_id, run_id in rows}
+
+
+def not_an_attempt(
+    schedule: ArmedRow | TaskSchedule,
+    status: RunStatus,
+    slot: datetime,
+    now: datetime,
+    why: str,
+    last_slot: datetime | None = None,
+    count: int = 1,
+) -> dict[str, Any]:
+    """A ledger entry for slots that did not run (``missed``, ``skipped``): ``slot`` to ``last_slot`` (``count``
+    of them), finished when recorded, ``why`` in its error message. Attempt 0: no place taken from a run of the
+    slot, such as a backfill's."""
+    return {
+        **slot_run_row(schedule, TriggeredBy.SCHEDULE, slot, now),
+        "status": status,
+        "attempt": NOT_AN_ATTEMPT,
+        "last_slot": last_slot,
+        "missed_slots": count if status == RunStatus.MISSED else 0,
+        "completed_at": now,
+        "error_message": why[:ERROR_MESSAGE_CHARS],
+    }
 
 
 def slot_run_row(
@@ -463,7 +617,6 @@ def slot_run_row(
     triggered_by: TriggeredBy,
     slot: datetime | None,
     now: datetime,
-    missed: int = 0,
 ) -> dict[str, Any]:
     """The queued first attempt of ``schedule``'s ``slot``, due now. It carries what its schedule says when it is
     queued (task type, config, name, time limit): an edit takes effect from the next slot, retries included."""
@@ -476,10 +629,15 @@ def slot_run_row(
         "queued_at": now,
         "due_at": now,
         "attempt": 1,
-        "missed_slots": missed,
         "time_limit_s": schedule.time_limit_s,
         "config": schedule.config,
         "schedule_name": schedule.name,
+        # What a ledger entry that is no run fills in (``not_an_attempt``): one set of columns for every row of
+        # a claim's insert.
+        "last_slot": None,
+        "missed_slots": 0,
+        "completed_at": None,
+        "error_message": None,
     }
 
 

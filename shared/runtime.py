@@ -54,6 +54,11 @@ class Runtime:
         return timedelta(seconds=self.settings.pump_grace_s)
 
     @property
+    def misfire_grace(self) -> timedelta:
+        """How late a slot may be claimed and still be on time, whatever its misfire policy."""
+        return timedelta(seconds=self.settings.misfire_grace_s)
+
+    @property
     def lease(self) -> timedelta:
         """How long a started run may stay silent before the pump calls it abandoned: its time limit and more."""
         return timedelta(seconds=self.settings.task_time_limit_s + self.settings.run_lease_margin_s)

@@ -7,7 +7,7 @@ way; the API's schema maps both to and from its wire names. Validation lives her
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypedDict
@@ -18,8 +18,9 @@ from sqlalchemy.orm import Session, with_expression
 from shared.cron import load_timezone
 from shared.db import is_postgresql, utcnow
 from shared.messaging import TickSlot
-from shared.models import RunStatus, TaskRunHistory, TaskSchedule
+from shared.models import DstPolicy, MisfirePolicy, OverlapPolicy, RunStatus, TaskRunHistory, TaskSchedule
 from shared.protocol import (
+    RETRY_MAX_DELAY,
     ArmedRow,
     ClaimRequest,
     arm,
@@ -29,6 +30,7 @@ from shared.protocol import (
     publish_outboxes,
     publish_tick,
     queue_manual_run,
+    record_unclaimed_slots,
     undispatched_runs_of,
 )
 from shared.runtime import Runtime
@@ -54,11 +56,26 @@ class ScheduleInput(TypedDict, total=False):
     labels: dict[str, str]
     start_at: datetime | None
     end_at: datetime | None
+    misfire_policy: str
+    catch_up_max: int | None
+    catch_up_window_s: int | None
+    overlap_policy: str
+    jitter_s: int
+    dst_policy: str
 
 
 EDITABLE_FIELDS = tuple(ScheduleInput.__annotations__)
 # What decides when a schedule of any kind runs, besides the fields its kind's slots depend on (``depends_on``).
 ALWAYS_TIMING_FIELDS = ("schedule_type", "enabled")
+# The inputs a timing is parsed from (``enabled`` aside).
+TIMING_INPUT_FIELDS = (
+    "schedule_type",
+    "cron_expression",
+    "interval_ms",
+    "timezone",
+    "dst_policy",
+    *BOUND_FIELDS,
+)
 # The attribute each schedule type uses alone (cron_expression, interval_ms): sent for another type, an error.
 OWN_FIELDS = {kind.own_field: schedule_type for schedule_type, kind in TIMINGS.items() if kind.own_field}
 DEFAULTS = ScheduleInput(
@@ -74,6 +91,12 @@ DEFAULTS = ScheduleInput(
     labels={},
     start_at=None,
     end_at=None,
+    misfire_policy=MisfirePolicy.COALESCE,
+    catch_up_max=None,
+    catch_up_window_s=None,
+    overlap_policy=OverlapPolicy.ALLOW,
+    jitter_s=0,
+    dst_policy=DstPolicy.ONCE,
 )
 NAME_MAX_CHARS = 100
 OWNER_MAX_CHARS = 255
@@ -82,6 +105,10 @@ MAX_RETRY_BASE_DELAY_MS = 3_600_000
 MAX_LABELS = 20
 LABEL_KEY = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_./-]{0,61}[A-Za-z0-9])?")
 LABEL_VALUE_MAX_CHARS = 63
+MAX_CATCH_UP = 1000
+MAX_CATCH_UP_WINDOW_S = 366 * 24 * 3600
+# A run's delay is published with it: jitter stays well under RabbitMQ's consumer_timeout, like every delay.
+MAX_JITTER_S = int(RETRY_MAX_DELAY.total_seconds())
 
 
 class ValidationFailed(ValueError):
@@ -142,6 +169,34 @@ def schedule_errors(
         errors["owner"] = [f"must be text of at most {OWNER_MAX_CHARS} characters"]
     errors.update(label_errors(values.get("labels")))
     errors.update(bound_errors(values.get("start_at"), values.get("end_at")))
+    errors.update(policy_errors(values))
+    return errors
+
+
+def policy_errors(values: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Problems with a schedule's policies: known choices, a catch-up's cap and window (given exactly when the
+    policy is ``catchUp``), jitter within its bounds."""
+    errors: dict[str, list[str]] = {}
+    for field, choices in (
+        ("misfire_policy", tuple(MisfirePolicy)),
+        ("overlap_policy", tuple(OverlapPolicy)),
+        ("dst_policy", tuple(DstPolicy)),
+    ):
+        if values.get(field) not in choices:
+            errors[field] = [f"must be one of {', '.join(choices)}"]
+    catching_up = values.get("misfire_policy") == MisfirePolicy.CATCH_UP
+    for field, high in (("catch_up_max", MAX_CATCH_UP), ("catch_up_window_s", MAX_CATCH_UP_WINDOW_S)):
+        value = values.get(field)
+        if catching_up and value is None:
+            errors[field] = ["is required when the misfire policy is catchUp"]
+        elif not catching_up and value is not None:
+            errors[field] = ["applies to the catchUp misfire policy only; omit it or send null"]
+        elif reason := _bounds_reason(value, 1, high):
+            errors[field] = [reason]
+    if reason := _bounds_reason(values.get("jitter_s"), 0, MAX_JITTER_S):
+        errors["jitter_s"] = [reason]
+    elif values.get("jitter_s") is None:
+        errors["jitter_s"] = ["must be a whole number of seconds"]
     return errors
 
 
@@ -215,6 +270,7 @@ def _timing_fields(values: Mapping[str, Any]) -> TimingFields:
         values.get("timezone") or "",
         values.get("start_at"),
         values.get("end_at"),
+        values.get("dst_policy") or DstPolicy.ONCE,
     )
 
 
@@ -248,15 +304,17 @@ def checked_values(
     sent: Mapping[str, Any],
     stored_config: Mapping[str, Any],
     allow_seconds: bool = False,
+    tolerated: Collection[str] = (),
 ) -> dict[str, Any]:
     """``sent`` merged over ``current`` (the defaults, for a new schedule), its secret fields in their stored
     form (``stored_config``: what a secret sent back as ``{"set": true}`` keeps); ``ValidationFailed`` naming
-    every problem. Stores nothing: what create and update check, and what ``cronwork apply`` checks of every
-    entry before it applies any."""
+    every problem but those of the ``tolerated`` fields. Stores nothing: what create and update check, and what
+    ``cronwork apply`` checks of every entry before it applies any."""
     values = _merge(current, sent)
     errors = _store_secrets(runtime, values, sent, stored_config) or schedule_errors(
         runtime, values, sent, allow_seconds
     )
+    errors = {field: reasons for field, reasons in errors.items() if field not in tolerated}
     if errors:
         raise ValidationFailed(errors)
     return values
@@ -301,24 +359,52 @@ def update_schedule(
         schedule = lock_schedule(session, schedule_id)
         if schedule is None:
             return None
-        values = checked_values(runtime, _values_of(schedule), sent, schedule.config, allow_seconds)
+        # A broken schedule (its stored timing refused by the libraries installed now) may still be paused, renamed
+        # or deleted; only enabling it again, or editing its timing, asks for a timing that works.
+        keep_broken_timing = (
+            broken_reason(schedule) is not None
+            and not set(sent) & set(TIMING_INPUT_FIELDS)
+            and not (sent.get("enabled") and not schedule.enabled)
+        )
+        values = checked_values(
+            runtime,
+            _values_of(schedule),
+            sent,
+            schedule.config,
+            allow_seconds,
+            tolerated=TIMING_INPUT_FIELDS if keep_broken_timing else (),
+        )
         timing_changed = _changes_timing(schedule, values)
-        due_slot = None
-        if timing_changed and schedule.enabled and values["enabled"] and _is_due(schedule, now):
+        only_toggled = timing_changed and not _changes_timing(
+            schedule, {**values, "enabled": schedule.enabled}
+        )
+        claimed_due_slot = (
+            timing_changed and schedule.enabled and values["enabled"] and _is_due(schedule, now)
+        )
+        resume_from = None
+        if claimed_due_slot:
             # A slot already due under the old timing, its tick still on the way: it runs, rather than being
             # replaced unrecorded. The edit takes effect from the next slot.
-            due_slot = _claim_due_slot(session, schedule, now)
+            _claim_due_slot(runtime, session, schedule, now)
+        elif schedule.enabled and not values["enabled"]:
+            # Paused: its due slot, if any, is recorded skipped; a resume goes on from the chain's next slot.
+            following = record_unclaimed_slots(session, schedule, now, "disabled")
+            schedule.paused_slot = following if only_toggled else None
+        elif not schedule.enabled and values["enabled"] and only_toggled:
+            resume_from = schedule.paused_slot
+        elif timing_changed:
+            schedule.paused_slot = None  # a new timing's chain starts afresh when it is enabled
         _apply(schedule, values)
         schedule.updated_at = now
         schedule.version += 1
         if timing_changed:
-            arm(schedule, now)
+            arm(schedule, now, resume_from)
         # An edit that leaves the timing alone leaves the chain's tick alone too: it is still current.
-    if due_slot is not None:
+    if claimed_due_slot:
         publish_outboxes(
             runtime,
             f"schedule {schedule_id}: due slot and next tick",
-            run_candidates=undispatched_runs_of([due_slot]),
+            run_candidates=undispatched_runs_of([schedule_id]),
             tick_schedule_ids=[schedule_id],
         )
     elif timing_changed:
@@ -333,13 +419,13 @@ def _changes_timing(schedule: TaskSchedule, values: Mapping[str, Any]) -> bool:
     return any(values[field] != getattr(schedule, field) for field in fields)
 
 
-def _claim_due_slot(session: Session, schedule: TaskSchedule, now: datetime) -> tuple[int, datetime]:
+def _claim_due_slot(runtime: Runtime, session: Session, schedule: TaskSchedule, now: datetime) -> None:
     """Claim the schedule's due slot as its tick would have (the caller holds the row lock)."""
     assert schedule.next_run_at is not None and schedule.dedupe_key is not None
     slot = TickSlot(schedule.id, schedule.next_run_at, schedule.dedupe_key)
-    claim_locked_slots(session, {schedule.id: ArmedRow.of(schedule)}, [ClaimRequest(0, slot)], now)
+    rows = {schedule.id: ArmedRow.of(schedule)}
+    claim_locked_slots(session, rows, [ClaimRequest(0, slot)], now, runtime.misfire_grace)
     session.refresh(schedule)
-    return schedule.id, slot.slot
 
 
 def _check_override(runtime: Runtime, schedule: TaskSchedule, override: dict[str, Any]) -> None:
@@ -369,6 +455,9 @@ def next_run_note(schedule: TaskSchedule, now: datetime) -> str | None:
     schedule runs only when asked, and one past its end never runs again, enabled or not), then being disabled."""
     if schedule.next_run_at is not None:
         return None
+    broken = broken_reason(schedule)
+    if broken is not None:
+        return f"broken: {broken}"
     reason = timing_of(schedule).why_no_slot(now)
     if reason is not None:
         return reason
@@ -377,12 +466,26 @@ def next_run_note(schedule: TaskSchedule, now: datetime) -> str | None:
     return "no slot armed"
 
 
+def broken_reason(schedule: TaskSchedule) -> str | None:
+    """Why a stored schedule's timing gives no slots (its cron or timezone refused by the libraries installed
+    now): as its claim recorded it, or as its timing says when asked; None when it works."""
+    if schedule.broken_reason is not None:
+        return schedule.broken_reason
+    try:
+        timing_of(schedule)
+    except (InvalidTiming, ValueError) as exc:
+        return f"its timing no longer gives slots ({exc}): edit its timing to resume it"
+    return None
+
+
 def delete_schedule(session: Session, schedule_id: int) -> bool:
-    """Delete a schedule; its history stays (schedule id nulled) and any tick in flight finds no row."""
+    """Delete a schedule, its row locked as a claim locks it (so the two never deadlock); its history stays,
+    keeping its id and name, and any tick in flight finds no row. A slot that fell due unclaimed is recorded."""
     with session.begin():
-        schedule = session.get(TaskSchedule, schedule_id)
+        schedule = lock_schedule(session, schedule_id)
         if schedule is None:
             return False
+        record_unclaimed_slots(session, schedule, utcnow(), "deleted")
         session.delete(schedule)
     return True
 

@@ -212,6 +212,13 @@ class Settings:
         "(re-dispatched) by the pump",
         minimum=5,
     )
+    misfire_grace_s: int = setting(
+        "MISFIRE_GRACE_S",
+        60,
+        "a slot claimed at most this many seconds late is on time; later, its schedule's misfire policy decides "
+        "whether it runs",
+        minimum=1,
+    )
     tick_budget: int = setting(
         "TICK_BUDGET",
         10000,

@@ -14,6 +14,7 @@ included); past its end a chain has no next slot.
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from typing import ClassVar, NamedTuple, Protocol
 from typing_extensions import override
 
 from shared.cron import CronSpec, InvalidCron, describe_cron, iter_cron_slots, load_timezone
-from shared.models import ScheduleType
+from shared.models import DstPolicy, ScheduleType
 
 MAX_INTERVAL_MS = 366 * 24 * 3600 * 1000
 MIN_INTERVAL_MS = 1000
@@ -35,6 +36,7 @@ BOUND_FIELDS = ("start_at", "end_at")
 # Slots are "strictly after" an instant; the first slot at or after ``start`` is the first after the instant just
 # before it (no stored time is finer than a microsecond).
 JUST_BEFORE = timedelta(microseconds=1)
+DST_POLICIES = tuple(DstPolicy)
 
 
 class TimingColumns(Protocol):
@@ -64,6 +66,10 @@ class TimingColumns(Protocol):
     def end_at(self) -> datetime | None:
         """No slot after it (None: unbounded)."""
 
+    @property
+    def dst_policy(self) -> str:
+        """once or both: how a fixed-hour cron slot runs in an hour a fall-back night repeats."""
+
 
 class TimingFields(NamedTuple):
     """The timing columns of a schedule, as values."""
@@ -74,6 +80,7 @@ class TimingFields(NamedTuple):
     timezone: str
     start_at: datetime | None = None
     end_at: datetime | None = None
+    dst_policy: str = "once"
 
 
 class InvalidTiming(ValueError):
@@ -158,6 +165,34 @@ class BoundedTiming(Timing):
     def _next_slot(self, previous_slot: datetime, now: datetime) -> NextSlot:
         """``next_slot`` as if unbounded."""
 
+    @abstractmethod
+    def _chain_from(self, first: datetime, since: datetime) -> Iterator[datetime]:
+        """The slots of the chain ``first`` belongs to (``first`` one of them) at or after both, in order, as if
+        unbounded."""
+
+    def slots_from(self, first: datetime, since: datetime) -> Iterator[datetime]:
+        """The slots of ``first``'s chain at or after ``first`` and ``since``, in order, up to the end."""
+        return takewhile(lambda slot: not self._is_past_end(slot), self._chain_from(first, since))
+
+    def count_slots(self, first: datetime, last: datetime) -> int:
+        """How many slots of ``first``'s chain lie from ``first`` to ``last``, both included."""
+        return sum(1 for _slot in takewhile(lambda slot: slot <= last, self.slots_from(first, first)))
+
+    def latest_slot(self, first: datetime, until: datetime) -> datetime | None:
+        """The last slot of ``first``'s chain at or before ``until`` (None: ``first`` is after it). Searched
+        backwards from ``until`` over a doubling span, so it costs the slots of about one gap, not of the chain."""
+        if first > until:
+            return None
+        span = timedelta(minutes=1)
+        while True:
+            since = max(first, until - span)
+            found = None
+            for slot in takewhile(lambda slot: slot <= until, self.slots_from(first, since)):
+                found = slot
+            if found is not None or since == first:
+                return found
+            span *= 2
+
     @override
     def first_slot(self, now: datetime) -> datetime | None:
         slot = self._first_slot_from(self.start_at, now) if self.start_at else self._first_slot(now)
@@ -202,11 +237,15 @@ class CronTiming(BoundedTiming):
 
     schedule_type: ClassVar[ScheduleType] = ScheduleType.CRON
     own_field: ClassVar[str | None] = "cron_expression"
-    depends_on: ClassVar[tuple[str, ...]] = ("cron_expression", "timezone", *BOUND_FIELDS)
+    depends_on: ClassVar[tuple[str, ...]] = ("cron_expression", "timezone", "dst_policy", *BOUND_FIELDS)
     spec: CronSpec
     timezone: str
     start_at: datetime | None = None
     end_at: datetime | None = None
+    repeated_twice: bool = False  # the schedule's DST choice ``both``
+
+    def _slots_after(self, after: datetime) -> Iterator[datetime]:
+        return iter_cron_slots(self.spec, self.timezone, after, self.repeated_twice)
 
     @classmethod
     @override
@@ -219,11 +258,18 @@ class CronTiming(BoundedTiming):
         # The column keeps the expression as written (a macro unexpanded), its spaces tidied.
         if len(" ".join(expression.split())) > CRON_EXPRESSION_MAX_CHARS:
             raise InvalidTiming("cron_expression", f"must be at most {CRON_EXPRESSION_MAX_CHARS} characters")
-        return cls(spec, columns.timezone, columns.start_at, columns.end_at)
+        try:
+            load_timezone(columns.timezone)
+        except ValueError as exc:
+            raise InvalidTiming("timezone", str(exc)) from None
+        if columns.dst_policy not in DST_POLICIES:
+            raise InvalidTiming("dst_policy", f"must be one of {', '.join(DST_POLICIES)}")
+        both = columns.dst_policy == DstPolicy.BOTH
+        return cls(spec, columns.timezone, columns.start_at, columns.end_at, both)
 
     @override
     def _first_slot(self, now: datetime) -> datetime | None:
-        return next(iter_cron_slots(self.spec, self.timezone, now), None)
+        return next(self._slots_after(now), None)
 
     @override
     def _first_slot_from(self, start: datetime, now: datetime) -> datetime | None:
@@ -232,7 +278,7 @@ class CronTiming(BoundedTiming):
     @override
     def _next_slot(self, previous_slot: datetime, now: datetime) -> NextSlot:
         missed = 0
-        for slot in iter_cron_slots(self.spec, self.timezone, previous_slot):
+        for slot in self._slots_after(previous_slot):
             if slot > now:
                 return NextSlot(slot, missed)
             missed += 1
@@ -246,8 +292,11 @@ class CronTiming(BoundedTiming):
     @override
     def upcoming(self, now: datetime) -> Iterator[datetime]:
         after = max(now, self.start_at - JUST_BEFORE) if self.start_at else now
-        slots = iter_cron_slots(self.spec, self.timezone, after)
-        return takewhile(lambda slot: not self._is_past_end(slot), slots)
+        return takewhile(lambda slot: not self._is_past_end(slot), self._slots_after(after))
+
+    @override
+    def _chain_from(self, first: datetime, since: datetime) -> Iterator[datetime]:
+        return self._slots_after(max(first, since) - JUST_BEFORE)  # every cron instant is in the chain
 
 
 @dataclass(frozen=True)
@@ -296,6 +345,23 @@ class IntervalTiming(BoundedTiming):
     def _next_slot(self, previous_slot: datetime, now: datetime) -> NextSlot:
         periods = 1 if previous_slot >= now else (now - previous_slot) // self.step + 1
         return NextSlot(previous_slot + periods * self.step, periods - 1)
+
+    @override
+    def _chain_from(self, first: datetime, since: datetime) -> Iterator[datetime]:
+        skipped = max(0, -((first - since) // self.step))  # ceil((since - first) / step) periods
+        slot = first + skipped * self.step
+        while True:
+            yield slot
+            slot += self.step
+
+    @override
+    def count_slots(self, first: datetime, last: datetime) -> int:
+        return 0 if last < first else (last - first) // self.step + 1
+
+    @override
+    def latest_slot(self, first: datetime, until: datetime) -> datetime | None:
+        until = min(until, self.end_at) if self.end_at else until
+        return None if first > until else first + ((until - first) // self.step) * self.step
 
     @property
     @override
@@ -369,6 +435,7 @@ def timing_of(schedule: TimingColumns) -> Timing:
             schedule.timezone,
             schedule.start_at,
             schedule.end_at,
+            schedule.dst_policy or DstPolicy.ONCE,  # a row not yet flushed has no column defaults
         )
     )
 
@@ -376,6 +443,16 @@ def timing_of(schedule: TimingColumns) -> Timing:
 @lru_cache(maxsize=4096)
 def _stored_timing(fields: TimingFields) -> Timing:
     return parse_timing(fields, allow_seconds=True)
+
+
+def jitter(schedule_id: int, slot: datetime, jitter_s: int) -> timedelta:
+    """How long after ``slot`` its run starts: from 0 to ``jitter_s`` seconds (in whole milliseconds), the same
+    for the same schedule and slot on every host and after every restart (a hash, not a random draw), so a
+    redelivered tick or a retried claim starts it at the same moment, and the preview shows the real one."""
+    if jitter_s <= 0:
+        return timedelta(0)
+    digest = hashlib.blake2b(f"{schedule_id}:{slot.isoformat()}".encode(), digest_size=8).digest()
+    return timedelta(milliseconds=int.from_bytes(digest, "big") % (jitter_s * 1000 + 1))
 
 
 @dataclass(frozen=True)
@@ -387,6 +464,9 @@ class CronPreview:
     description: str | None
     expanded: str | None
     next_runs: list[datetime]
+    starts_at: (
+        list[datetime] | None
+    )  # each slot's run start, its jitter added (None: jitter with no schedule)
     error: str | None
 
 
@@ -397,21 +477,24 @@ def preview_cron(
     count: int,
     start_at: datetime | None = None,
     end_at: datetime | None = None,
+    dst_policy: str = DstPolicy.ONCE,
+    jitter_s: int = 0,
+    schedule_id: int | None = None,
 ) -> CronPreview:
     """The next ``count`` slots of ``expression`` after ``after`` (and within ``start_at`` and ``end_at``, when
-    given), by the rules a saved schedule follows (five fields, the DST policy). An unknown ``timezone`` is a
-    ``ValueError``: the caller's input is wrong."""
+    given), by the rules a saved schedule follows (five fields, the DST policy and choice), and when each run
+    starts with ``jitter_s`` (known for a ``schedule_id``: an offset is fixed per schedule and slot). An unknown
+    ``timezone`` is a ``ValueError``: the caller's input is wrong."""
     load_timezone(timezone)
     try:
         timing = CronTiming.parse(
-            TimingFields(ScheduleType.CRON, expression, None, timezone, start_at, end_at)
+            TimingFields(ScheduleType.CRON, expression, None, timezone, start_at, end_at, dst_policy)
         )
     except InvalidTiming as exc:
-        return CronPreview(valid=False, description=None, expanded=None, next_runs=[], error=exc.reason)
-    return CronPreview(
-        valid=True,
-        description=timing.description,
-        expanded=timing.spec.expression,
-        next_runs=list(islice(timing.upcoming(after), count)),
-        error=None,
-    )
+        return CronPreview(False, None, None, [], None, exc.reason)
+    slots = list(islice(timing.upcoming(after), count))
+    if jitter_s and schedule_id is None:
+        starts_at = None
+    else:
+        starts_at = [slot + jitter(schedule_id or 0, slot, jitter_s) for slot in slots]
+    return CronPreview(True, timing.description, timing.spec.expression, slots, starts_at, None)

@@ -375,6 +375,9 @@ class CronPreviewView(MethodView):
                 query["count"],
                 query.get("start_at"),
                 query.get("end_at"),
+                query["dst_policy"],
+                query["jitter_s"],
+                query.get("task_id"),
             )
         except ValueError as exc:  # the timezone: an invalid expression is an answer, not an error
             abort(422, message=str(exc), errors={"query": {"timezone": [str(exc)]}})

@@ -13,19 +13,29 @@ from typing import Any
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_dump, validate
 
 from shared.db import utcnow
-from shared.models import RunStatus, ScheduleType, TriggeredBy
+from shared.models import DstPolicy, MisfirePolicy, OverlapPolicy, RunStatus, ScheduleType, TriggeredBy
 from shared.schedules import (
     MAX_ATTEMPTS,
+    MAX_CATCH_UP,
+    MAX_CATCH_UP_WINDOW_S,
+    MAX_JITTER_S,
     MAX_RETRY_BASE_DELAY_MS,
     NAME_MAX_CHARS,
     OWNER_MAX_CHARS,
+    broken_reason,
     next_run_note,
 )
 from shared.secrets import shown_config
 from shared.settings import declaration
 from shared.system_tasks import SYSTEM_TASK_TYPE, SYSTEM_TIMEZONE
 from shared.task_types import FieldType, installed_task_types
-from shared.timing import CRON_EXPRESSION_MAX_CHARS, MAX_INTERVAL_MS, MIN_INTERVAL_MS, timing_of
+from shared.timing import (
+    CRON_EXPRESSION_MAX_CHARS,
+    MAX_INTERVAL_MS,
+    MIN_INTERVAL_MS,
+    jitter,
+    timing_of,
+)
 
 # The sets of values the wire knows, each a schema of its own in the spec (one class in a generated client).
 ENUMS: dict[str, list[str]] = {
@@ -33,6 +43,9 @@ ENUMS: dict[str, list[str]] = {
     "ScheduleType": [str(value) for value in ScheduleType],
     "RunStatus": [str(value) for value in RunStatus],
     "TriggeredBy": [str(value) for value in TriggeredBy],
+    "MisfirePolicy": [str(value) for value in MisfirePolicy],
+    "OverlapPolicy": [str(value) for value in OverlapPolicy],
+    "DstPolicy": [str(value) for value in DstPolicy],
     "AuthMode": list(declaration("auth_mode").choices),
 }
 ENUM_METADATA_KEY = "enum_schema"
@@ -86,6 +99,14 @@ class UtcDateTime(fields.DateTime):
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> datetime:
         parsed = super()._deserialize(value, attr, data, **kwargs)
         return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+class JitteredStart(UtcDateTime):
+    """A schedule's slot, dumped as the instant its run starts: the slot plus the schedule's jitter for it."""
+
+    def _serialize(self, value: datetime | None, attr: Any, obj: Any, **kwargs: Any) -> str | None:
+        start = value and value + jitter(obj.id, value, obj.jitter_s)
+        return super()._serialize(start, attr, obj, **kwargs)
 
 
 class TaskInSchema(Schema):
@@ -204,6 +225,62 @@ class TaskInSchema(Schema):
             "next run (nextRunNote says so)"
         ),
     )
+    misfire_policy = fields.String(
+        data_key="misfirePolicy",
+        metadata=documented(
+            "Slots that passed unrun (workers down, the task disabled): coalesce runs the latest now, skip "
+            "runs none (unless the latest is within MISFIRE_GRACE_S), catchUp runs those within "
+            "catchUpWindowS, oldest first, at most catchUpMax; every other one is recorded missed "
+            "(created without it: coalesce)",
+            enum="MisfirePolicy",
+        ),
+    )
+    catch_up_max = fields.Integer(
+        data_key="catchUpMax",
+        strict=True,
+        allow_none=True,
+        metadata=documented(
+            "catchUp: the most missed slots run at once; required for catchUp, null otherwise",
+            minimum=1,
+            maximum=MAX_CATCH_UP,
+        ),
+    )
+    catch_up_window_s = fields.Integer(
+        data_key="catchUpWindowS",
+        strict=True,
+        allow_none=True,
+        metadata=documented(
+            "catchUp: only slots at most this many seconds old run; required for catchUp, null otherwise",
+            minimum=1,
+            maximum=MAX_CATCH_UP_WINDOW_S,
+        ),
+    )
+    overlap_policy = fields.String(
+        data_key="overlapPolicy",
+        metadata=documented(
+            "allow: a slot runs even while the previous scheduled run is queued or running; skip: it is "
+            "recorded skipped (Run Now is never skipped) (created without it: allow)",
+            enum="OverlapPolicy",
+        ),
+    )
+    jitter_s = fields.Integer(
+        data_key="jitterS",
+        strict=True,
+        metadata=documented(
+            "Each run starts up to this many seconds after its slot, by an offset fixed per task and slot "
+            "(created without it: 0)",
+            minimum=0,
+            maximum=MAX_JITTER_S,
+        ),
+    )
+    dst_policy = fields.String(
+        data_key="dstPolicy",
+        metadata=documented(
+            "cron: a fixed-hour slot in the hour a fall-back night repeats runs once (its first occurrence) "
+            "or both times (created without it: once)",
+            enum="DstPolicy",
+        ),
+    )
 
     def wire_errors(self, errors: dict[str, list[str]]) -> dict[str, list[str]]:
         """``errors`` keyed by attribute (``config.<key>`` for a key of the config) keyed by wire name."""
@@ -260,8 +337,26 @@ class TaskSchema(TaskInSchema, ResponseSchema):
         dump_only=True,
         metadata=documented("The file it is kept in (cronwork apply), if any"),
     )
+    next_run_starts_at = JitteredStart(
+        attribute="next_run_at",
+        data_key="nextRunStartsAt",
+        allow_none=True,
+        dump_only=True,
+        metadata=documented("When the armed slot's run starts: nextRunAt plus its jitter"),
+    )
+    broken_reason = fields.Function(
+        broken_reason,
+        data_key="brokenReason",
+        allow_none=True,
+        dump_only=True,
+        metadata=documented(
+            "Why its stored timing no longer gives slots (its cron or timezone refused after an upgrade): its "
+            "chain stopped; an edit of its timing mends it. Null when it works",
+            type="string",
+        ),
+    )
     description = fields.Function(
-        lambda schedule: timing_of(schedule).description,
+        lambda schedule: timing_of(schedule).description if broken_reason(schedule) is None else "Broken",
         dump_only=True,
         metadata=documented("When it runs, in words", type="string"),
     )
@@ -397,7 +492,14 @@ class HistorySchema(ResponseSchema):
     completedAt = UtcDateTime(attribute="completed_at", allow_none=True)
     durationMs = fields.Integer(attribute="duration_ms", allow_none=True)
     attempt = fields.Integer()
-    missedSlots = fields.Integer(attribute="missed_slots")
+    missedSlots = fields.Integer(
+        attribute="missed_slots", metadata=documented("A missed entry: how many slots it covers")
+    )
+    lastSlot = UtcDateTime(
+        attribute="last_slot",
+        allow_none=True,
+        metadata=documented("A missed entry: the last slot it covers (scheduledFor is its first)"),
+    )
     errorMessage = fields.String(attribute="error_message", allow_none=True)
     output = fields.String(
         allow_none=True, metadata=documented("What the handler reported (an HTTP status and excerpt...)")
@@ -505,6 +607,23 @@ class CronPreviewQuerySchema(Schema):
         data_key="startAt", metadata=documented("Only slots at or after it (a task's startAt)")
     )
     end_at = UtcDateTime(data_key="endAt", metadata=documented("Only slots at or before it (a task's endAt)"))
+    dst_policy = fields.String(
+        data_key="dstPolicy",
+        load_default=DstPolicy.ONCE,
+        validate=validate.OneOf(ENUMS["DstPolicy"]),
+        metadata=documented("A task's dstPolicy", enum="DstPolicy"),
+    )
+    jitter_s = fields.Integer(
+        data_key="jitterS",
+        load_default=0,
+        validate=validate.Range(min=0, max=MAX_JITTER_S),
+        metadata=documented("A task's jitterS: with taskId, startsAt gives each run's start"),
+    )
+    task_id = fields.Integer(
+        data_key="taskId",
+        validate=validate.Range(min=1),
+        metadata=documented("The task whose jitter offsets to show (an offset is fixed per task and slot)"),
+    )
 
 
 class CronPreviewSchema(ResponseSchema):
@@ -517,4 +636,13 @@ class CronPreviewSchema(ResponseSchema):
         metadata=documented("The five fields it runs on: a macro's expansion (@daily: 0 0 * * *)"),
     )
     nextRuns = fields.List(UtcDateTime(), attribute="next_runs")
+    startsAt = fields.List(
+        UtcDateTime(),
+        attribute="starts_at",
+        allow_none=True,
+        metadata=documented(
+            "When each of nextRuns starts, its jitter added (taskId given); null when jitter is on and no "
+            "taskId names whose offsets to show"
+        ),
+    )
     error = fields.String(allow_none=True)

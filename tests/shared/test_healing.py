@@ -11,7 +11,7 @@ import pytest
 from shared import healing, protocol
 from shared.db import utcnow
 from shared.messaging import TickSlot
-from shared.models import TaskSchedule, TickInFlight
+from shared.models import RunStatus, TaskSchedule, TickInFlight
 from tests.shared.conftest import Embedded
 
 MINUTE_MS = 60_000
@@ -131,7 +131,11 @@ def test_the_pump_publishes_a_lost_tick_again_and_it_claims_its_slot(embedded: E
     [republished] = embedded.take_ticks()
     assert republished.slots == [TickSlot(schedule.id, overdue, lost.dedupe_key)]
     assert embedded.claim(*republished.slots, tick_id=republished.id) == [True]
-    assert [run.scheduled_for for run in embedded.runs()] == [overdue]
+    # Lost for over a minute, a one-minute chain has two slots due: coalesced, the latest runs, the first is missed.
+    assert [(run.status, run.scheduled_for) for run in embedded.runs()] == [
+        (RunStatus.MISSED, overdue),
+        (RunStatus.QUEUED, overdue + timedelta(minutes=1)),
+    ]
 
 
 def test_the_pump_leaves_a_tick_that_is_late_by_less_than_the_grace_period(embedded: Embedded) -> None:

@@ -13,12 +13,13 @@ from dramatiq.errors import ConnectionClosed
 from shared import healing, protocol
 from shared.db import utcnow
 from shared.messaging import Outgoing, Publisher, TickSlot
-from shared.models import TaskSchedule
+from shared.models import RunStatus, TaskSchedule
 from shared.schedules import next_run_note
 from shared.timing import instant_text
 from tests.shared.conftest import Embedded
 
 MINUTE_MS = 60_000
+MINUTE = timedelta(minutes=1)
 
 
 def utc(*fields: int) -> datetime:
@@ -280,10 +281,18 @@ def test_slots_missed_while_nothing_ran_are_coalesced_into_one_run(embedded: Emb
 
     assert embedded.claim(tick) == [True]
 
-    [run] = embedded.runs()
-    assert (run.scheduled_for, run.missed_slots) == (tick.slot, 10)
+    missed, run = embedded.runs()
+    assert (run.status, run.scheduled_for, run.attempt) == (RunStatus.QUEUED, tick.slot + 10 * MINUTE, 1)
+    assert (missed.status, missed.scheduled_for, missed.last_slot, missed.missed_slots, missed.attempt) == (
+        RunStatus.MISSED,
+        tick.slot,
+        tick.slot + 9 * MINUTE,
+        10,
+        0,
+    )
+    assert missed.error_message == "passed unclaimed; misfire policy coalesce"
     stored = embedded.schedule(schedule.id)
-    assert stored is not None and stored.next_run_at == tick.slot + timedelta(minutes=11), "on its grid"
+    assert stored is not None and stored.next_run_at == tick.slot + 11 * MINUTE, "on its grid"
 
 
 def claim_at(embedded: Embedded, tick: TickSlot, now: datetime) -> list[bool]:
@@ -291,7 +300,7 @@ def claim_at(embedded: Embedded, tick: TickSlot, now: datetime) -> list[bool]:
     requests = [protocol.ClaimRequest(0, tick)]
     with embedded.runtime.sessions.begin() as session:
         rows = protocol.lock_armed_rows(session, requests)
-        return protocol.claim_locked_slots(session, rows, requests, now)
+        return protocol.claim_locked_slots(session, rows, requests, now, embedded.runtime.misfire_grace)
 
 
 def test_a_cron_chain_claimed_late_coalesces_the_missed_days_and_keeps_its_wall_time(
@@ -305,8 +314,13 @@ def test_a_cron_chain_claimed_late_coalesces_the_missed_days_and_keeps_its_wall_
 
     assert claim_at(embedded, tick, utc(2024, 4, 2, 12)) == [True]
 
-    [run] = embedded.runs()
-    assert (run.scheduled_for, run.missed_slots) == (utc(2024, 3, 29, 1, 30), 4)
+    missed, run = embedded.runs()
+    assert run.scheduled_for == utc(2024, 4, 2, 0, 30), "the latest slot runs: 02:30 CEST on 2 April"
+    assert (missed.scheduled_for, missed.last_slot, missed.missed_slots) == (
+        utc(2024, 3, 29, 1, 30),
+        utc(2024, 4, 1, 0, 30),
+        4,  # 29, 30 and 31 March (03:00 CEST, after the gap) and 1 April
+    )
     stored = embedded.schedule(schedule.id)
     assert stored is not None and stored.next_run_at == utc(2024, 4, 3, 0, 30)  # 02:30 CEST
 

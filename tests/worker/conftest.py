@@ -15,7 +15,7 @@ from sqlalchemy import select
 from shared import schedules
 from shared.heartbeat import heartbeat_path
 from shared.messaging import QUEUES
-from shared.models import TaskRunHistory, TaskSchedule, TriggeredBy
+from shared.models import NOT_AN_ATTEMPT, TaskRunHistory, TaskSchedule, TriggeredBy
 from shared.runtime import Runtime, build_runtime
 from shared.settings import Settings
 from tests.conftest import Service, Services, environment, make_settings, truncate, wait_for
@@ -108,6 +108,11 @@ class Engine:
             return list(session.scalars(query).all())
 
     def scheduled_runs(self, schedule_id: int) -> list[TaskRunHistory]:
+        """The attempts its slots' ticks made, oldest first (not the ledger's missed and skipped entries)."""
+        return [run for run in self.ledger(schedule_id) if run.attempt > NOT_AN_ATTEMPT]
+
+    def ledger(self, schedule_id: int) -> list[TaskRunHistory]:
+        """Every entry its slots left: attempts, and missed and skipped entries (attempt 0), oldest first."""
         return self.runs(schedule_id, TriggeredBy.SCHEDULE)
 
     def wait_for_runs(

@@ -119,4 +119,4 @@ def test_a_tick_for_a_slot_a_backfill_ran_finds_it_taken(engine: Engine) -> None
     runs_of_the_slot = [run for run in engine.runs(schedule.id) if run.scheduled_for == due]
     assert [run.triggered_by for run in runs_of_the_slot] == [TriggeredBy.BACKFILL]
     assert all(run.scheduled_for > due for run in engine.scheduled_runs(schedule.id))
-    assert "slot already has a run" in worker.log()
+    assert "already had their entry" in worker.log()
