@@ -37,6 +37,7 @@ BOUND_FIELDS = ("start_at", "end_at")
 # before it (no stored time is finer than a microsecond).
 JUST_BEFORE = timedelta(microseconds=1)
 DST_POLICIES = tuple(DstPolicy)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class TimingColumns(Protocol):
@@ -451,7 +452,9 @@ def jitter(schedule_id: int, slot: datetime, jitter_s: int) -> timedelta:
     redelivered tick or a retried claim starts it at the same moment, and the preview shows the real one."""
     if jitter_s <= 0:
         return timedelta(0)
-    digest = hashlib.blake2b(f"{schedule_id}:{slot.isoformat()}".encode(), digest_size=8).digest()
+    # The slot to the millisecond, as the wire shows it: a client computes the same offset from what it reads.
+    slot_ms = (slot - EPOCH) // timedelta(milliseconds=1)
+    digest = hashlib.blake2b(f"{schedule_id}:{slot_ms}".encode(), digest_size=8).digest()
     return timedelta(milliseconds=int.from_bytes(digest, "big") % (jitter_s * 1000 + 1))
 
 
