@@ -114,6 +114,7 @@ MOCK_USER_EMAIL: {{ .Values.config.mockUserEmail | quote }}
 {{- end }}
 TICK_HORIZON_S: {{ .Values.config.tickHorizonS | quote }}
 PUMP_GRACE_S: {{ .Values.config.pumpGraceS | quote }}
+MISFIRE_GRACE_S: {{ .Values.config.misfireGraceS | quote }}
 TICK_BUDGET: {{ .Values.config.tickBudget | quote }}
 TICK_BUCKET_MS: {{ .Values.config.tickBucketMs | quote }}
 HTTP_ALLOWED_NETWORKS: {{ .Values.config.httpAllowedNetworks | quote }}
