@@ -62,7 +62,7 @@ def scale(
 
     rows = stack.sql(
         "SELECT schedule_id, scheduled_for, started_at FROM task_run_history"
-        " WHERE triggered_by = 'schedule' AND scheduled_for >= %s AND scheduled_for < %s",
+        " WHERE triggered_by = 'schedule' AND attempt = 1 AND scheduled_for >= %s AND scheduled_for < %s",
         (base, window_end),
     )
     spread_due = sum(1 for n in range(schedules) if base + n * DAY / schedules < window_end)
