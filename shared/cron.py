@@ -22,10 +22,14 @@ instants is done here, once, so the policy above lives in one place.
 from __future__ import annotations
 
 import heapq
+import re
+from bisect import bisect_left, bisect_right
+from calendar import monthrange
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from functools import cache
+from datetime import UTC, date, datetime, time, timedelta
+from functools import cache, lru_cache
+from itertools import takewhile
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from cron_descriptor import ExpressionDescriptor, Options
@@ -216,3 +220,236 @@ def iter_cron_slots(
             return
         for instant in _instants_for_wall_time(spec, zone, frontier, repeated_twice):
             heapq.heappush(pending, instant)
+
+
+# --- Counting slots: arithmetic on plain stretches, iteration only around offset changes ---------------------
+#
+# Away from a change of the zone's UTC offset every wall time exists once, so the slots in a stretch of constant
+# offset are exactly the wall times there that match the spec, one instant each: their number is (the matching
+# dates) x (the matching times of day). The wall times a change repeats run at instants less than its shift away
+# from it, and those it swallows run at the change itself or not at all, so the slots within its shift (and a
+# margin) of a change are counted by iterating them: the DST policy lives in ``iter_cron_slots`` alone.
+
+# Offsets are sampled this far apart, and a change is located between two samples that differ. Since 1900 no zone
+# changes its offset twice within 95 hours (tzdata 2025b and 2026f), so no change can hide between two samples.
+_OFFSET_SAMPLE_STEP = timedelta(days=1)
+_SAMPLE_REACH = timedelta(days=2)  # changes this far outside the range still reach it (Samoa skipped a day)
+_EXACT_MARGIN = timedelta(minutes=15)  # iterated beyond a change's shift on each side, as a safety margin
+_JUST_AFTER = timedelta(microseconds=1)
+_RANDOM_VALUE = re.compile(r"(?:^|,)r", re.IGNORECASE)  # croniter's "R": a value drawn anew by each iterator
+
+
+@dataclass(frozen=True)
+class _CountPlan:
+    """What counting needs of a spec: its times of day, sorted, and its dates, told from croniter's expanded
+    fields, or by croniter itself (``croniter_dates``) for ``#`` and ``W``."""
+
+    hours: tuple[int, ...]
+    minutes: tuple[int, ...]
+    seconds: tuple[int, ...]
+    months: frozenset[int] | None  # None: every month
+    month_days: frozenset[int] | None  # None: every day of the month
+    last_month_day: bool  # "L" in the day-of-month field
+    weekdays: frozenset[int] | None  # 0 = Sunday; None: every day of the week
+    day_or: bool  # both day fields restricted: a date matches either (croniter's day_or=True)
+    croniter_dates: str | None  # five fields that run at midnight on the spec's dates
+
+    @property
+    def times_per_day(self) -> int:
+        return len(self.hours) * len(self.minutes) * len(self.seconds)
+
+    def times_up_to(self, second_of_day: int) -> int:
+        """How many of its times of day are at or before ``second_of_day`` (-1 to 86,399)."""
+        if second_of_day < 0:
+            return 0
+        hour, rest = divmod(second_of_day, 3600)
+        minute, second = divmod(rest, 60)
+        count = bisect_left(self.hours, hour) * len(self.minutes) * len(self.seconds)
+        if hour in self.hours:
+            count += bisect_left(self.minutes, minute) * len(self.seconds)
+            if minute in self.minutes:
+                count += bisect_right(self.seconds, second)
+        return count
+
+    def _matches(self, day: date) -> bool:
+        if self.months is not None and day.month not in self.months:
+            return False
+        by_month_day = (
+            self.month_days is None
+            or day.day in self.month_days
+            or (self.last_month_day and day.day == monthrange(day.year, day.month)[1])
+        )
+        by_weekday = self.weekdays is None or day.isoweekday() % 7 in self.weekdays
+        return (by_month_day or by_weekday) if self.day_or else (by_month_day and by_weekday)
+
+    def dates_between(self, first: date, last: date) -> int:
+        """How many dates from ``first`` to ``last`` (both included) it runs on."""
+        if last < first:
+            return 0
+        if self.croniter_dates is not None:
+            start = datetime.combine(first, time()) - timedelta(minutes=1)
+            dates = croniter(self.croniter_dates, start, day_or=True)
+            count = 0
+            try:
+                while dates.get_next(datetime).date() <= last:
+                    count += 1
+            except CroniterBadDateError:  # no date left
+                pass
+            return count
+        if self.months is None and self.month_days is None and self.weekdays is None:
+            return (last - first).days + 1
+        count = 0
+        month_start = first
+        while month_start <= last:
+            month_end = min(last, month_start.replace(day=monthrange(month_start.year, month_start.month)[1]))
+            if self.months is None or month_start.month in self.months:
+                count += sum(
+                    self._matches(month_start + timedelta(days=k))
+                    for k in range(month_end.day - month_start.day + 1)
+                )
+            month_start = month_end + timedelta(days=1)
+        return count
+
+    def walls_between(self, first: datetime, last: datetime) -> int:
+        """How many naive wall times from ``first`` to ``last`` (both included) match the spec."""
+        if last < first:
+            return 0
+        # Matching wall times are whole seconds: count from the start rounded up to the end rounded down.
+        before_start = self.times_up_to(
+            first.hour * 3600 + first.minute * 60 + first.second + (1 if first.microsecond else 0) - 1
+        )
+        up_to_end = self.times_up_to(last.hour * 3600 + last.minute * 60 + last.second)
+        first_day, last_day = first.date(), last.date()
+        if first_day == last_day:
+            return self.dates_between(first_day, first_day) * max(0, up_to_end - before_start)
+        return (
+            self.dates_between(first_day, first_day) * (self.times_per_day - before_start)
+            + self.dates_between(first_day + timedelta(days=1), last_day - timedelta(days=1))
+            * self.times_per_day
+            + self.dates_between(last_day, last_day) * up_to_end
+        )
+
+
+def _field_values(field: list[int | str], full: range) -> tuple[int, ...] | None:
+    """The sorted values of an expanded time field (all of ``full`` when it holds ``*``, as croniter reads
+    ``*,5``); None for anything else."""
+    if "*" in field:
+        return tuple(full)
+    if not all(isinstance(value, int) for value in field):
+        return None
+    return tuple(sorted(int(value) for value in field))
+
+
+def _date_values(field: list[int | str]) -> frozenset[int] | None:
+    """The values of an expanded date field; None when it holds ``*`` (unrestricted, as croniter reads it)."""
+    return None if "*" in field else frozenset(int(value) for value in field if value != "l")
+
+
+@lru_cache(maxsize=4096)
+def _count_plan(expression: str) -> _CountPlan | None:
+    """The plan for a valid expression; None when counting must iterate (croniter's random ``R`` values)."""
+    fields = expression.split()
+    if any(_RANDOM_VALUE.search(field) for field in fields):
+        return None
+    parsed = croniter(expression, datetime(2000, 1, 1), day_or=True)
+    expanded: list[list[int | str]] = [list(field) for field in parsed.expanded]
+    minutes = _field_values(expanded[0], range(60))
+    hours = _field_values(expanded[1], range(24))
+    seconds = _field_values(expanded[5], range(60)) if len(expanded) > 5 else (0,)
+    if minutes is None or hours is None or seconds is None:
+        return None
+    month_days, months, weekdays = expanded[2], expanded[3], expanded[4]
+    own_test = (
+        not parsed.nth_weekday_of_month
+        and not parsed.nearest_weekday
+        and all(isinstance(value, int) or value in ("*", "l") for value in month_days)
+        and all(isinstance(value, int) or value == "*" for value in [*months, *weekdays])
+    )
+    if not own_test:  # "#", "W", or "L" among weekdays (croniter's "last #"): croniter tells the dates
+        return _CountPlan(
+            hours=hours,
+            minutes=minutes,
+            seconds=seconds,
+            months=None,
+            month_days=None,
+            last_month_day=False,
+            weekdays=None,
+            day_or=False,
+            croniter_dates=f"0 0 {' '.join(fields[2:5])}",
+        )
+    return _CountPlan(
+        hours=hours,
+        minutes=minutes,
+        seconds=seconds,
+        months=_date_values(months),
+        month_days=_date_values(month_days),
+        last_month_day="l" in month_days,
+        weekdays=_date_values(weekdays),
+        day_or="*" not in month_days and "*" not in weekdays,
+        croniter_dates=None,
+    )
+
+
+def _offset_changes(zone: ZoneInfo, first: datetime, last: datetime) -> list[tuple[datetime, datetime]]:
+    """Around each change of the zone's UTC offset that can reach [first, last], the span whose slots are
+    iterated: the change's shift and a margin on each side."""
+    spans = []
+    sample = first - _SAMPLE_REACH
+    offset = _utc_offset(zone, sample)
+    while sample < last + _SAMPLE_REACH:
+        following = sample + _OFFSET_SAMPLE_STEP
+        following_offset = _utc_offset(zone, following)
+        if following_offset != offset:
+            low, high = sample, following  # the change is after low and at or before high
+            while high - low > timedelta(seconds=1):
+                middle = low + (high - low) / 2
+                if _utc_offset(zone, middle) == offset:
+                    low = middle
+                else:
+                    high = middle
+            reach = abs(following_offset - offset) + _EXACT_MARGIN
+            spans.append((low - reach, high + reach))
+        sample, offset = following, following_offset
+    return spans
+
+
+def _count_by_iteration(
+    spec: CronSpec, timezone: str, first: datetime, last: datetime, repeated_twice: bool
+) -> int:
+    slots = iter_cron_slots(spec, timezone, first - _JUST_AFTER, repeated_twice)
+    return sum(1 for _slot in takewhile(lambda slot: slot <= last, slots))
+
+
+def count_cron_slots(
+    spec: CronSpec, timezone: str, first: datetime, last: datetime, repeated_twice: bool = False
+) -> int:
+    """How many slots ``iter_cron_slots`` yields from ``first`` to ``last`` (aware datetimes, both included), in
+    time that grows with the days of the range, not its slots: only the slots within a few hours of a change of
+    the zone's offset are iterated (all of them for croniter's random ``R`` values)."""
+    zone = load_timezone(timezone)
+    first, last = first.astimezone(UTC), last.astimezone(UTC)
+    if last < first:
+        return 0
+    plan = _count_plan(spec.expression)
+    if plan is None:
+        return _count_by_iteration(spec, timezone, first, last, repeated_twice)
+    count = 0
+    cursor = first  # everything before it is counted
+    for span_start, span_end in _offset_changes(zone, first, last):
+        span_start, span_end = max(span_start, cursor), min(span_end, last)
+        if span_end < span_start:
+            continue
+        if cursor < span_start:  # a stretch of one offset: its matching wall times
+            offset = _utc_offset(zone, cursor)
+            count += plan.walls_between(
+                (cursor + offset).replace(tzinfo=None),
+                (span_start - _JUST_AFTER + offset).replace(tzinfo=None),
+            )
+        count += _count_by_iteration(spec, timezone, span_start, span_end, repeated_twice)
+        cursor = span_end + _JUST_AFTER
+    if cursor <= last:
+        offset = _utc_offset(zone, cursor)
+        count += plan.walls_between(
+            (cursor + offset).replace(tzinfo=None), (last + offset).replace(tzinfo=None)
+        )
+    return count

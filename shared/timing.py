@@ -25,7 +25,14 @@ from typing import ClassVar, NamedTuple, Protocol
 
 from typing_extensions import override
 
-from shared.cron import CronSpec, InvalidCron, describe_cron, iter_cron_slots, load_timezone
+from shared.cron import (
+    CronSpec,
+    InvalidCron,
+    count_cron_slots,
+    describe_cron,
+    iter_cron_slots,
+    load_timezone,
+)
 from shared.models import DstPolicy, ScheduleType
 
 MAX_INTERVAL_MS = 366 * 24 * 3600 * 1000
@@ -298,6 +305,13 @@ class CronTiming(BoundedTiming):
     @override
     def _chain_from(self, first: datetime, since: datetime) -> Iterator[datetime]:
         return self._slots_after(max(first, since) - JUST_BEFORE)  # every cron instant is in the chain
+
+    @override
+    def count_slots(self, first: datetime, last: datetime) -> int:
+        """Counted in time that grows with the range's days, not its slots (a claim counts a paused month of a
+        minutely schedule inside its transaction); none after ``end_at``."""
+        until = min(last, self.end_at) if self.end_at else last
+        return count_cron_slots(self.spec, self.timezone, first, until, self.repeated_twice)
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,26 @@ Transitions used below (2024):
 
 from __future__ import annotations
 
+import random
+import re
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
+from functools import cache
 from itertools import islice, takewhile
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from shared.cron import CronSpec, InvalidCron, describe_cron, iter_cron_slots, load_timezone
+from shared.cron import (
+    CronSpec,
+    InvalidCron,
+    count_cron_slots,
+    describe_cron,
+    iter_cron_slots,
+    load_timezone,
+)
+from shared.timing import BoundedTiming, CronTiming, TimingFields
 
 BERLIN, NEW_YORK, LORD_HOWE = "Europe/Berlin", "America/New_York", "Australia/Lord_Howe"
 
@@ -519,3 +531,254 @@ def test_cron_is_described_in_24_hour_english(expression: str, text: str) -> Non
 
 def test_a_seconds_field_is_described_as_seconds() -> None:
     assert describe_cron(CronSpec.parse("0 9 * * * 30", allow_seconds=True)) == "At 09:00:30"
+
+
+# --- Counting slots: count_cron_slots is iterating them, only faster ----------------------------------------
+#
+# Each case lists a spec's slots by brute force over windows, and compares count_cron_slots with that list over
+# many ranges in them: across both 2024 transitions, endpoints on slots and between them, first == last, last
+# before first, short and long. Windows are short where slots are dense, so the brute force stays cheap.
+
+COUNT_ZONES = (
+    "UTC",
+    BERLIN,
+    NEW_YORK,
+    LORD_HOWE,  # a 30-minute shift
+    "Antarctica/Troll",  # a 2-hour shift
+    "Asia/Kolkata",  # no DST, a half-hour offset
+    "America/Santiago",  # changes at midnight
+    "America/Havana",  # changes at midnight
+)
+LONG_WINDOW = (utc(2023, 12, 1), utc(2025, 1, 5))  # both 2024 transitions everywhere, and 29 February
+
+
+@cache
+def offset_changes_2024(timezone: str) -> list[datetime]:
+    """The instants (to the minute) in 2024 at which the zone's UTC offset changes, found every 15 minutes."""
+    zone = ZoneInfo(timezone)
+
+    def offset(instant: datetime) -> timedelta | None:
+        return instant.astimezone(zone).utcoffset()
+
+    changes, instant = [], utc(2024, 1, 1)
+    while instant < utc(2025, 1, 1):
+        following = instant + timedelta(minutes=15)
+        if offset(instant) != offset(following):
+            while offset(instant) == offset(instant + timedelta(minutes=1)):
+                instant += timedelta(minutes=1)
+            changes.append(instant + timedelta(minutes=1))
+        instant = following
+    return changes
+
+
+def slots_between(
+    spec: CronSpec, timezone: str, first: datetime, last: datetime, repeated_twice: bool
+) -> list[datetime]:
+    """The slots from ``first`` to ``last``, both included, by iterating them."""
+    after = first - timedelta(microseconds=1)
+    return list(takewhile(lambda slot: slot <= last, iter_cron_slots(spec, timezone, after, repeated_twice)))
+
+
+def brute_count(spec: CronSpec, timezone: str, first: datetime, last: datetime, repeated_twice: bool) -> int:
+    return len(slots_between(spec, timezone, first, last, repeated_twice))
+
+
+def count_windows(timezone: str, reach: timedelta | None) -> list[tuple[datetime, datetime]]:
+    """``reach`` either side of each 2024 offset change (of 10 March 2024 in a zone without), or the long window."""
+    if reach is None:
+        return [LONG_WINDOW]
+    changes = offset_changes_2024(timezone) or [utc(2024, 3, 10, 1)]
+    return [(change - reach, change + reach) for change in changes]
+
+
+def ranges_in(
+    window: tuple[datetime, datetime], listed: list[datetime], rng: random.Random, count: int
+) -> list[tuple[datetime, datetime]]:
+    """Ranges inside ``window``, whose slots are ``listed``: on slots, between them, around the middle."""
+    start, end = window
+    middle = start + (end - start) / 2  # the offset change of a short window
+    span = (end - start).total_seconds()
+
+    def anywhere() -> datetime:
+        return start + timedelta(seconds=rng.uniform(0, span))
+
+    def near_middle() -> datetime:
+        return middle + timedelta(seconds=rng.uniform(-6 * 3600, 6 * 3600))
+
+    def on_a_slot() -> datetime:
+        return rng.choice(listed) if listed else anywhere()
+
+    def beside_a_slot() -> datetime:
+        return on_a_slot() + timedelta(seconds=rng.choice([-1, 1]) * rng.choice([0.000001, 1, 29, 61, 3599]))
+
+    def clipped(instant: datetime) -> datetime:
+        return min(max(instant, start), end)
+
+    pickers = [anywhere, near_middle, on_a_slot, beside_a_slot]
+    ranges = [(start, end), (start, start), (end, start)]
+    if listed:
+        ranges += [(listed[0], listed[-1]), (listed[len(listed) // 2],) * 2]
+    for _ in range(count):
+        first, last = sorted([clipped(rng.choice(pickers)()), clipped(rng.choice(pickers)())])
+        ranges.append((first, last))
+    ranges.append((clipped(on_a_slot() + timedelta(seconds=1)), clipped(on_a_slot() - timedelta(seconds=1))))
+    return ranges
+
+
+HOUR, DAY = timedelta(hours=1), timedelta(days=1)
+# (expression, reach either side of an offset change; None: the long window)
+COUNT_SPECS = [
+    ("* * * * *", 8 * HOUR),
+    ("*/7 * * * *", DAY),
+    ("*/20 * * * * *", 2.5 * HOUR),  # a seconds field: minutes 0, 20, 40, every second
+    ("*/5 * * * * 30", 12 * HOUR),  # every 5 minutes, at second 30
+    ("@hourly", 5 * DAY),
+    ("15 */3 * * *", 40 * DAY),
+    ("*/15 2 * * *", 10 * DAY),  # several fixed wall times in one gap: one run
+    ("0,30 0-3 * * *", 10 * DAY),
+    ("0 2,3 * * *", 10 * DAY),  # the gap's run and 03:00 are one instant in Berlin
+    ("0 9 * * 1-5", None),
+    ("30 2 * * *", 20 * DAY),
+    ("30 1 * * *", 20 * DAY),
+    ("@daily", None),
+    ("59 23 * * *", 20 * DAY),
+    ("0 0 31 * *", None),
+    ("0 12 1,15 * 5", None),  # the 1st, the 15th, and every Friday
+    ("0 0 29 2 *", None),
+    ("0 0 1-31 * 1", 20 * DAY),  # a day-of-month list of every day, OR'ed with Mondays: every day
+    ("0 0 *,5 * 1", None),  # croniter reads "*,5" as "*": Mondays only
+    ("0 0 L * *", None),
+    ("0 0 15W * *", None),
+    ("0 0 * * 5#2", None),
+    ("0 0 * * L5", None),
+    ("0 6 * jan-mar,nov sun", None),
+]
+
+
+def may_repeat(spec: CronSpec) -> bool:
+    """Whether the ``both`` choice can change the spec's slots here: a fixed hour that a fall-back night of these
+    zones repeats (from 22:00 to 03:59)."""
+    hours = spec.expression.split()[1]
+    return not spec.is_wildcard_hour and any(
+        int(hour) in (22, 23, 0, 1, 2, 3) for hour in re.split("[,-]", hours)
+    )
+
+
+# The seconds spec's slots are dense: it runs in the zones whose changes differ most.
+SECONDS_ZONES = (BERLIN, LORD_HOWE, "Antarctica/Troll", "America/Santiago")
+
+
+@pytest.mark.parametrize(
+    ("expression", "reach", "timezone"),
+    [
+        pytest.param(expression, reach, timezone, id=f"{expression} in {timezone}")
+        for expression, reach in COUNT_SPECS
+        for timezone in (SECONDS_ZONES if expression == "*/20 * * * * *" else COUNT_ZONES)
+    ],
+)
+def test_counting_slots_gives_what_iterating_them_gives(
+    expression: str, reach: timedelta | None, timezone: str
+) -> None:
+    spec = CronSpec.parse(expression, allow_seconds=True)
+    rng = random.Random(f"{expression} {timezone}")
+    for repeated_twice in (False, True) if may_repeat(spec) else (False,):
+        for window in count_windows(timezone, reach):
+            start, end = window
+            listed = slots_between(spec, timezone, start, end, repeated_twice)
+            # Where slots are dense each count iterates many around the offset change: fewer ranges there.
+            for first, last in ranges_in(window, listed, rng, 14 if len(listed) < 500 else 3):
+                expected = 0 if last < first else bisect_right(listed, last) - bisect_left(listed, first)
+                assert count_cron_slots(spec, timezone, first, last, repeated_twice) == expected, (
+                    f"{expression} in {timezone} from {first} to {last}, repeated_twice={repeated_twice}"
+                )
+                if expected <= 10:  # the list above began elsewhere: iterating from first itself agrees
+                    assert brute_count(spec, timezone, first, last, repeated_twice) == expected
+
+
+@pytest.mark.parametrize(
+    ("expression", "timezone", "first", "last", "repeated_twice"),
+    [
+        ("* * * * *", BERLIN, utc(2024, 10, 17, 0, 0, 30), utc(2024, 11, 5, 23, 59, 30), False),  # 20 days
+        ("30 2 * * *", BERLIN, utc(2024, 10, 26), utc(2024, 10, 28), True),  # 02:30 runs twice on the 27th
+        (
+            "30 1 * * *",
+            NEW_YORK,
+            utc(2024, 11, 3, 5, 45),
+            utc(2024, 11, 4, 7),
+            False,
+        ),  # between its occurrences
+        ("0 0 * * *", "America/Santiago", utc(2024, 9, 7), utc(2024, 9, 9, 6), False),  # midnight in the gap
+        ("0 * * * *", "Pacific/Apia", utc(2011, 12, 25), utc(2012, 1, 5), False),  # Samoa skipped 30 Dec 2011
+        ("30 12 * * *", "Pacific/Apia", utc(2011, 12, 25), utc(2012, 1, 5), False),
+        ("* * * * *", "UTC", utc(2024, 5, 1, 12, 0), utc(2024, 5, 1, 12, 0), False),  # first == last, a slot
+        ("* * * * *", "UTC", utc(2024, 5, 1, 12, 0, 1), utc(2024, 5, 1, 12, 0, 59), False),  # none inside
+        ("0 9 * * *", BERLIN, utc(2024, 5, 2), utc(2024, 5, 1), False),  # last before first
+    ],
+)
+def test_counting_slots_over_a_named_range(
+    expression: str, timezone: str, first: datetime, last: datetime, repeated_twice: bool
+) -> None:
+    spec = CronSpec.parse(expression)
+
+    assert count_cron_slots(spec, timezone, first, last, repeated_twice) == brute_count(
+        spec, timezone, first, last, repeated_twice
+    )
+
+
+@pytest.mark.parametrize("days", ["*", "1", "31", "L", "1,L", "10-L", "15W", "*/2", "29", "*,5"])
+@pytest.mark.parametrize("months", ["*", "2", "jan-mar,nov"])
+@pytest.mark.parametrize("weekdays", ["*", "1", "5-7", "mon-fri", "0,6", "5#2", "L5"])
+def test_counting_slots_dates_agree_with_croniter(days: str, months: str, weekdays: str) -> None:
+    expression = f"0 12 {days} {months} {weekdays}"
+    try:
+        spec = CronSpec.parse(expression)
+    except InvalidCron:
+        return  # a combination croniter refuses, or a date that never comes
+    # Two Februaries (a leap one), and November.
+    for first, last in [
+        (utc(2024, 1, 25), utc(2024, 3, 5)),
+        (utc(2025, 1, 25), utc(2025, 3, 5)),
+        (utc(2024, 10, 25), utc(2024, 12, 5)),
+    ]:
+        expected = brute_count(spec, "UTC", first, last, False)
+        assert count_cron_slots(spec, "UTC", first, last) == expected, expression
+
+
+def test_a_minutely_spec_counts_every_minute_of_a_year() -> None:
+    spec = CronSpec.parse("* * * * *")
+
+    assert (
+        count_cron_slots(spec, "UTC", utc(2023, 1, 1), utc(2024, 1, 1) - timedelta(microseconds=1)) == 525_600
+    )
+    assert count_cron_slots(spec, BERLIN, utc(2024, 1, 1), utc(2025, 1, 1)) == 366 * 24 * 60 + 1
+    # Berlin's 2024: the hour skipped in March and the hour repeated in October cancel out, both ends included.
+
+
+def test_counting_slots_with_random_values_iterates() -> None:
+    # croniter's "R" draws a value for each iterator: no arithmetic, but a count all the same.
+    spec = CronSpec.parse("R 9 * * *")
+
+    assert count_cron_slots(spec, BERLIN, utc(2024, 3, 1), utc(2024, 4, 1)) == 31
+
+
+@pytest.mark.parametrize(
+    ("expression", "timezone", "end_at", "dst_policy"),
+    [
+        ("30 2 * * *", BERLIN, None, "both"),  # 02:30 runs twice on 27 October
+        ("30 2 * * *", BERLIN, None, "once"),
+        ("*/10 * * * *", NEW_YORK, utc(2024, 11, 3, 6, 5), "once"),  # ends between two slots
+        ("*/10 * * * *", NEW_YORK, utc(2024, 11, 3, 6, 0), "once"),  # ends on a slot
+        ("0 9 * * 1-5", "UTC", utc(2024, 11, 1, 9), "once"),  # ends on a slot, days before the range does
+    ],
+)
+def test_a_cron_timing_counts_its_slots_as_iterating_them_does(
+    expression: str, timezone: str, end_at: datetime | None, dst_policy: str
+) -> None:
+    # The claim's count of a missed range: within the timing's end, by its DST choice.
+    timing = CronTiming.parse(TimingFields("cron", expression, None, timezone, None, end_at, dst_policy))
+    first = next(iter_cron_slots(timing.spec, timezone, utc(2024, 10, 20)))
+    last = utc(2024, 11, 10)
+
+    assert timing.count_slots(first, last) == BoundedTiming.count_slots(timing, first, last)
+    assert timing.count_slots(first, first) == 1
+    assert timing.count_slots(first, first - timedelta(seconds=1)) == 0
