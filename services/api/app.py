@@ -2,31 +2,86 @@
 
 from __future__ import annotations
 
+import logging
+import re
+import uuid
 from pathlib import Path
+from typing import Any
 
-from flask import Flask, Response, send_from_directory
+from apispec import APISpec, BasePlugin
+from flask import Flask, Response, g, request, send_from_directory
 from flask_smorest import Api
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy import text
 from swagger_ui_bundle import swagger_ui_path
+from werkzeug.exceptions import HTTPException, InternalServerError
 
 from services.api.metrics import SchedulerCollector
-from services.api.routes import blp
-from services.api.schemas import ENUMS, enum_reference
+from services.api.routes import TaskIdConverter, blp
+from services.api.schemas import ENUMS, ErrorSchema, enum_reference
 from shared.messaging import broker_is_reachable
 from shared.runtime import Runtime, build_runtime
 from shared.settings import Settings
 
 STATIC_DIR = Path(__file__).parent / "static"
 IDENTITY_SCHEME = "identityHeader"
+logger = logging.getLogger("cronwork.api")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# What a proxy's request id may be to be taken as this request's: an HTTP token (RFC 9110) of sane length, so
+# that it can go into a log line or a JSON body as it is.
+SENT_REQUEST_ID = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}")
+REQUEST_ID_DOC = {
+    "description": (
+        "This request's id: the X-Request-ID the caller (its proxy) sent, when that is 1 to 128 characters of "
+        "an HTTP token (letters, digits and !#$%&'*+-.^_`|~), else one made up. An error's body carries it as "
+        "requestId, and the API logs an unexpected error with it"
+    ),
+    "schema": {"type": "string"},
+}
+
+
+def request_id() -> str:
+    """This request's id (``REQUEST_ID_DOC``), chosen on first use."""
+    if "request_id" not in g:
+        sent = request.headers.get(REQUEST_ID_HEADER, "")
+        g.request_id = sent if SENT_REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
+    chosen: str = g.request_id
+    return chosen
+
+
+class RequestIdHeader(BasePlugin):
+    """apispec plugin: documents ``X-Request-ID`` on every response, each operation's own and the shared ones
+    (``default``, the 422 of parsed arguments) that operations refer to."""
+
+    def init_spec(self, spec: APISpec) -> None:
+        spec.components.header("REQUEST_ID", REQUEST_ID_DOC, lazy=True)
+
+    def response_helper(self, response: dict[str, Any], **_kwargs: Any) -> dict[str, Any]:
+        return {"headers": {**response.get("headers", {}), REQUEST_ID_HEADER: "REQUEST_ID"}}
+
+    def operation_helper(
+        self, path: str | None = None, operations: dict[Any, Any] | None = None, **_kwargs: Any
+    ) -> None:
+        for operation in (operations or {}).values():
+            for response in operation.get("responses", {}).values():
+                # A name or a $ref is a shared response, which response_helper documents.
+                if isinstance(response, dict) and "$ref" not in response:
+                    response.setdefault("headers", {})[REQUEST_ID_HEADER] = "REQUEST_ID"
 
 
 class SchedulerApi(Api):
     """flask-smorest's Api without its ``X-Pagination`` header component, whose object schema says the header
-    is an object: the blueprint documents it as the JSON string it is."""
+    is an object (the blueprint documents it as the JSON string it is); whose errors carry the request's id."""
+
+    ERROR_SCHEMA = ErrorSchema
 
     def _register_pagination_header(self) -> None:
         pass
+
+    def handle_http_exception(self, error: HTTPException) -> tuple[dict[str, Any], int, Any]:
+        payload, status, headers = super().handle_http_exception(error)
+        return {**payload, "requestId": request_id()}, status, headers
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Flask:
@@ -46,11 +101,13 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         JSON_SORT_KEYS=False,
     )
     app.extensions["cronwork"] = runtime
+    app.url_map.converters["task_id"] = TaskIdConverter
     api = SchedulerApi(
         app,
         spec_kwargs={
             "info": {"description": "Schedules that run exactly once per slot."},
             "security": [{IDENTITY_SCHEME: []}],
+            "extra_plugins": [RequestIdHeader()],
         },
     )
     api.spec.components.security_scheme(IDENTITY_SCHEME, identity_scheme(settings))
@@ -61,6 +118,26 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
     metrics = CollectorRegistry()
     metrics.register(SchedulerCollector(runtime))
+
+    @app.after_request
+    def tell_the_request_id(response: Response) -> Response:
+        response.headers[REQUEST_ID_HEADER] = request_id()
+        return response
+
+    @app.errorhandler(Exception)
+    def unexpected_error(error: Exception) -> tuple[dict[str, Any], int, Any]:
+        """Any exception but an HTTP error (flask-smorest's handler answers those): logged with the request's
+        id, and answered with that id and no word of the exception."""
+        logger.error(
+            "unexpected error on %s %s, request %s",
+            request.method,
+            request.path,
+            request_id(),
+            exc_info=error,
+        )
+        payload, status, headers = api.handle_http_exception(InternalServerError())
+        message = "an unexpected error; the API's log has it under this requestId"
+        return {**payload, "message": message}, status, headers
 
     @app.get("/")
     def operator_page() -> Response:

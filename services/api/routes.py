@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
@@ -10,17 +11,22 @@ from typing import Any, NoReturn
 from flask import Request, Response, current_app, g, jsonify, request, url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint, Page
-from flask_smorest.error_handler import ErrorSchema
+from marshmallow import Schema, ValidationError, validate
 from sqlalchemy import Select
 from sqlalchemy.orm import Session
+from webargs.core import missing
 from webargs.flaskparser import FlaskParser, abort, is_json_request  # abort: flask-smorest's, typed NoReturn
+from werkzeug.routing import IntegerConverter, Map
 
 from services.api.schemas import (
+    RUN_ID_MAX,
+    SCHEDULE_ID_MAX,
     BackfillResultSchema,
     BackfillSchema,
     ChangedTasksSchema,
     CronPreviewQuerySchema,
     CronPreviewSchema,
+    ErrorSchema,
     HistoryFiltersSchema,
     HistorySchema,
     MeSchema,
@@ -42,10 +48,13 @@ from shared.system_tasks import system_task_statuses
 from shared.timing import CronPreview, preview_cron
 
 JSON = "application/json"
-TASK = "/tasks/<int:task_id>"  # every route under it answers 404 for an id that names no schedule
+TASK = "/tasks/<task_id:task_id>"  # every route under it answers 404 for an id that names no schedule
 
 # The errors every operation documents (flask-smorest adds the 422 of each parsed argument and the default).
-UNAUTHORIZED = (401, "No identity: with AUTH_MODE=header, the identity header is missing or too long")
+UNAUTHORIZED = (
+    401,
+    "No identity: with AUTH_MODE=header, the identity header is missing, too long or holds a NUL character",
+)
 NOT_FOUND = (404, "No task with this id")
 MALFORMED = (400, "The body is not well-formed JSON")
 NOT_JSON = (415, f"The body is not sent as {JSON}")
@@ -63,23 +72,109 @@ PAGINATION_HEADER = {
 }
 
 
+class TaskIdConverter(IntegerConverter):
+    """A task id in a path (``<task_id:task_id>``): digits, read as an int. An id past the largest a schedule can
+    have (``SCHEDULE_ID_MAX``, which the spec documents as the parameter's maximum) is the 404 of any id that
+    names no task, answered without asking the database (which would refuse it)."""
+
+    def __init__(self, url_map: Map) -> None:
+        super().__init__(url_map, max=SCHEDULE_ID_MAX)
+
+    def to_python(self, value: str) -> int:
+        if len(value) > len(str(SCHEDULE_ID_MAX)) or int(value) > SCHEDULE_ID_MAX:
+            no_such_task(value)
+        return int(value)
+
+
 class JsonBodyParser(FlaskParser):
-    """webargs' parser, except that a body sent as another media type is refused (415) rather than read as no
-    body at all. A request with neither a body nor a Content-Type still reads as an empty body."""
+    """webargs' parser, except that:
+
+    - a body sent as another media type is refused (415) rather than read as no body at all (a request with
+      neither a body nor a Content-Type still reads as an empty body);
+    - a body is read as strict JSON: NaN and Infinity, which Python's reader takes, are malformed (400), as is a
+      body nested deeper than it follows or an integer of more digits than Python reads;
+    - what PostgreSQL cannot store is a 422 naming where it is (``unstorable``): text with a NUL character or an
+      unpaired surrogate, anywhere in a body or in a query parameter the schema reads, and a number past a
+      double's range (``1e999``) in a body. Checked before any field, so a filter never reaches the database
+      with it either."""
 
     def _raw_load_json(self, req: Request) -> Any:
-        if not is_json_request(req) and (req.mimetype or req.get_data(cache=True)):
-            abort(415, message=f"the body must be sent as {JSON}, not {req.mimetype or 'untyped'}")
-        return super()._raw_load_json(req)
+        if not is_json_request(req):
+            if req.mimetype or req.get_data(cache=True):
+                abort(415, message=f"the body must be sent as {JSON}, not {req.mimetype or 'untyped'}")
+            return missing
+        text = req.get_data(cache=True).decode()  # not UTF-8: webargs' 400
+        try:
+            return json.loads(text, parse_constant=not_json)
+        except json.JSONDecodeError:
+            raise  # an empty body is no body; webargs answers the rest with its 400
+        except (ValueError, RecursionError) as exc:
+            raise json.JSONDecodeError(f"not JSON this API reads: {exc}", text, 0) from exc
+
+    def pre_load(self, location_data: Any, *, schema: Schema, req: Request, location: str) -> Any:
+        errors: dict[str, list[str]] = {}
+        if location == "json":
+            errors = unstorable(location_data)
+        elif location == "query":  # each parameter the schema reads, each time it is given
+            keys = {field.data_key or name for name, field in schema.load_fields.items()}
+            problems = {key: {text_problem(value) for value in req.args.getlist(key)} for key in keys}
+            errors = {key: sorted(filter(None, found)) for key, found in problems.items() if any(found)}
+        if errors:
+            raise ValidationError(errors)
+        return super().pre_load(location_data, schema=schema, req=req, location=location)
+
+
+def not_json(constant: str) -> NoReturn:
+    raise ValueError(f"{constant} is not a JSON value")
+
+
+def text_problem(text: str) -> str | None:
+    """Why PostgreSQL cannot store ``text`` (as text or in JSONB), if it cannot."""
+    if "\x00" in text:
+        return "must not contain the NUL character (\\u0000)"
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return "must be Unicode text: an unpaired surrogate (\\ud800 to \\udfff) is not"
+    return None
+
+
+def unstorable(body: Any) -> dict[str, list[str]]:
+    """Where a parsed JSON body holds what PostgreSQL cannot store, keyed by the path of each value (``name``,
+    ``config.args.0``; a bad key by its object's). Iterative: a body as deep as the JSON reader follows is walked
+    whole."""
+    errors: dict[str, list[str]] = {}
+    pending: list[tuple[str, Any]] = [("", body)]
+    while pending:
+        path, value = pending.pop()
+        problem = None
+        if isinstance(value, str):
+            problem = text_problem(value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            problem = "must be a finite number, at most about 1.8e308"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                key_problem = text_problem(key)
+                if key_problem:
+                    errors.setdefault(path or key, []).append(f"a key {key_problem}")
+                pending.append((f"{path}.{key}" if path else key, item))
+        elif isinstance(value, list):
+            pending.extend(
+                (f"{path}.{index}" if path else str(index), item) for index, item in enumerate(value)
+            )
+        if problem:
+            errors.setdefault(path or "_schema", []).append(problem)
+    return errors
 
 
 class SchedulerBlueprint(Blueprint):
     """flask-smorest's Blueprint, which also documents the errors each operation can answer, in one place: 401
     for all (the caller is identified before any view), 404 for the routes of one task, 400 and 415 for those
-    that read a JSON body; and documents ``X-Pagination`` as the JSON string it is, which also says when
-    ``total`` is an estimate."""
+    that read a JSON body; documents ``X-Pagination`` as the JSON string it is, which also says when ``total`` is
+    an estimate; and bounds ``page`` by the last offset PostgreSQL takes."""
 
     ARGUMENTS_PARSER = JsonBodyParser()
+    PAGINATION_ARGUMENTS_PARSER = ARGUMENTS_PARSER
 
     def route(self, rule: str, **options: Any) -> Any:
         register = super().route(rule, **options)
@@ -93,6 +188,23 @@ class SchedulerBlueprint(Blueprint):
         if location != "json":
             return parse
         return lambda view: self._documenting_errors([MALFORMED, NOT_JSON])(parse(view))
+
+    def paginate(self, pager: Any = None, **params: Any) -> Any:
+        """flask-smorest's, except that a ``page`` whose offset is past a bigint (``RUN_ID_MAX``) at the largest
+        page size is a 422 naming it (its maximum documented), not a query the database refuses."""
+        paginate = super().paginate(pager, **params)
+        last_page = RUN_ID_MAX // params.get(
+            "max_page_size", self.DEFAULT_PAGINATION_PARAMETERS["max_page_size"]
+        )
+
+        def decorate(view: Any) -> Any:
+            paged = paginate(view)
+            # The parameters' schema, made for this view alone, before its first instance: bound its page field.
+            page_params_schema = paged._apidoc["pagination"]["parameters"]["schema"]
+            page_params_schema._declared_fields["page"].validators = [validate.Range(min=1, max=last_page)]
+            return paged
+
+        return decorate
 
     def _documenting_errors(self, errors: list[tuple[int, str]]) -> Any:
         def decorate(view: Any) -> Any:
@@ -158,6 +270,9 @@ def identify_caller() -> None:
         abort(
             401, message=f"the {settings.auth_header} header is longer than {IDENTITY_MAX_CHARS} characters"
         )
+    problem = text_problem(user)
+    if problem:
+        abort(401, message=f"the {settings.auth_header} header {problem}")
     g.user = user
 
 
@@ -190,7 +305,7 @@ def invalid_input_as_422(schema: TaskInSchema | BackfillSchema | None = None) ->
         abort(422, message=f"invalid value for {', '.join(sorted(errors))}", errors={"json": errors})
 
 
-def no_such_task(task_id: int) -> NoReturn:
+def no_such_task(task_id: int | str) -> NoReturn:
     abort(404, message=f"no task with id {task_id}")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from flask_smorest.error_handler import ErrorSchema as SmorestErrorSchema
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_dump, validate
 
 from shared.db import utcnow
@@ -49,6 +50,11 @@ ENUMS: dict[str, list[str]] = {
     "AuthMode": list(declaration("auth_mode").choices),
 }
 ENUM_METADATA_KEY = "enum_schema"
+
+# The largest id each column holds: PostgreSQL's integer (a schedule's id, and a run's scheduleId) and bigint (a
+# run's id). No row has a larger one, and a query with one fails in the database: ``Id`` refuses it first.
+SCHEDULE_ID_MAX = 2**31 - 1
+RUN_ID_MAX = 2**63 - 1
 
 
 def documented(description: str = "", *, enum: str | None = None, **spec: Any) -> dict[str, Any]:
@@ -98,7 +104,19 @@ class UtcDateTime(fields.DateTime):
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> datetime:
         parsed = super()._deserialize(value, attr, data, **kwargs)
-        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        try:
+            return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00:00+14:00: a day before the first a datetime holds
+            raise ValidationError("is out of range: in UTC it falls outside the years 1 to 9999") from None
+
+
+class Id(fields.Integer):
+    """An id sent as a query parameter: a whole number from ``minimum`` up to the largest its column holds
+    (``maximum``, by default a schedule's), so that an id no row can have is a 422 naming it, not a query the
+    database refuses. (A task id in a path is ``routes.TaskIdConverter``'s: a 404.)"""
+
+    def __init__(self, *, minimum: int = 1, maximum: int = SCHEDULE_ID_MAX, **kwargs: Any) -> None:
+        super().__init__(validate=validate.Range(min=minimum, max=maximum), **kwargs)
 
 
 class JitteredStart(UtcDateTime):
@@ -461,9 +479,9 @@ class TaskFiltersSchema(Schema):
             items={"type": "string"},
         ),
     )
-    after_id = fields.Integer(
+    after_id = Id(
         data_key="afterId",
-        validate=validate.Range(min=0),
+        minimum=0,
         metadata=documented(
             "Only schedules after this id: pass a page's last id for the next (fast at any depth)"
         ),
@@ -515,7 +533,7 @@ class HistoryFiltersSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    schedule_id = fields.Integer(data_key="scheduleId")
+    schedule_id = Id(data_key="scheduleId")
     status = fields.String(validate=validate.OneOf(ENUMS["RunStatus"]), metadata=documented(enum="RunStatus"))
     triggered_by = fields.String(
         data_key="triggeredBy",
@@ -523,9 +541,9 @@ class HistoryFiltersSchema(Schema):
         metadata=documented(enum="TriggeredBy"),
     )
     system_task = fields.String(data_key="systemTask")
-    before_id = fields.Integer(
+    before_id = Id(
         data_key="beforeId",
-        validate=validate.Range(min=1),
+        maximum=RUN_ID_MAX,
         metadata=documented(
             "Only runs older than this id: pass a page's last id for the next (fast at any depth)"
         ),
@@ -619,9 +637,8 @@ class CronPreviewQuerySchema(Schema):
         validate=validate.Range(min=0, max=MAX_JITTER_S),
         metadata=documented("A task's jitterS: with taskId, startsAt gives each run's start"),
     )
-    task_id = fields.Integer(
+    task_id = Id(
         data_key="taskId",
-        validate=validate.Range(min=1),
         metadata=documented("The task whose jitter offsets to show (an offset is fixed per task and slot)"),
     )
 
@@ -646,3 +663,14 @@ class CronPreviewSchema(ResponseSchema):
         ),
     )
     error = fields.String(allow_none=True)
+
+
+class ErrorSchema(SmorestErrorSchema):
+    """Every error's body (flask-smorest's ``code``, ``status``, ``message``, ``errors``) with the request's id."""
+
+    requestId = fields.String(
+        required=True,
+        metadata=documented(
+            "This request's id, as its X-Request-ID header gives it: the API's log names it beside an error"
+        ),
+    )
