@@ -35,7 +35,17 @@ from shared.protocol import (
 )
 from shared.runtime import Runtime
 from shared.secrets import SecretError, stored_secret
-from shared.timing import BOUND_FIELDS, TIMINGS, InvalidTiming, TimingFields, parse_timing, timing_of
+from shared.timing import (
+    BOUND_FIELDS,
+    EARLIEST_INSTANT,
+    INSTANT_RANGE_REASON,
+    LATEST_INSTANT,
+    TIMINGS,
+    InvalidTiming,
+    TimingFields,
+    parse_timing,
+    timing_of,
+)
 
 
 class ScheduleInput(TypedDict, total=False):
@@ -213,11 +223,12 @@ def _bounds_reason(value: Any, low: int, high: int) -> str | None:
 def bound_errors(start_at: Any, end_at: Any) -> dict[str, list[str]]:
     """Problems with a schedule's bounds: instants with a zone, the end after the start. An end already past is
     allowed: the schedule is stored with no next run, and says so (``next_run_note``)."""
-    errors = {
-        field: ["must be a date and time with its zone (ISO 8601)"]
-        for field, value in (("start_at", start_at), ("end_at", end_at))
-        if value is not None and (not isinstance(value, datetime) or value.tzinfo is None)
-    }
+    errors = {}
+    for field, value in (("start_at", start_at), ("end_at", end_at)):
+        if value is not None and (not isinstance(value, datetime) or value.tzinfo is None):
+            errors[field] = ["must be a date and time with its zone (ISO 8601)"]
+        elif value is not None and not EARLIEST_INSTANT <= value <= LATEST_INSTANT:
+            errors[field] = [INSTANT_RANGE_REASON]
     if not errors and start_at is not None and end_at is not None and end_at <= start_at:
         errors["end_at"] = ["must be after the start"]
     return errors

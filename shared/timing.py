@@ -45,6 +45,11 @@ BOUND_FIELDS = ("start_at", "end_at")
 JUST_BEFORE = timedelta(microseconds=1)
 DST_POLICIES = tuple(DstPolicy)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The instants a schedule's bounds and a preview may name: slots are searched hours to years past an instant, and
+# Python's datetimes end with the year 9999.
+EARLIEST_INSTANT = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST_INSTANT = datetime(9000, 1, 1, tzinfo=UTC)
+INSTANT_RANGE_REASON = "must be from 1900-01-01T00:00:00Z to 9000-01-01T00:00:00Z"
 
 
 class TimingColumns(Protocol):

@@ -32,6 +32,9 @@ from shared.system_tasks import SYSTEM_TASK_TYPE, SYSTEM_TIMEZONE
 from shared.task_types import FieldType, installed_task_types
 from shared.timing import (
     CRON_EXPRESSION_MAX_CHARS,
+    EARLIEST_INSTANT,
+    INSTANT_RANGE_REASON,
+    LATEST_INSTANT,
     MAX_INTERVAL_MS,
     MIN_INTERVAL_MS,
     jitter,
@@ -613,18 +616,29 @@ class TaskTypeSchema(ResponseSchema):
     configFields = fields.List(fields.Nested(ConfigFieldSchema), attribute="config_fields")
 
 
+IN_INSTANT_RANGE = validate.Range(min=EARLIEST_INSTANT, max=LATEST_INSTANT, error=INSTANT_RANGE_REASON)
+
+
 class CronPreviewQuerySchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
     expression = fields.String(required=True)
     timezone = fields.String(load_default="UTC", metadata=documented("IANA name, one of GET /timezones"))
-    after = UtcDateTime(metadata=documented("Slots strictly after this instant (default: now)"))
+    after = UtcDateTime(
+        validate=IN_INSTANT_RANGE, metadata=documented("Slots strictly after this instant (default: now)")
+    )
     count = fields.Integer(load_default=5, validate=validate.Range(min=1, max=50))
     start_at = UtcDateTime(
-        data_key="startAt", metadata=documented("Only slots at or after it (a task's startAt)")
+        data_key="startAt",
+        validate=IN_INSTANT_RANGE,
+        metadata=documented("Only slots at or after it (a task's startAt)"),
     )
-    end_at = UtcDateTime(data_key="endAt", metadata=documented("Only slots at or before it (a task's endAt)"))
+    end_at = UtcDateTime(
+        data_key="endAt",
+        validate=IN_INSTANT_RANGE,
+        metadata=documented("Only slots at or before it (a task's endAt)"),
+    )
     dst_policy = fields.String(
         data_key="dstPolicy",
         load_default=DstPolicy.ONCE,

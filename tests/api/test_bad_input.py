@@ -373,6 +373,38 @@ def test_an_instant_outside_the_years_a_datetime_holds_in_utc_is_a_422_naming_it
     assert stored_state() == before
 
 
+@pytest.mark.parametrize(
+    ("method", "url", "body", "field"),
+    [
+        ("post", TASKS, cron_task(startAt="9999-12-31T00:00:00Z"), "startAt"),
+        ("post", TASKS, cron_task(endAt="1899-12-31T23:59:59Z"), "endAt"),
+        ("get", f"{PREVIEW}&after=9999-12-31T23:59:00Z", None, "after"),
+        ("get", f"{PREVIEW}&startAt=9999-12-31T23:59:00Z", None, "startAt"),
+        ("get", f"{PREVIEW}&endAt=0001-01-01T00:00:00Z", None, "endAt"),
+        ("get", f"{PREVIEW}&timezone=Pacific/Kiritimati&after=9999-12-31T00:00:00Z", None, "after"),
+    ],
+    ids=["create-start", "create-end", "preview-after", "preview-start", "preview-end", "preview-kiritimati"],
+)
+def test_an_instant_past_the_years_slots_are_searched_in_is_a_422_naming_it(
+    client: FlaskClient,
+    stored_state: Callable[[], Any],
+    method: str,
+    url: str,
+    body: dict[str, Any] | None,
+    field: str,
+) -> None:
+    before = stored_state()
+
+    response = getattr(client, method)(url, json=body)
+
+    assert response.status_code == 422
+    location = "json" if body is not None else "query"
+    assert error_body(response)["errors"][location][field] == [
+        "must be from 1900-01-01T00:00:00Z to 9000-01-01T00:00:00Z"
+    ]
+    assert stored_state() == before
+
+
 def test_a_nul_in_the_identity_header_is_a_401_and_stores_nothing(
     app_with: Callable[..., Flask], stored_state: Callable[[], Any]
 ) -> None:
