@@ -121,6 +121,23 @@ MAX_CATCH_UP_WINDOW_S = 366 * 24 * 3600
 MAX_JITTER_S = int(RETRY_MAX_DELAY.total_seconds())
 
 
+class VersionConflict(Exception):
+    """An edit or delete made against versions of a schedule it is no longer at: someone changed it since the
+    caller read it (optimistic concurrency). ``current_version`` is the version stored now."""
+
+    def __init__(self, schedule_id: int, current_version: int):
+        super().__init__(f"schedule {schedule_id} is at version {current_version}")
+        self.schedule_id = schedule_id
+        self.current_version = current_version
+
+
+def _check_version(schedule: TaskSchedule, expected_versions: Collection[int] | None) -> None:
+    """``VersionConflict`` unless ``schedule`` (locked by the caller, so that no other edit passes the same check
+    before this one's write) is at one of ``expected_versions``; None expects any version."""
+    if expected_versions is not None and schedule.version not in expected_versions:
+        raise VersionConflict(schedule.id, schedule.version)
+
+
 class ValidationFailed(ValueError):
     """Input that cannot be stored; ``errors`` maps each attribute (``config.<key>`` inside the config) to its
     reasons."""
@@ -359,17 +376,27 @@ def create_schedule(
 
 
 def update_schedule(
-    runtime: Runtime, session: Session, schedule_id: int, sent: ScheduleInput, allow_seconds: bool = False
+    runtime: Runtime,
+    session: Session,
+    schedule_id: int,
+    sent: ScheduleInput,
+    allow_seconds: bool = False,
+    expected_versions: Collection[int] | None = None,
 ) -> TaskSchedule | None:
     """Apply a partial update in ``session``. A timing change (see ``_changes_timing``) re-arms the schedule with
     a new key and publishes its tick after the commit; any other edit leaves the armed tick as it is. Returns the
     schedule, or None when it does not exist.
+
+    ``expected_versions``: the edit applies only to a schedule at one of these versions (as its editor read it),
+    checked under the row lock, so of two edits made against the same version exactly one applies; the other,
+    like any edit against an older version, is a ``VersionConflict`` that changes nothing. None: any version.
     """
     now = utcnow()
     with session.begin():
         schedule = lock_schedule(session, schedule_id)
         if schedule is None:
             return None
+        _check_version(schedule, expected_versions)
         # A broken schedule (its stored timing refused by the libraries installed now) may still be paused, renamed
         # or deleted; only enabling it again, or editing its timing, asks for a timing that works.
         keep_broken_timing = (
@@ -489,13 +516,18 @@ def broken_reason(schedule: TaskSchedule) -> str | None:
     return None
 
 
-def delete_schedule(session: Session, schedule_id: int) -> bool:
+def delete_schedule(
+    session: Session, schedule_id: int, expected_versions: Collection[int] | None = None
+) -> bool:
     """Delete a schedule, its row locked as a claim locks it (so the two never deadlock); its history stays,
-    keeping its id and name, and any tick in flight finds no row. A slot that fell due unclaimed is recorded."""
+    keeping its id and name, and any tick in flight finds no row. A slot that fell due unclaimed is recorded.
+    ``expected_versions`` as for ``update_schedule``: at another version, ``VersionConflict`` and nothing is
+    deleted."""
     with session.begin():
         schedule = lock_schedule(session, schedule_id)
         if schedule is None:
             return False
+        _check_version(schedule, expected_versions)
         record_unclaimed_slots(session, schedule, utcnow(), "deleted")
         session.delete(schedule)
     return True

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+import re
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
@@ -58,6 +59,42 @@ UNAUTHORIZED = (
 NOT_FOUND = (404, "No task with this id")
 MALFORMED = (400, "The body is not well-formed JSON")
 NOT_JSON = (415, f"The body is not sent as {JSON}")
+
+# Optimistic concurrency (RFC 9110 8.8.3, 13.1.1). A task's entity tag is "<id>-<version>" (``etag``): strong, and
+# every edit makes a new one. PUT, PATCH and DELETE take If-Match, compared with the row's version under the lock
+# the write takes (``expected_versions`` of shared/schedules.py), so two edits made against one version cannot
+# both apply. If-Match is optional: without it (or with "*") nothing is compared.
+ETAG_HEADER = {
+    "description": (
+        "The task's entity tag, \"<id>-<version>\" with its double quotes (version: the task's, which every edit "
+        "increments): a strong tag. Send it back as If-Match to change or delete the task only as it was read. It "
+        "tags what operators edit: nextRunAt, lastRunAt and lastRunStatus move under one tag, so it is no cache "
+        "validator"
+    ),
+    "schema": {"type": "string", "example": '"42-3"'},
+}
+IF_MATCH_PARAMETER = {
+    "name": "If-Match",
+    "in": "header",
+    "required": False,
+    "description": (
+        "Change the task only if it is as it was read (RFC 9110): the ETag that its GET, its create or its last "
+        'edit answered, quotes included ("42-3"); of a list of tags, any. Omitted, or "*": no check. A tag of '
+        "another version, a weak one (W/...), another task's or a malformed field matches nothing: 412, and "
+        "nothing changes"
+    ),
+    "schema": {"type": "string", "example": '"42-3"'},
+}
+PRECONDITION_FAILED = (
+    412,
+    "If-Match names no version the task is at: it changed since it was read (or the field names no tag of it). "
+    "Nothing was changed; the ETag header gives the current tag",
+)
+# A strong entity tag's opaque part that names a task's version: "<id>-<version>", digits as the API writes them.
+TASK_ETAG = re.compile(r"([1-9][0-9]{0,9})-([1-9][0-9]{0,9})")
+# One element of If-Match's list (``#entity-tag``: empty elements allowed), with its separator; entity-tag is
+# [ "W/" ] DQUOTE *etagc DQUOTE, where etagc is any visible character but the quote, or obs-text.
+IF_MATCH_ELEMENT = re.compile(r'[ \t]*(?:(W/)?"([\x21\x23-\x7e\x80-\xff]*)")?[ \t]*(?:,|$)')
 
 PAGINATION_HEADER = {
     "description": (
@@ -206,6 +243,17 @@ class SchedulerBlueprint(Blueprint):
 
         return decorate
 
+    def if_match(self, view: Any) -> Any:
+        """Documents the optional If-Match header of a view that changes one task, and its 412."""
+        status, description = PRECONDITION_FAILED
+        view = self.alt_response(
+            status,
+            schema=ErrorSchema,
+            description=description,
+            headers={"ETag": {**ETAG_HEADER, "description": "The task's entity tag now"}},
+        )(view)
+        return self.doc(parameters=[IF_MATCH_PARAMETER])(view)
+
     def _documenting_errors(self, errors: list[tuple[int, str]]) -> Any:
         def decorate(view: Any) -> Any:
             for status, description in errors:
@@ -305,6 +353,70 @@ def invalid_input_as_422(schema: TaskInSchema | BackfillSchema | None = None) ->
         abort(422, message=f"invalid value for {', '.join(sorted(errors))}", errors={"json": errors})
 
 
+def etag(task_id: int, version: int) -> str:
+    """A task's entity tag at ``version`` (``ETAG_HEADER``)."""
+    return f'"{task_id}-{version}"'
+
+
+def tagged(schedule: TaskSchedule) -> dict[str, str]:
+    """The headers that tag an answer carrying ``schedule``."""
+    return {"ETag": etag(schedule.id, schedule.version)}
+
+
+def entity_tags(field: str) -> list[tuple[bool, str]] | None:
+    """If-Match's list of entity tags, each as (weak, opaque tag); None when the field is not such a list."""
+    tags: list[tuple[bool, str]] = []
+    position = 0
+    while position < len(field):
+        element = IF_MATCH_ELEMENT.match(field, position)
+        if element is None:
+            return None
+        if element[2] is not None:
+            tags.append((element[1] is not None, element[2]))
+        position = element.end()
+    return tags
+
+
+def if_match_versions(task_id: int) -> Collection[int] | None:
+    """The versions of task ``task_id`` that this request's If-Match names: None (any) without the field or with
+    "*". Otherwise those of its strong tags that are this task's; a weak tag never matches (If-Match compares
+    strongly), and a malformed field names none (RFC 9110 13.1.1: the condition is false)."""
+    fields = request.headers.getlist("If-Match")
+    if not fields:
+        return None
+    field = ", ".join(fields)
+    if field.strip(" \t") == "*":
+        return None
+    versions = set()
+    for weak, opaque in entity_tags(field) or []:
+        named = TASK_ETAG.fullmatch(opaque)
+        if not weak and named and int(named[1]) == task_id:
+            versions.add(int(named[2]))
+    return versions
+
+
+@contextmanager
+def version_conflict_as_412(task_id: int, expected_versions: Collection[int] | None) -> Iterator[None]:
+    """Turn the domain's ``VersionConflict`` into a 412 that names the task's version and carries its ETag."""
+    try:
+        yield
+    except schedules.VersionConflict as exc:
+        current = etag(task_id, exc.current_version)
+        why = (
+            f"task {task_id} changed since it was read"
+            if expected_versions
+            else f'If-Match names no entity tag of task {task_id} (its tags are "<id>-<version>", quoted)'
+        )
+        abort(
+            412,
+            message=(
+                f"{why}: it is at version {exc.current_version} now, ETag {current}. Nothing was changed: read "
+                "it again, then redo the change on what it is now"
+            ),
+            headers={"ETag": current},
+        )
+
+
 def no_such_task(task_id: int | str) -> NoReturn:
     abort(404, message=f"no task with id {task_id}")
 
@@ -328,13 +440,16 @@ class Tasks(MethodView):
     @blp.response(
         201,
         TaskSchema,
-        headers={"Location": {"description": "The new task's URL", "schema": {"type": "string"}}},
+        headers={
+            "Location": {"description": "The new task's URL", "schema": {"type": "string"}},
+            "ETag": ETAG_HEADER,
+        },
     )
     def post(self, sent: schedules.ScheduleInput) -> tuple[TaskSchedule, int, dict[str, str]]:
         """Create a schedule and arm it."""
         with invalid_input_as_422():
             schedule = schedules.create_schedule(runtime(), db(), sent, created_by=g.user)
-        return schedule, 201, {"Location": url_for("scheduler.Task", task_id=schedule.id)}
+        return schedule, 201, {"Location": url_for("scheduler.Task", task_id=schedule.id), **tagged(schedule)}
 
 
 @blp.route("/tasks/pause")
@@ -368,38 +483,49 @@ class ResumeTasks(MethodView):
 @blp.route(TASK)
 class Task(MethodView):
     @blp.doc(operationId="getTask")
-    @blp.response(200, TaskSchema)
-    def get(self, task_id: int) -> TaskSchedule:
-        """One schedule."""
-        return stored_task(task_id)
+    @blp.response(200, TaskSchema, headers={"ETag": ETAG_HEADER})
+    def get(self, task_id: int) -> tuple[TaskSchedule, dict[str, str]]:
+        """One schedule, tagged with its ETag."""
+        schedule = stored_task(task_id)
+        return schedule, tagged(schedule)
 
     @blp.doc(operationId="updateTask")
+    @blp.if_match
     @blp.arguments(TaskUpdateSchema)
-    @blp.response(200, TaskSchema)
-    def put(self, sent: schedules.ScheduleInput, task_id: int) -> TaskSchedule:
-        """Change some fields (partial update); a timing change re-arms the schedule from its next slot."""
+    @blp.response(200, TaskSchema, headers={"ETag": ETAG_HEADER})
+    def put(self, sent: schedules.ScheduleInput, task_id: int) -> tuple[TaskSchedule, dict[str, str]]:
+        """Change some fields (partial update); a timing change re-arms the schedule from its next slot. With
+        If-Match, only if the task is still as read."""
         return self.update(task_id, sent)
 
     @blp.doc(operationId="patchTask")
+    @blp.if_match
     @blp.arguments(TaskUpdateSchema)
-    @blp.response(200, TaskSchema)
-    def patch(self, sent: schedules.ScheduleInput, task_id: int) -> TaskSchedule:
+    @blp.response(200, TaskSchema, headers={"ETag": ETAG_HEADER})
+    def patch(self, sent: schedules.ScheduleInput, task_id: int) -> tuple[TaskSchedule, dict[str, str]]:
         """The same as PUT: a partial update."""
         return self.update(task_id, sent)
 
     @blp.doc(operationId="deleteTask")
+    @blp.if_match
     @blp.response(204)
     def delete(self, task_id: int) -> None:
-        """Delete a schedule; its run history is kept."""
-        if not schedules.delete_schedule(db(), task_id):
+        """Delete a schedule; its run history is kept. With If-Match, only if the task is still as read."""
+        expected = if_match_versions(task_id)
+        with version_conflict_as_412(task_id, expected):
+            deleted = schedules.delete_schedule(db(), task_id, expected)
+        if not deleted:
             no_such_task(task_id)
 
     @staticmethod
-    def update(task_id: int, sent: schedules.ScheduleInput) -> TaskSchedule:
-        with invalid_input_as_422():
-            if schedules.update_schedule(runtime(), db(), task_id, sent) is None:
-                no_such_task(task_id)
-        return stored_task(task_id)  # with its last run, which the update does not read
+    def update(task_id: int, sent: schedules.ScheduleInput) -> tuple[TaskSchedule, dict[str, str]]:
+        expected = if_match_versions(task_id)
+        with invalid_input_as_422(), version_conflict_as_412(task_id, expected):
+            updated = schedules.update_schedule(runtime(), db(), task_id, sent, expected_versions=expected)
+        if updated is None:
+            no_such_task(task_id)
+        schedule = stored_task(task_id)  # with its last run, which the update does not read
+        return schedule, tagged(schedule)
 
 
 @blp.route(f"{TASK}/run")

@@ -35,6 +35,7 @@ OPERATIONS = {
 WITH_JSON_BODY = {"createTask", "updateTask", "patchTask", "runTaskNow", "backfillTask"}
 OF_ONE_TASK = {"getTask", "updateTask", "patchTask", "deleteTask", "runTaskNow", "backfillTask"}
 WITH_PARAMETERS = WITH_JSON_BODY | {"listTasks", "pauseTasks", "resumeTasks", "listHistory", "previewCron"}
+WITH_IF_MATCH = {"updateTask", "patchTask", "deleteTask"}  # a stale If-Match is a 412
 
 
 @pytest.fixture
@@ -78,6 +79,8 @@ def test_every_operation_documents_each_error_it_can_answer(document: dict[str, 
             expected |= {"404"}
         if name in WITH_PARAMETERS:
             expected |= {"422"}
+        if name in WITH_IF_MATCH:
+            expected |= {"412"}
         errors = {status for status in operation["responses"] if status.startswith(("4", "5"))}
         assert errors == expected, (method, path)
 

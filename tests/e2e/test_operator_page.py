@@ -806,6 +806,75 @@ def test_run_now_and_delete_of_a_task_deleted_elsewhere_explain_and_the_page_rec
     expect(page.get_by_test_id("load-error")).to_be_hidden()
 
 
+def test_an_edit_of_a_task_changed_meanwhile_is_refused_and_reload_shows_the_other_change(
+    page: Page, rest: RestClient, console: ConsoleWatch
+) -> None:
+    console.allow("status of 412")  # Chromium logs the API's 412 answer this test provokes on purpose
+    name = unique("Contended report")
+    task = rest.create_task(name)
+    search_for(page, name).get_by_test_id("edit").click()
+    dialog = page.get_by_test_id("task-dialog")
+    expect(dialog.get_by_label("Name")).to_have_value(name)
+
+    theirs = f"{name} (renamed by Bob)"  # another operator saves while this dialog is open
+    rest.call("PATCH", f"/api/scheduler/tasks/{task['id']}", {"name": theirs, "owner": "bob"})
+    dialog.get_by_label("Name").fill(f"{name} (renamed by Alice)")
+    with page.expect_request(lambda request: request.method == "PUT") as update:
+        page.get_by_test_id("task-save").click()
+
+    assert update.value.headers["if-match"] == f'"{task["id"]}-1"'  # the task as the dialog read it
+    conflict = page.get_by_test_id("conflict-message")
+    expect(conflict).to_contain_text("This task was changed by someone else since you opened it.")
+    expect(toast(page, "error", "changed by someone else since you opened it")).to_be_visible()
+    expect(dialog).to_be_visible()
+    expect(dialog.get_by_label("Name")).to_have_value(f"{name} (renamed by Alice)")  # kept until Reload
+    assert (rest.get_task(task["id"])["name"], rest.get_task(task["id"])["owner"]) == (theirs, "bob")
+    screenshot(page, "edit-dialog-conflict")
+
+    page.get_by_test_id("conflict-reload").click()
+    expect(dialog.get_by_role("heading", name=f"Edit “{theirs}”")).to_be_visible()
+    expect(dialog.get_by_label("Name")).to_have_value(theirs)
+    expect(dialog.get_by_label("Owner")).to_have_value("bob")
+    expect(page.get_by_test_id("form-error")).to_be_hidden()
+    expect(dialog.get_by_label("Name")).to_be_focused()
+    expect(task_row(page, theirs)).to_be_visible()  # the list reloaded too
+
+    # Made again on the task as it is now, the edit applies: and sends only itself.
+    dialog.get_by_label("Name").fill(f"{name} (renamed by Alice)")
+    with sent_update(page) as sent:
+        page.get_by_test_id("task-save").click()
+    expect(dialog).to_be_hidden()
+    assert sent == {"name": f"{name} (renamed by Alice)"}
+    expect(toast(page, "success", f"Saved “{name} (renamed by Alice)”")).to_be_visible()
+    stored = rest.get_task(task["id"])
+    assert (stored["name"], stored["owner"], stored["version"]) == (f"{name} (renamed by Alice)", "bob", 3)
+
+
+def test_a_delete_of_a_task_changed_since_the_list_was_loaded_is_refused_and_the_list_reloads(
+    page: Page, rest: RestClient, console: ConsoleWatch
+) -> None:
+    console.allow("status of 412")
+    name = unique("Contended delete")
+    task = rest.create_task(name)
+    row = search_for(page, name)
+    rest.call("PATCH", f"/api/scheduler/tasks/{task['id']}", {"owner": "bob"})  # behind the page's back
+
+    with page.expect_request(lambda request: request.method == "DELETE") as delete:
+        row.get_by_test_id("delete").click()
+        page.get_by_test_id("confirm-ok").click()
+
+    assert delete.value.headers["if-match"] == f'"{task["id"]}-1"'
+    expect(toast(page, "error", f"Did not delete “{name}”: it was changed by someone else")).to_be_visible()
+    expect(toast(page, "success", f"Deleted “{name}”")).to_have_count(0)
+    expect(task_row(page, name).get_by_test_id("row-owner")).to_have_text("bob")  # the list, as it is now
+    assert rest.get_task(task["id"])["owner"] == "bob"
+
+    task_row(page, name).get_by_test_id("delete").click()  # as it is now: deleted
+    page.get_by_test_id("confirm-ok").click()
+    expect(toast(page, "success", f"Deleted “{name}”")).to_be_visible()
+    expect(task_row(page, name)).to_have_count(0)
+
+
 def test_history_is_paginated_by_the_server(page: Page, rest: RestClient) -> None:
     name = unique("Busy manual task")
     task = rest.create_task(name, scheduleType="manual", cronExpression=None)

@@ -16,6 +16,7 @@ function describeFailure(status, body) {
   if (status === 401) return "You are not signed in (the API answered 401). Sign in again and reload the page.";
   if (status === 403) return "You are not allowed to do this.";
   if (status === 404) return body?.message || "It no longer exists: someone may have deleted it.";
+  if (status === 412) return "This task was changed by someone else since you opened it.";
   if (status === 422) return body?.message || "Some fields are not valid.";
   if (status >= 500) return `The server failed (${status}). Try again in a moment.`;
   return body?.message || `The request failed (${status}).`;
@@ -40,7 +41,15 @@ function parsePagination(header, items) {
   return { total, totalPages: total ? 1 : 0, page: 1, totalIsEstimate: false };
 }
 
-async function request(method, path, { query, body } = {}) {
+/**
+ * The task's ETag as the API writes it ("<id>-<version>", quotes included): what If-Match sends back so that an
+ * edit or delete applies only to the task as the page last read it (a 412 otherwise).
+ */
+export function etagOf(task) {
+  return `"${task.id}-${task.version}"`;
+}
+
+async function request(method, path, { query, body, headers } = {}) {
   const url = new URL(path, window.location.origin);
   for (const [key, value] of Object.entries(query ?? {})) {
     // An array is a parameter given once per item (label=team=billing&label=tier=1).
@@ -48,7 +57,7 @@ async function request(method, path, { query, body } = {}) {
       if (item !== undefined && item !== null && item !== "") url.searchParams.append(key, String(item));
     }
   }
-  const init = { method, headers: { Accept: "application/json" }, credentials: "same-origin" };
+  const init = { method, headers: { Accept: "application/json", ...headers }, credentials: "same-origin" };
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -88,9 +97,16 @@ export const api = {
   /** Resume (enable) every task the filters select; resolves to the ids it changed. */
   resumeTasks: (filters) =>
     request("POST", `${BASE}/tasks/resume`, { query: taskFilters(filters) }).then((r) => r.data.changed),
+  /** One task with everything the editor needs: the list's tasks carry no `config`, only its `configSummary`. */
+  getTask: (id) => request("GET", `${BASE}/tasks/${id}`).then((r) => r.data),
   createTask: (task) => request("POST", `${BASE}/tasks`, { body: task }).then((r) => r.data),
-  updateTask: (id, changes) => request("PUT", `${BASE}/tasks/${id}`, { body: changes }).then((r) => r.data),
-  deleteTask: (id) => request("DELETE", `${BASE}/tasks/${id}`),
+  /** A partial update of `task` as the page read it (its ETag in If-Match): a 412 when it changed since. */
+  updateTask: (task, changes) =>
+    request("PUT", `${BASE}/tasks/${task.id}`, { body: changes, headers: { "If-Match": etagOf(task) } }).then(
+      (r) => r.data,
+    ),
+  /** Delete `task` as the page read it (its ETag in If-Match): a 412 when it changed since. */
+  deleteTask: (task) => request("DELETE", `${BASE}/tasks/${task.id}`, { headers: { "If-Match": etagOf(task) } }),
   runTask: (id) => request("POST", `${BASE}/tasks/${id}/run`).then((r) => r.data),
   /** Queue a run for each slot in [from, to] (ISO UTC) that has none; resolves to {slots, queued, alreadyRun, runs}. */
   backfillTask: (id, { from, to }) =>

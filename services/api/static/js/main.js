@@ -425,8 +425,16 @@ async function deleteTask(task) {
   });
   if (!confirmed) return;
   try {
-    await api.deleteTask(task.id);
+    await api.deleteTask(task); // only as the list shows it: a task changed since is not deleted (412)
   } catch (error) {
+    if (error.status === 412) {
+      toast(
+        `Did not delete “${task.name}”: it was changed by someone else since the list was loaded. The list now shows it as it is; delete it again if you still mean to.`,
+        "error",
+      );
+      refresh();
+      return;
+    }
     toast(`Could not delete “${task.name}”: ${error.message}`, "error");
     return;
   }
@@ -559,6 +567,7 @@ async function start() {
     taskTypes: state.taskTypes,
     loadTimezones,
     onSaved: () => refresh(),
+    onOutdated: () => refresh(),
   });
 
   await refresh();

@@ -69,17 +69,22 @@ function canonicalJson(value) {
 
 /**
  * Parameters:
- *   api: the REST client (createTask, updateTask).
+ *   api: the REST client (createTask, updateTask, getTask).
  *   taskTypes: the array from /api/scheduler/task-types.
  *   loadTimezones(): resolves to the IANA names for the picker (fetched once, on first open).
  *   onSaved(task, { created }): after a successful save.
+ *   onOutdated(): the task proved changed (or deleted) behind the page's back, and the form reloaded it.
+ *
+ * An edit applies only to the task as the form read it (the API's If-Match): when someone else saved it since,
+ * the save is refused (412) and the form offers to reload the task, discarding what was typed.
  */
 export class TaskForm {
-  constructor({ api, taskTypes, loadTimezones, onSaved }) {
+  constructor({ api, taskTypes, loadTimezones, onSaved, onOutdated }) {
     this.api = api;
     this.taskTypes = taskTypes;
     this.loadTimezones = loadTimezones;
     this.onSaved = onSaved;
+    this.onOutdated = onOutdated;
     this.editing = null;
     this.opened = null; // the form's values as the dialog opened: a field still equal to its value here is unchanged
     this.saving = false;
@@ -217,6 +222,13 @@ export class TaskForm {
   }
 
   openForEdit(task) {
+    this.showTask(task);
+    openDialog(this.dialog, this.nameInput);
+    this.populateTimezones();
+  }
+
+  /** Fill the form with `task` as read: what an edit is compared with, and the version (ETag) it applies to. */
+  showTask(task) {
     this.editing = task;
     this.title.textContent = `Edit “${task.name}”`;
     this.saveButton.textContent = "Save changes";
@@ -227,8 +239,28 @@ export class TaskForm {
       intervalMs: task.intervalMs ?? 15 * 60_000,
       timezone: task.timezone || "UTC",
     });
-    openDialog(this.dialog, this.nameInput);
-    this.populateTimezones();
+  }
+
+  /** Read the task again, as the server holds it now, into the form: what was typed here is discarded. */
+  async reload(button) {
+    const { id, name } = this.editing;
+    button.disabled = true;
+    let task;
+    try {
+      task = await this.api.getTask(id);
+    } catch (error) {
+      button.disabled = false;
+      this.showBanner([`Could not reload “${name}”: ${error.message}`]);
+      toast(`Could not reload “${name}”: ${error.message}`, "error");
+      if (error.status === 404) this.onOutdated?.();
+      return;
+    }
+    this.configFields.forget();
+    this.showTask(task);
+    this.updateSaveButton();
+    toast(`Reloaded “${task.name}” as it is now. Make your changes again and save.`, "info");
+    this.nameInput.focus();
+    this.onOutdated?.();
   }
 
   async populateTimezones() {
@@ -499,7 +531,7 @@ export class TaskForm {
     this.updateSaveButton();
     try {
       const saved = this.editing
-        ? await this.api.updateTask(this.editing.id, payload)
+        ? await this.api.updateTask(this.editing, payload)
         : await this.api.createTask(payload);
       const created = !this.editing;
       this.configFields.forget(); // now, not when the close event comes: a typed secret leaves with the save
@@ -517,6 +549,11 @@ export class TaskForm {
 
   reportSaveFailure(error) {
     const verb = this.editing ? "save the changes" : "create the task";
+    if (error.status === 412 && this.editing) {
+      this.showConflict();
+      toast(`Could not save “${this.editing.name}”: it was changed by someone else since you opened it.`, "error");
+      return;
+    }
     if (error.status === 422 && Object.keys(error.fieldErrors).length) {
       this.showErrors(
         error.fieldErrors,
@@ -594,6 +631,27 @@ export class TaskForm {
     for (const slot of $$(".field-error.visible", this.form)) this.clearFieldError(slot.dataset.errorFor);
     this.banner.hidden = true;
     this.banner.replaceChildren();
+  }
+
+  /** A save refused because someone else changed the task since the form read it; Reload reads it again. */
+  showConflict() {
+    const reload = h(
+      "button",
+      { type: "button", class: "btn btn-secondary btn-sm", "data-testid": "conflict-reload" },
+      "Reload",
+    );
+    reload.addEventListener("click", () => this.reload(reload));
+    this.banner.replaceChildren(
+      h(
+        "span",
+        { "data-testid": "conflict-message" },
+        h("strong", {}, "This task was changed by someone else since you opened it."),
+        " Nothing was saved, so their change is kept. Reload to see the task as it is now (your changes here are discarded), then make yours again.",
+      ),
+      reload,
+    );
+    this.banner.hidden = false;
+    reload.focus();
   }
 
   showBanner(lines) {
