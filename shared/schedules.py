@@ -6,6 +6,7 @@ way; the API's schema maps both to and from its wire names. Validation lives her
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -119,6 +120,9 @@ MAX_CATCH_UP = 1000
 MAX_CATCH_UP_WINDOW_S = 366 * 24 * 3600
 # A run's delay is published with it: jitter stays well under RabbitMQ's consumer_timeout, like every delay.
 MAX_JITTER_S = int(RETRY_MAX_DELAY.total_seconds())
+# The largest config a schedule keeps, or a Run Now override carries, as compact JSON in UTF-8: every run
+# carries its config through the broker, and every read of the schedule through the API.
+MAX_CONFIG_BYTES = 64 * 1024
 
 
 class VersionConflict(Exception):
@@ -163,9 +167,12 @@ def schedule_errors(
         errors["name"] = [f"must be at most {NAME_MAX_CHARS} characters"]
 
     task_type = runtime.task_types.get(values.get("task_type") or "")
+    too_large = config_size_reason(values.get("config")) if "config" in sent else None
     if task_type is None:
         errors["task_type"] = [f"unknown task type {values.get('task_type')!r}"]
-    else:
+    if too_large:
+        errors["config"] = [too_large]
+    elif task_type is not None:
         for key, reasons in task_type.config_errors(values.get("config")).items():
             errors["config" if key == "_schema" else f"config.{key}"] = reasons
 
@@ -198,6 +205,18 @@ def schedule_errors(
     errors.update(bound_errors(values.get("start_at"), values.get("end_at")))
     errors.update(policy_errors(values))
     return errors
+
+
+def config_size_reason(config: Any) -> str | None:
+    """Why ``config`` is too large to keep (past ``MAX_CONFIG_BYTES`` as compact JSON), or None."""
+    try:
+        size = len(json.dumps(config, separators=(",", ":"), ensure_ascii=False).encode())
+    except (TypeError, ValueError, UnicodeEncodeError):
+        return None  # not JSON it could keep at all: the config's own checks say why
+    if size > MAX_CONFIG_BYTES:
+        bound = f"{MAX_CONFIG_BYTES // 1024} KiB ({MAX_CONFIG_BYTES:,} bytes)"
+        return f"must be at most {bound} as JSON, not {size:,} bytes"
+    return None
 
 
 def policy_errors(values: Mapping[str, Any]) -> dict[str, list[str]]:
@@ -470,6 +489,9 @@ def _check_override(runtime: Runtime, schedule: TaskSchedule, override: dict[str
     task_type = runtime.task_types.get(schedule.task_type)
     if task_type is None:
         raise ValidationFailed({"config": [f"task type {schedule.task_type!r} is not installed"]})
+    too_large = config_size_reason(override)
+    if too_large:
+        raise ValidationFailed({"config": [too_large]})
     errors = {
         f"config.{key}": ["is a secret: set it on the schedule, not for one run"]
         for key in task_type.secret_keys & set(override)

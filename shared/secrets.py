@@ -14,6 +14,7 @@ run ``cronwork rotate-secrets`` (re-encrypts every stored value with the first k
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -22,12 +23,13 @@ from typing import Any
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from shared.settings import Settings
-from shared.task_types import TaskFailed, TaskType
+from shared.task_types import FieldType, TaskFailed, TaskType
 
 SHOWN_WHEN_SET = {"set": True}
 REFERENCE_KINDS = ("env", "file")
 MASK = "••••••"
 SHORTEST_MASKED = 4  # shorter values would mask ordinary words of a message
+SUMMARY_MAX_CHARS = 200  # a list's one-line summary of a config (``config_summary``)
 
 
 class SecretError(ValueError):
@@ -74,6 +76,42 @@ def shown_config(task_type: TaskType | None, config: Mapping[str, Any]) -> dict[
     """``config`` as the API shows it: secret fields replaced by ``shown_secret``."""
     secret_keys = task_type.secret_keys if task_type else frozenset()
     return {key: shown_secret(value) if key in secret_keys else value for key, value in config.items()}
+
+
+def config_summary(task_type: TaskType | None, config: Mapping[str, Any]) -> str | None:
+    """``config`` in one line of at most ``SUMMARY_MAX_CHARS`` characters, as a list shows it: each field of
+    the task type's form that has a value, in the form's order (a select's by its option's label, a URL as
+    itself, a secret as set or by its reference, never its value). None when no field has a value, or the type
+    is not installed."""
+    if task_type is None:
+        return None
+    parts = []
+    for config_field in task_type.config_fields:
+        value = config.get(config_field.key)
+        if value is None or value == "":
+            continue
+        labels = {option.value: option.label for option in config_field.options or ()}
+        if config_field.secret:
+            shown = shown_secret(value)
+            where = next((f"from {kind} {shown[kind]}" for kind in REFERENCE_KINDS if kind in shown), "set")
+            parts.append(f"{config_field.label}: {where}")
+        elif isinstance(value, str) and value in labels:
+            parts.append(labels[value])
+        elif config_field.type == FieldType.URL:
+            parts.append(str(value))
+        elif (
+            config_field.type == FieldType.JSON
+            or isinstance(value, bool)
+            or not isinstance(value, str | int | float)
+        ):
+            as_json = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+            parts.append(f"{config_field.label}: {as_json}")
+        else:
+            parts.append(f"{config_field.label}: {value}")
+    summary = " · ".join(parts)
+    if len(summary) > SUMMARY_MAX_CHARS:
+        return summary[: SUMMARY_MAX_CHARS - 1] + "…"
+    return summary or None
 
 
 def reveal_secrets(settings: Settings, task_type: TaskType, config: Mapping[str, Any]) -> dict[str, Any]:

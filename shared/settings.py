@@ -30,6 +30,10 @@ LARGEST_TICK_BUDGET = 65535 // 2
 # One backfill is one insert and one broker commit: this many runs at most, whatever a deployment allows.
 MOST_BACKFILL_SLOTS = 10_000
 
+# A request body must be able to carry a schedule whose config is as large as it may be (64 KiB:
+# shared.schedules.MAX_CONFIG_BYTES), with room for its other fields.
+SMALLEST_REQUEST_LIMIT = 131_072
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -293,6 +297,13 @@ class Settings:
         "refused, naming where the first this many end",
         minimum=1,
         maximum=MOST_BACKFILL_SLOTS,
+    )
+    max_request_bytes: int = setting(
+        "MAX_REQUEST_BYTES",
+        1_048_576,
+        "the largest request body the API reads, in bytes (1 MiB); a larger one is refused with a 413 (a "
+        "schedule's config is bounded apart, at 64 KiB)",
+        minimum=SMALLEST_REQUEST_LIMIT,
     )
     worker_processes: int = setting(
         "WORKER_PROCESSES",

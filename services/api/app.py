@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import re
 import uuid
@@ -14,7 +16,7 @@ from flask_smorest import Api
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy import text
 from swagger_ui_bundle import swagger_ui_path
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
 
 from services.api.metrics import SchedulerCollector
 from services.api.routes import TaskIdConverter, blp
@@ -39,6 +41,44 @@ REQUEST_ID_DOC = {
     ),
     "schema": {"type": "string"},
 }
+
+
+# Sent with every answer (``secure_every_answer``): the page and the API load nothing from elsewhere, run no
+# inline script or style (theme-init.js is a file for that reason; styles set from JS go through the CSSOM, which
+# the policy allows), and are never framed, sniffed or named in another site's Referer.
+CONTENT_SECURITY_POLICY = {
+    "default-src": "'self'",
+    "script-src": "'self'",
+    "style-src": "'self'",
+    "img-src": "'self'",
+    "connect-src": "'self'",
+    "object-src": "'none'",
+    "base-uri": "'none'",
+    "form-action": "'self'",
+    "frame-ancestors": "'none'",
+}
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+SWAGGER_UI_ENDPOINT = "api-docs.openapi_swagger_ui"
+INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.S)
+
+
+def content_security_policy(response: Response) -> str:
+    """The policy of this answer: ``CONTENT_SECURITY_POLICY``, except for Swagger UI's page (flask-smorest's
+    template), whose inline start-up script is allowed by its hash and whose stylesheet draws its icons from
+    ``data:`` images."""
+    policy = dict(CONTENT_SECURITY_POLICY)
+    if request.endpoint == SWAGGER_UI_ENDPOINT and not response.direct_passthrough:
+        hashes = [
+            f"'sha256-{base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()}'"
+            for script in INLINE_SCRIPT.findall(response.get_data(as_text=True))
+        ]
+        policy["script-src"] = " ".join([policy["script-src"], *hashes])
+        policy["img-src"] = f"{policy['img-src']} data:"
+    return "; ".join(f"{directive} {sources}" for directive, sources in policy.items())
 
 
 def request_id() -> str:
@@ -81,6 +121,9 @@ class SchedulerApi(Api):
 
     def handle_http_exception(self, error: HTTPException) -> tuple[dict[str, Any], int, Any]:
         payload, status, headers = super().handle_http_exception(error)
+        if isinstance(error, RequestEntityTooLarge) and "message" not in payload:
+            limit = f"{request.max_content_length:,} bytes (MAX_REQUEST_BYTES)"
+            payload["message"] = f"the body is larger than {limit}: refused, nothing done"
         return {**payload, "requestId": request_id()}, status, headers
 
 
@@ -99,6 +142,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         # Served from the swagger-ui-bundle package, so the docs work where the cluster reaches no CDN.
         OPENAPI_SWAGGER_UI_URL="/api/docs/assets/",
         JSON_SORT_KEYS=False,
+        # A larger body is a 413 (SchedulerApi's JSON error) as soon as a view reads it.
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
     )
     app.extensions["cronwork"] = runtime
     app.url_map.converters["task_id"] = TaskIdConverter
@@ -122,6 +167,13 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     @app.after_request
     def tell_the_request_id(response: Response) -> Response:
         response.headers[REQUEST_ID_HEADER] = request_id()
+        return response
+
+    @app.after_request
+    def secure_every_answer(response: Response) -> Response:
+        """The security headers, on every answer: the API's, the page's, static files and errors alike."""
+        response.headers["Content-Security-Policy"] = content_security_policy(response)
+        response.headers.update(SECURITY_HEADERS)
         return response
 
     @app.errorhandler(Exception)

@@ -35,6 +35,7 @@ from services.api.schemas import (
     SystemTaskSchema,
     TaskFiltersSchema,
     TaskInSchema,
+    TaskListItemSchema,
     TaskSchema,
     TaskTypeSchema,
     TaskUpdateSchema,
@@ -59,6 +60,7 @@ UNAUTHORIZED = (
 NOT_FOUND = (404, "No task with this id")
 MALFORMED = (400, "The body is not well-formed JSON")
 NOT_JSON = (415, f"The body is not sent as {JSON}")
+TOO_LARGE = (413, "The body is larger than MAX_REQUEST_BYTES (by default 1 MiB): refused, nothing done")
 
 # Optimistic concurrency (RFC 9110 8.8.3, 13.1.1). A task's entity tag is "<id>-<version>" (``etag``): strong, and
 # every edit makes a new one. PUT, PATCH and DELETE take If-Match, compared with the row's version under the lock
@@ -206,9 +208,9 @@ def unstorable(body: Any) -> dict[str, list[str]]:
 
 class SchedulerBlueprint(Blueprint):
     """flask-smorest's Blueprint, which also documents the errors each operation can answer, in one place: 401
-    for all (the caller is identified before any view), 404 for the routes of one task, 400 and 415 for those
-    that read a JSON body; documents ``X-Pagination`` as the JSON string it is, which also says when ``total`` is
-    an estimate; and bounds ``page`` by the last offset PostgreSQL takes."""
+    for all (the caller is identified before any view), 404 for the routes of one task, 400, 413 and 415 for
+    those that read a JSON body; documents ``X-Pagination`` as the JSON string it is, which also says when
+    ``total`` is an estimate; and bounds ``page`` by the last offset PostgreSQL takes."""
 
     ARGUMENTS_PARSER = JsonBodyParser()
     PAGINATION_ARGUMENTS_PARSER = ARGUMENTS_PARSER
@@ -224,7 +226,7 @@ class SchedulerBlueprint(Blueprint):
         parse = super().arguments(schema, location=location, **kwargs)
         if location != "json":
             return parse
-        return lambda view: self._documenting_errors([MALFORMED, NOT_JSON])(parse(view))
+        return lambda view: self._documenting_errors([MALFORMED, NOT_JSON, TOO_LARGE])(parse(view))
 
     def paginate(self, pager: Any = None, **params: Any) -> Any:
         """flask-smorest's, except that a ``page`` whose offset is past a bigint (``RUN_ID_MAX``) at the largest
@@ -429,10 +431,11 @@ def stored_task(task_id: int) -> TaskSchedule:
 class Tasks(MethodView):
     @blp.doc(operationId="listTasks")
     @blp.arguments(TaskFiltersSchema, location="query")
-    @blp.response(200, TaskSchema(many=True))
+    @blp.response(200, TaskListItemSchema(many=True))
     @blp.paginate(SelectPager, **PAGINATION)
     def get(self, filters: dict[str, Any]) -> Select[Any]:
-        """User schedules, oldest first (system crons are at /system-tasks)."""
+        """User schedules, oldest first (system crons are at /system-tasks): each without its config, which
+        GET /tasks/{task_id} gives, but with a line that sums it up (configSummary)."""
         return schedules.schedules_query(**filters)
 
     @blp.doc(operationId="createTask")

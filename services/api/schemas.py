@@ -26,7 +26,7 @@ from shared.schedules import (
     broken_reason,
     next_run_note,
 )
-from shared.secrets import shown_config
+from shared.secrets import SUMMARY_MAX_CHARS, config_summary, shown_config
 from shared.settings import declaration
 from shared.system_tasks import SYSTEM_TASK_TYPE, SYSTEM_TIMEZONE
 from shared.task_types import FieldType, installed_task_types
@@ -386,8 +386,30 @@ class TaskSchema(TaskInSchema, ResponseSchema):
     @post_dump(pass_original=True)
     def hide_secrets(self, data: dict[str, Any], schedule: Any, **_kwargs: Any) -> dict[str, Any]:
         """A secret config field shows ``{"set": true}`` (or its reference), never its value."""
-        data["config"] = shown_config(installed_task_types().get(schedule.task_type), schedule.config)
+        if "config" in data:
+            data["config"] = shown_config(installed_task_types().get(schedule.task_type), schedule.config)
         return data
+
+
+class TaskListItemSchema(TaskSchema):
+    """A schedule as the list shows it: every field of a ``Task`` but its ``config`` (which may be tens of KiB:
+    GET /tasks/{id} has it), summed up in ``configSummary`` instead."""
+
+    class Meta(TaskInSchema.Meta):
+        exclude = ("config",)
+
+    config_summary = fields.Function(
+        lambda schedule: config_summary(installed_task_types().get(schedule.task_type), schedule.config),
+        data_key="configSummary",
+        allow_none=True,
+        dump_only=True,
+        metadata=documented(
+            f"Its config in one line of at most {SUMMARY_MAX_CHARS} characters: each field that has a value, "
+            "in its task type's form order (a select by its option's label, a secret as set or by its "
+            "reference, never its value); null when none has one",
+            type="string",
+        ),
+    )
 
 
 class LabelSelector(fields.Field[dict[str, str]]):

@@ -161,6 +161,10 @@ def test_the_generated_client_drives_a_task_through_its_life(
     )
     first_page = api["list_tasks"].sync_detailed(client=as_alice, page=1, page_size=1)
     assert [listed.id for listed in first_page.parsed] == [task.id]
+    # A list item is its own model: the task without its config, summed up in a line.
+    [listed] = first_page.parsed
+    assert isinstance(listed, models.TaskListItem) and not hasattr(listed, "config")
+    assert (listed.name, listed.config_summary) == (task.name, "Weekly Compliance Report")
     pagination = json.loads(first_page.headers["X-Pagination"])
     assert (pagination["total"], pagination["next_page"]) == (2, 2)
 

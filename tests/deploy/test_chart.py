@@ -383,9 +383,11 @@ def _schema_type(setting: Setting) -> dict[str, Any]:
 
 def _settings_from_values(chart) -> dict[str, str]:
     """Each variable the chart sets from a value, with that value's path (``config.tickBudget``), as the
-    ``cronwork.settings`` template in _helpers.tpl maps them (``NAME: {{ .Values.path | quote }}``)."""
+    ``cronwork.settings`` template in _helpers.tpl maps them (``NAME: {{ .Values.path | quote }}``, or ``| int64 |
+    quote`` for a number that may reach a million, which Helm would otherwise write as ``1e+06``)."""
     helpers = (chart.path / "templates" / "_helpers.tpl").read_text()
-    return dict(re.findall(r"^([A-Z][A-Z0-9_]*): \{\{ \.Values\.([\w.]+) \| quote \}\}$", helpers, re.M))
+    mapping = r"^([A-Z][A-Z0-9_]*): \{\{ \.Values\.([\w.]+) (?:\| int64 )?\| quote \}\}$"
+    return dict(re.findall(mapping, helpers, re.M))
 
 
 def test_schema_bounds_are_the_services_bounds(chart):

@@ -1901,3 +1901,80 @@ def test_a_broken_task_shows_its_badge_and_reason_instead_of_a_next_run_and_an_e
     expect(row.get_by_test_id("task-broken")).to_have_count(0)
     expect(row.get_by_test_id("task-next-run").locator(".time-relative")).to_have_text(re.compile(r"^in \d+"))
     assert rest.get_task(task["id"])["brokenReason"] is None
+
+
+# ---- security headers: the page works under its Content-Security-Policy ------------------------------------
+
+WATCH_CSP = """
+window.cspViolations = [];
+document.addEventListener("securitypolicyviolation", (event) =>
+  window.cspViolations.push(`${event.violatedDirective} ${event.blockedURI}`),
+);
+"""
+
+
+def test_the_page_and_swagger_ui_work_under_their_content_security_policy(
+    page: Page, rest: RestClient, live_system: Any, console: ConsoleWatch
+) -> None:
+    """Every answer carries a policy with no inline script or style: the page (its theme script a file), its
+    editor (which loads the task itself: the list carries no configs) and Swagger UI run without a violation."""
+    page.add_init_script(WATCH_CSP)
+    name = unique("Under the policy")
+    task = rest.create_task(name, config={"reportId": "usage-monthly"})
+    tasks_url = live_system.base_url + "/api/scheduler/tasks"
+    with page.expect_response(lambda answer: answer.url.startswith(tasks_url + "?")) as listed:
+        answer = page.goto(live_system.base_url + "/")
+    expect(page.locator("body")).to_have_attribute("data-ready", "true", timeout=15_000)
+    assert answer is not None
+    policy = answer.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in policy and "script-src 'self';" in policy
+    assert "unsafe-inline" not in policy
+    assert answer.headers["x-frame-options"] == "DENY"
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    assert answer.headers["referrer-policy"] == "no-referrer"
+    assert all("config" not in task and "configSummary" in task for task in listed.value.json())
+    # The theme was applied before the first paint, by its file.
+    assert page.evaluate("document.documentElement.dataset.theme") in ("light", "dark")
+
+    row = search_for(page, name)
+    expect(row).to_contain_text("Monthly Usage Report")  # the list's configSummary
+    with page.expect_request(f"{tasks_url}/{task['id']}"):
+        row.get_by_test_id("edit").click()
+    dialog = page.get_by_test_id("task-dialog")
+    expect(dialog.get_by_label("Report")).to_have_value("usage-monthly")  # from GET /tasks/{id}
+    expect(page.get_by_test_id("cron-next-run")).to_have_count(5)
+    renamed = unique("Renamed under the policy")
+    dialog.get_by_label("Name").fill(renamed)
+    with sent_update(page) as sent:
+        page.get_by_test_id("task-save").click()
+    expect(toast(page, "success", f"Saved “{renamed}”")).to_be_visible()
+    assert sent == {"name": renamed}
+    row = search_for(page, renamed)
+    row.get_by_test_id("history").click()
+    expect(page.get_by_test_id("history-dialog")).to_be_visible()
+    page.keyboard.press("Escape")
+    page.get_by_test_id("theme-toggle").click()
+    assert page.evaluate("window.cspViolations") == []
+
+    # The policy is enforced, not only sent: an inline script is refused.
+    console.allow("Executing inline script violates the following Content Security Policy directive")
+    page.evaluate(
+        """() => {
+          const script = document.createElement("script");
+          script.textContent = "window.inlineRan = true";
+          document.head.append(script);
+        }"""
+    )
+    page.wait_for_function("window.cspViolations.length > 0")
+    assert page.evaluate("window.inlineRan") is None
+    assert page.evaluate("window.cspViolations") == ["script-src-elem inline"]
+
+    console.allow("status of 404")  # Swagger UI's page names no icon: the browser asks for /favicon.ico
+    docs = page.goto(live_system.base_url + "/api/docs")
+    assert docs is not None and "frame-ancestors 'none'" in docs.headers["content-security-policy"]
+    expect(page.locator(".opblock").first).to_be_visible(timeout=15_000)
+    page.locator(".opblock-summary").first.click()
+    page.get_by_role("button", name="Try it out").first.click()
+    page.get_by_role("button", name="Execute").first.click()
+    expect(page.locator(".live-responses-table tbody .response-col_status").first).to_have_text("200")
+    assert page.evaluate("window.cspViolations") == []

@@ -127,6 +127,7 @@ DEMO_TASK_TYPES: {{ .Values.config.demoTaskTypes | quote }}
 SIMULATED_WORK_MS: {{ .Values.config.simulatedWorkMs | quote }}
 HISTORY_RETENTION_DAYS: {{ .Values.config.historyRetentionDays | quote }}
 BACKFILL_MAX_SLOTS: {{ .Values.config.backfillMaxSlots | quote }}
+MAX_REQUEST_BYTES: {{ .Values.config.maxRequestBytes | int64 | quote }}
 TASK_TIME_LIMIT_S: {{ .Values.config.taskTimeLimitS | quote }}
 RUN_LEASE_MARGIN_S: {{ .Values.config.runLeaseMarginS | quote }}
 RETRY_BASE_DELAY_MS: {{ .Values.config.retryBaseDelayMs | quote }}

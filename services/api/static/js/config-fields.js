@@ -7,7 +7,7 @@
 import { $, $$, h } from "./dom.js";
 
 /** How a stored secret reads: "set", "from env SIGNING_KEY", "from file /run/secrets/key". */
-export function secretText(shown) {
+function secretText(shown) {
   if (shown?.env) return `from env ${shown.env}`;
   if (shown?.file) return `from file ${shown.file}`;
   return "set";

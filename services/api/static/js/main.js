@@ -43,6 +43,7 @@ let autoTimer = null;
 let busyTimer = null;
 let watchTimer = null;
 let timezonesPromise = null;
+let openingEditor = false;
 
 function storageGet(key) {
   try {
@@ -304,7 +305,7 @@ function renderTasks() {
       onRun: runNow,
       onHistory: (task) =>
         historyDialog.open({ name: task.name, scheduleId: task.id, scheduleType: task.scheduleType }),
-      onEdit: (task) => taskForm.openForEdit(task),
+      onEdit: editTask,
       onDelete: deleteTask,
       onLabel: filterByLabel,
     }),
@@ -411,6 +412,23 @@ function reportRunOutcome(name, run) {
   } else {
     toast(`The run of “${name}” ended as ${run.status}.`, "info");
   }
+}
+
+/** Open the editor on the task as the server holds it now: a list row is a light copy, without its config. */
+async function editTask(task) {
+  if (openingEditor) return; // a second press while the first one's task loads
+  openingEditor = true;
+  let current;
+  try {
+    current = await api.getTask(task.id);
+  } catch (error) {
+    toast(`Could not open “${task.name}”: ${error.message}`, "error");
+    if (error.status === 404) refresh();
+    return;
+  } finally {
+    openingEditor = false;
+  }
+  taskForm.openForEdit(current);
 }
 
 async function deleteTask(task) {

@@ -1,7 +1,6 @@
 // The rows of the two task tables: your tasks (with actions) and the built-in system tasks (read-only).
 
 import { brokenBadge, runStatusBadge, systemBadge } from "./badges.js";
-import { secretText } from "./config-fields.js";
 import { h } from "./dom.js";
 import { formatExact, formatRelative, formatSeconds, formatShort } from "./format.js";
 import { icon } from "./icons.js";
@@ -43,20 +42,10 @@ function scheduleCell(task, description) {
   );
 }
 
-function configSummary(task, taskType) {
-  if (!taskType || !task.config) return null;
-  const parts = [];
-  for (const field of taskType.configFields ?? []) {
-    const value = task.config[field.key];
-    if (value === undefined || value === null || value === "") continue;
-    const option = field.options?.find((candidate) => candidate.value === value);
-    if (option) parts.push(option.label);
-    else if (field.secret) parts.push(`${field.label}: ${secretText(value)}`);
-    else if (field.type === "url") parts.push(String(value));
-    else if (field.type === "json") parts.push(`${field.label}: ${JSON.stringify(value)}`);
-    else parts.push(`${field.label}: ${value}`);
-  }
-  return parts.length ? h("div", { class: "muted small truncate", title: parts.join(" · ") }, parts.join(" · ")) : null;
+/** Its config in one line, in the server's words: the list carries no config, only this summary of it. */
+function configSummary(task) {
+  if (!task.configSummary) return null;
+  return h("div", { class: "muted small truncate", title: task.configSummary }, task.configSummary);
 }
 
 /** Its labels as compact chips; pressing one narrows the list to the tasks that carry it. */
@@ -219,7 +208,7 @@ export function renderTaskRows(tbody, tasks, { taskTypes, emptyMessage, ...handl
         cell(
           "Type",
           h("div", { "data-testid": "task-type-label" }, taskType?.label ?? task.taskType),
-          configSummary(task, taskType),
+          configSummary(task),
         ),
         scheduleCell(task, task.description),
         statusCell(task),
