@@ -72,7 +72,7 @@ beat: $(STAMP) ## Run the periodiq beat (system crons)
 test: $(STAMP) system-deps tools ## The whole suite against the real PostgreSQL and RabbitMQ, browser and chart checks included (PYTEST_ARGS=tests/deploy: a part)
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(BIN)/pytest $(PYTEST_ARGS)
 
-test-fast: $(STAMP) ## Every test that needs no service (SQLite and the in-memory broker), in under 30 s
+test-fast: $(STAMP) ## Every test that needs no service (SQLite and the in-memory broker), in about 30 s
 	$(BIN)/pytest -m "not services"
 
 lint: $(STAMP) ## ruff (lint, docstrings, format check), mypy --strict on shared/ and services/, Biome on the page's JS
