@@ -114,6 +114,19 @@ def stored_schedules(runtime: Runtime) -> Callable[[], int]:
 
 
 @pytest.fixture
+def stored_state(runtime: Runtime) -> Callable[[], tuple[list[Any], list[Any]]]:
+    """Every column of every schedule and run, as stored: equal before and after means nothing changed."""
+
+    def read() -> tuple[list[Any], list[Any]]:
+        with runtime.sessions() as session:
+            tasks = session.execute(select(TaskSchedule.__table__).order_by(TaskSchedule.id)).all()
+            runs = session.execute(select(TaskRunHistory.__table__).order_by(TaskRunHistory.id)).all()
+        return [tuple(row) for row in tasks], [tuple(row) for row in runs]
+
+    return read
+
+
+@pytest.fixture
 def stored_runs(runtime: Runtime) -> Callable[[], int]:
     def count() -> int:
         with runtime.sessions() as session:

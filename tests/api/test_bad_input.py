@@ -16,12 +16,9 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select
 from werkzeug.test import TestResponse
 
 from shared import schedules
-from shared.models import TaskRunHistory, TaskSchedule
-from shared.runtime import Runtime
 from tests.api.conftest import HISTORY, TASKS, cron_task
 
 PREVIEW = "/api/scheduler/cron/preview?expression=0+9+*+*+1"
@@ -51,19 +48,6 @@ def task(client: FlaskClient, create: Callable[[dict[str, Any]], dict[str, Any]]
     stored = create(cron_task(owner="billing", labels={"team": "billing"}))
     assert client.post(f"{TASKS}/{stored['id']}/run").status_code == 202
     return stored
-
-
-@pytest.fixture
-def stored_state(runtime: Runtime) -> Callable[[], tuple[list[Any], list[Any]]]:
-    """Every column of every schedule and run, as stored: equal before and after means nothing changed."""
-
-    def read() -> tuple[list[Any], list[Any]]:
-        with runtime.sessions() as session:
-            tasks = session.execute(select(TaskSchedule.__table__).order_by(TaskSchedule.id)).all()
-            runs = session.execute(select(TaskRunHistory.__table__).order_by(TaskRunHistory.id)).all()
-        return [tuple(row) for row in tasks], [tuple(row) for row in runs]
-
-    return read
 
 
 def send(client: FlaskClient, method: str, url: str, body: Any = None, **kwargs: Any) -> TestResponse:

@@ -16,13 +16,10 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select
 from werkzeug.test import TestResponse
 
 import services.api.app as api_app
 from services.api.app import STATIC_DIR
-from shared.models import TaskRunHistory, TaskSchedule
-from shared.runtime import Runtime
 from shared.schedules import MAX_CONFIG_BYTES
 from shared.secrets import SUMMARY_MAX_CHARS
 from shared.settings import SMALLEST_REQUEST_LIMIT, Settings
@@ -58,19 +55,6 @@ def config_of_size(size: int) -> dict[str, Any]:
     padding = size - len(json.dumps(config, separators=(",", ":")).encode())
     assert padding >= 0
     return {**QUEUE, "args": ["x" * padding]}
-
-
-@pytest.fixture
-def stored_state(runtime: Runtime) -> Callable[[], tuple[list[Any], list[Any]]]:
-    """Every column of every schedule and run, as stored: equal before and after means nothing changed."""
-
-    def read() -> tuple[list[Any], list[Any]]:
-        with runtime.sessions() as session:
-            tasks = session.execute(select(TaskSchedule.__table__).order_by(TaskSchedule.id)).all()
-            runs = session.execute(select(TaskRunHistory.__table__).order_by(TaskRunHistory.id)).all()
-        return [tuple(row) for row in tasks], [tuple(row) for row in runs]
-
-    return read
 
 
 @pytest.fixture
