@@ -1,4 +1,5 @@
-"""The two tables: schedules (the source of truth for when things run) and run history (what ran)."""
+"""The tables: schedules (the source of truth for when things run), run history (what ran), each schedule's
+health (its failure streak), API tokens and the audit trail (who changed what)."""
 
 from __future__ import annotations
 
@@ -236,6 +237,7 @@ class TaskRunHistory(Base):
     config: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)
     config_override: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)  # Run Now's one-off config
     time_limit_s: Mapped[int | None] = mapped_column(Integer)  # this run's, when not the worker-wide limit
+    requested_by: Mapped[str | None] = mapped_column(String(255))  # who pressed Run Now or asked for a backfill
 
     __table_args__ = (
         # The last line of defence of "no slot runs twice": one row per (schedule, slot, attempt).
@@ -275,4 +277,78 @@ class TaskRunHistory(Base):
             postgresql_where=text("status IN ('queued', 'running')"),
             sqlite_where=text("status IN ('queued', 'running')"),
         ),
+    )
+
+
+class ScheduleHealth(Base):
+    """A schedule's run outcomes in short: how many of its latest finished runs failed in a row, and the last
+    error. A row of its own, upserted with each outcome, so that recording one never waits for the schedule's
+    row, which claims lock."""
+
+    __tablename__ = "schedule_health"
+
+    schedule_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    failure_streak: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_outcome_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ApiToken(Base):
+    """A bearer token for an internal tool: its role, and its secret only as a SHA-256 hash (the secret is
+    256 random bits, so a fast hash is as safe as a slow one). ``secret_prefix`` lets people tell tokens apart."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(20))
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    secret_prefix: Mapped[str] = mapped_column(String(16))
+    created_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_by: Mapped[str | None] = mapped_column(String(255))
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+
+class AuditAction(StrEnum):
+    """What an audit event records."""
+
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+    ENABLE = "enable"
+    DISABLE = "disable"
+    RUN_NOW = "runNow"
+    BACKFILL = "backfill"
+    TOKEN_CREATE = "tokenCreate"
+    TOKEN_REVOKE = "tokenRevoke"
+
+
+class AuditEvent(Base):
+    """Who did what, when: one row per change, written in the change's own transaction. ``changes`` maps each
+    changed field (by its API name) to its value before and after; ``detail`` holds what else the action names
+    (a Run Now's run id, a backfill's window, a token's name and role)."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(30))
+    schedule_id: Mapped[int | None] = mapped_column(Integer)
+    schedule_name: Mapped[str | None] = mapped_column(String(100))
+    token_id: Mapped[int | None] = mapped_column(Integer)
+    changes: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)
+    request_id: Mapped[str | None] = mapped_column(String(128))
+
+    __table_args__ = (
+        Index("ix_audit_events_schedule_newest", "schedule_id", "id"),
+        Index("ix_audit_events_actor_newest", "actor", "id"),
+        Index("ix_audit_events_at", "at"),
     )
