@@ -31,8 +31,9 @@ from itertools import islice, takewhile
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from shared.audit import PROCESS, Actor, jsonable, record
 from shared.db import insert_ignoring_conflicts, utcnow
-from shared.models import SLOT_RUNS, TaskRunHistory, TaskSchedule, TriggeredBy
+from shared.models import SLOT_RUNS, AuditAction, TaskRunHistory, TaskSchedule, TriggeredBy
 from shared.protocol import RUNS, SCHEDULED_RUN_KEY, dispatch_runs, slot_run_row
 from shared.runtime import Runtime
 from shared.schedules import ValidationFailed
@@ -59,12 +60,18 @@ class Backfill:
 
 
 def backfill(
-    runtime: Runtime, session: Session, schedule_id: int, from_: datetime, to: datetime
+    runtime: Runtime,
+    session: Session,
+    schedule_id: int,
+    from_: datetime,
+    to: datetime,
+    actor: Actor = PROCESS,
 ) -> Backfill | None:
     """Queue one run for each slot of ``schedule_id`` in ``[from_, to]`` (UTC, past) that has no run yet, then
     dispatch them; enabled or not (like Run Now: an operator asked for them). ``ValidationFailed`` naming the
     field (``from_``, ``to``, ``schedule_type``) when the window cannot be backfilled or holds more than
-    ``BACKFILL_MAX_SLOTS`` slots; nothing is stored then. None when no such schedule."""
+    ``BACKFILL_MAX_SLOTS`` slots; nothing is stored then. The runs name ``actor`` as who asked for them, and
+    the audit trail records the backfill. None when no such schedule."""
     now = utcnow()
     with session.begin():
         schedule = session.get(TaskSchedule, schedule_id)
@@ -76,10 +83,20 @@ def backfill(
         inserted = insert_ignoring_conflicts(
             session,
             RUNS,
-            [slot_run_row(schedule, TriggeredBy.BACKFILL, slot, now) for slot in slots],
+            [
+                {**slot_run_row(schedule, TriggeredBy.BACKFILL, slot, now), "requested_by": actor.name}
+                for slot in slots
+            ],
             SCHEDULED_RUN_KEY,
             index_where=text(SLOT_RUNS),
         )
+        detail = {
+            "from": jsonable(from_),
+            "to": jsonable(to),
+            "slots": len(slots),
+            "queued": len(inserted),
+        }
+        record(session, actor, AuditAction.BACKFILL, schedule, detail=detail)
     runs = [row.id for row in sorted(inserted, key=lambda row: row.scheduled_for)]
     if runs:
         dispatch_runs(

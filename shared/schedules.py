@@ -10,16 +10,26 @@ import json
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
-from sqlalchemy import Select, func, literal, select, text
+from sqlalchemy import ColumnElement, Select, and_, delete, func, literal, select, text
 from sqlalchemy.orm import Session, with_expression
 
+from shared.audit import PROCESS, Actor, field_changes, record
 from shared.cron import load_timezone
 from shared.db import is_postgresql, utcnow
 from shared.messaging import TickSlot
-from shared.models import DstPolicy, MisfirePolicy, OverlapPolicy, RunStatus, TaskRunHistory, TaskSchedule
+from shared.models import (
+    AuditAction,
+    DstPolicy,
+    MisfirePolicy,
+    OverlapPolicy,
+    RunStatus,
+    ScheduleHealth,
+    TaskRunHistory,
+    TaskSchedule,
+)
 from shared.protocol import (
     RETRY_MAX_DELAY,
     ArmedRow,
@@ -376,20 +386,23 @@ def create_schedule(
     runtime: Runtime,
     session: Session,
     sent: ScheduleInput,
-    created_by: str,
+    actor: Actor = PROCESS,
     allow_seconds: bool = False,
     source: tuple[str, str] | None = None,
 ) -> TaskSchedule:
-    """Validate, store and arm a new schedule in ``session``; its first tick is published after the commit.
-    ``source``: the (source, key) of a schedule kept as code (``cronwork apply``)."""
+    """Validate, store and arm a new schedule in ``session``, created by ``actor`` (audited); its first tick is
+    published after the commit. ``source``: the (source, key) of a schedule kept as code (``cronwork apply``)."""
     values = checked_values(runtime, DEFAULTS, sent, {}, allow_seconds)
     now = utcnow()
     with session.begin():
-        schedule = TaskSchedule(created_by=created_by, created_at=now, updated_at=now, version=1)
+        schedule = TaskSchedule(created_by=actor.name, created_at=now, updated_at=now, version=1)
         schedule.source, schedule.source_key = source or (None, None)
         _apply(schedule, values)
         arm(schedule, now)
         session.add(schedule)
+        session.flush()  # its id, for the audit event
+        changes = field_changes(dict.fromkeys(EDITABLE_FIELDS), values, _secret_keys(runtime, schedule))
+        record(session, actor, AuditAction.CREATE, schedule, changes)
     publish_tick(runtime, schedule.id)
     return schedule
 
@@ -401,6 +414,7 @@ def update_schedule(
     sent: ScheduleInput,
     allow_seconds: bool = False,
     expected_versions: Collection[int] | None = None,
+    actor: Actor = PROCESS,
 ) -> TaskSchedule | None:
     """Apply a partial update in ``session``. A timing change (see ``_changes_timing``) re-arms the schedule with
     a new key and publishes its tick after the commit; any other edit leaves the armed tick as it is. Returns the
@@ -409,6 +423,9 @@ def update_schedule(
     ``expected_versions``: the edit applies only to a schedule at one of these versions (as its editor read it),
     checked under the row lock, so of two edits made against the same version exactly one applies; the other,
     like any edit against an older version, is a ``VersionConflict`` that changes nothing. None: any version.
+
+    Audited as ``actor``'s: an enable or a disable when that is all it changes, else an update with each field
+    it changed; an edit that changes nothing leaves no event.
     """
     now = utcnow()
     with session.begin():
@@ -431,6 +448,9 @@ def update_schedule(
             allow_seconds,
             tolerated=TIMING_INPUT_FIELDS if keep_broken_timing else (),
         )
+        changes = field_changes(_values_of(schedule), values, _secret_keys(runtime, schedule))
+        if changes:
+            record(session, actor, _update_action(changes), schedule, changes)
         timing_changed = _changes_timing(schedule, values)
         only_toggled = timing_changed and not _changes_timing(
             schedule, {**values, "enabled": schedule.enabled}
@@ -467,6 +487,17 @@ def update_schedule(
     elif timing_changed:
         publish_tick(runtime, schedule_id)
     return schedule
+
+
+def _secret_keys(runtime: Runtime, schedule: TaskSchedule) -> frozenset[str]:
+    task_type = runtime.task_types.get(schedule.task_type)
+    return frozenset(task_type.secret_keys) if task_type else frozenset()
+
+
+def _update_action(changes: Mapping[str, Any]) -> AuditAction:
+    if set(changes) == {"enabled"}:
+        return AuditAction.ENABLE if changes["enabled"]["after"] else AuditAction.DISABLE
+    return AuditAction.UPDATE
 
 
 def _changes_timing(schedule: TaskSchedule, values: Mapping[str, Any]) -> bool:
@@ -510,6 +541,31 @@ def _is_due(schedule: TaskSchedule, now: datetime) -> bool:
     return schedule.next_run_at is not None and schedule.next_run_at <= now
 
 
+# Overdue: enabled, and its armed slot older than the pump's grace period (``Runtime.grace``), past which the pump
+# assumes the slot's tick was lost and re-sends it. Still overdue after that, nothing is running it: the workers
+# or the beat are down. One rule, in both forms: for one schedule (the API's ``overdue``) and as SQL (the
+# ``cronwork_schedules_overdue`` gauge), each from the same cutoff.
+
+
+def overdue_cutoff(now: datetime, grace: timedelta) -> datetime:
+    """A schedule whose armed slot is before this instant is overdue (if enabled)."""
+    return now - grace
+
+
+def is_overdue(schedule: TaskSchedule, now: datetime, grace: timedelta) -> bool:
+    """Whether ``schedule`` is overdue (see ``overdue_cutoff``)."""
+    return (
+        schedule.enabled
+        and schedule.next_run_at is not None
+        and schedule.next_run_at < overdue_cutoff(now, grace)
+    )
+
+
+def overdue_clause(now: datetime, grace: timedelta) -> ColumnElement[bool]:
+    """``is_overdue`` as a condition on ``TaskSchedule`` rows (a NULL next_run_at compares as not overdue)."""
+    return and_(TaskSchedule.enabled, TaskSchedule.next_run_at < overdue_cutoff(now, grace))
+
+
 def next_run_note(schedule: TaskSchedule, now: datetime) -> str | None:
     """Why a schedule has no next run, in words; None when it has one. Its timing's reason comes first (a manual
     schedule runs only when asked, and one past its end never runs again, enabled or not), then being disabled."""
@@ -539,28 +595,37 @@ def broken_reason(schedule: TaskSchedule) -> str | None:
 
 
 def delete_schedule(
-    session: Session, schedule_id: int, expected_versions: Collection[int] | None = None
+    session: Session,
+    schedule_id: int,
+    expected_versions: Collection[int] | None = None,
+    actor: Actor = PROCESS,
 ) -> bool:
     """Delete a schedule, its row locked as a claim locks it (so the two never deadlock); its history stays,
     keeping its id and name, and any tick in flight finds no row. A slot that fell due unclaimed is recorded.
     ``expected_versions`` as for ``update_schedule``: at another version, ``VersionConflict`` and nothing is
-    deleted."""
+    deleted. Audited as ``actor``'s, with the version deleted."""
     with session.begin():
         schedule = lock_schedule(session, schedule_id)
         if schedule is None:
             return False
         _check_version(schedule, expected_versions)
+        record(session, actor, AuditAction.DELETE, schedule, detail={"version": schedule.version})
         record_unclaimed_slots(session, schedule, utcnow(), "deleted")
+        session.execute(delete(ScheduleHealth).where(ScheduleHealth.schedule_id == schedule_id))
         session.delete(schedule)
     return True
 
 
 def run_now(
-    runtime: Runtime, session: Session, schedule_id: int, config_override: dict[str, Any] | None = None
+    runtime: Runtime,
+    session: Session,
+    schedule_id: int,
+    config_override: dict[str, Any] | None = None,
+    actor: Actor = PROCESS,
 ) -> TaskRunHistory | None:
     """Queue a manual run, enabled or not; the chain of slots is untouched. ``config_override`` is laid over
-    the schedule's config for this run only (recorded on it; secret fields cannot be overridden). None when no
-    such schedule."""
+    the schedule's config for this run only (recorded on it; secret fields cannot be overridden). The run
+    names ``actor`` as who asked for it, and the audit trail records it. None when no such schedule."""
     with session.begin():
         schedule = session.get(TaskSchedule, schedule_id)
         if schedule is None:
@@ -568,6 +633,9 @@ def run_now(
         if config_override:
             _check_override(runtime, schedule, config_override)
         run = queue_manual_run(session, schedule, utcnow(), config_override or None)
+        run.requested_by = actor.name
+        detail = {"runId": run.id, "configOverride": sorted(config_override or {})}
+        record(session, actor, AuditAction.RUN_NOW, schedule, detail=detail)
     dispatch_runs(runtime, f"run {run.id}", select(TaskRunHistory.id).where(TaskRunHistory.id == run.id))
     return run
 
@@ -644,9 +712,19 @@ def with_last_run(query: Select[Any]) -> Select[Any]:
     )
 
 
+def with_health(query: Select[Any]) -> Select[Any]:
+    """``query`` (of schedules) loading each one's ``failure_streak``, ``last_error`` and ``last_error_at`` from
+    its ``schedule_health`` row (an outer join on its key: one row or none per schedule)."""
+    return query.outerjoin(ScheduleHealth, ScheduleHealth.schedule_id == TaskSchedule.id).options(
+        with_expression(TaskSchedule.failure_streak, func.coalesce(ScheduleHealth.failure_streak, 0)),
+        with_expression(TaskSchedule.last_error, ScheduleHealth.last_error),
+        with_expression(TaskSchedule.last_error_at, ScheduleHealth.last_error_at),
+    )
+
+
 def get_schedule(session: Session, schedule_id: int) -> TaskSchedule | None:
-    """One schedule with its last run, or None."""
-    query = with_last_run(select(TaskSchedule).where(TaskSchedule.id == schedule_id))
+    """One schedule with its last run and its health, or None."""
+    query = with_health(with_last_run(select(TaskSchedule).where(TaskSchedule.id == schedule_id)))
     # populate_existing: the row may already be in the session, loaded by an update without its last run.
     return session.scalars(query.execution_options(populate_existing=True)).first()
 
@@ -662,7 +740,7 @@ def schedules_query(
     """User schedules oldest first, filtered by each argument given (``labels``: every one of these); ``after_id``
     continues a listing after that schedule (keyset paging: as fast deep in a million schedules as on the first
     page)."""
-    query = with_last_run(select(TaskSchedule).order_by(TaskSchedule.id))
+    query = with_health(with_last_run(select(TaskSchedule).order_by(TaskSchedule.id)))
     if after_id is not None:
         query = query.where(TaskSchedule.id > after_id)
     if enabled is not None:
@@ -679,15 +757,17 @@ def schedules_query(
     return query
 
 
-def set_enabled_where(runtime: Runtime, session: Session, query: Select[Any], enabled: bool) -> list[int]:
+def set_enabled_where(
+    runtime: Runtime, session: Session, query: Select[Any], enabled: bool, actor: Actor = PROCESS
+) -> list[int]:
     """Pause (``enabled`` false) or resume every schedule ``query`` selects that is not so already, each as
-    its own edit (re-armed, its tick published); the ids changed."""
+    its own edit by ``actor`` (re-armed, its tick published, audited); the ids changed."""
     matching = query.with_only_columns(TaskSchedule.id).where(TaskSchedule.enabled != enabled).order_by(None)
     ids = list(session.scalars(matching))
     session.rollback()  # the read's transaction: each edit takes its own
     changed = []
     for schedule_id in ids:
-        if update_schedule(runtime, session, schedule_id, ScheduleInput(enabled=enabled)) is not None:
+        if update_schedule(runtime, session, schedule_id, ScheduleInput(enabled=enabled), actor=actor):
             changed.append(schedule_id)
     return changed
 
@@ -698,10 +778,23 @@ def history_query(
     triggered_by: str | None = None,
     system_task: str | None = None,
     before_id: int | None = None,
+    from_: datetime | None = None,
+    to: datetime | None = None,
+    include_system: bool = True,
 ) -> Select[Any]:
     """Runs newest first; ``before_id`` continues a listing after (older than) that run: keyset paging, as fast
-    deep in ten million runs as on the first page, where an offset reads every row it skips."""
+    deep in ten million runs as on the first page, where an offset reads every row it skips.
+
+    ``from_`` and ``to`` (both included) bound when an entry was queued: every entry has a ``queued_at`` (a
+    missed or skipped one, a run not yet started, too) and it is indexed, where ``started_at`` is null until a run
+    starts and ``scheduled_for`` for a Run Now. ``include_system`` false leaves out the system crons' runs."""
     query = select(TaskRunHistory).order_by(TaskRunHistory.id.desc())
+    if from_ is not None:
+        query = query.where(TaskRunHistory.queued_at >= from_)
+    if to is not None:
+        query = query.where(TaskRunHistory.queued_at <= to)
+    if not include_system:
+        query = query.where(TaskRunHistory.system_task.is_(None))
     if before_id is not None:
         query = query.where(TaskRunHistory.id < before_id)
     if schedule_id is not None:

@@ -30,6 +30,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from shared import schedules
+from shared.audit import Actor
 from shared.models import TaskSchedule
 from shared.runtime import Runtime
 from shared.schedules import (
@@ -58,7 +59,7 @@ APPLY_LOCK_CLASS = 0x0C0A
 
 
 def created_by(source: str) -> str:
-    """Who the schedules a source creates are created by."""
+    """Who the schedules a source creates are created by, and who its changes are audited as."""
     return f"apply:{source}"
 
 
@@ -345,13 +346,14 @@ def apply_plan(runtime: Runtime, session: Session, plan: Plan) -> int:
 
 def _apply_change(runtime: Runtime, session: Session, source: str, change: PlannedChange) -> bool:
     """Make one change; False when the schedule it updates is gone (one already deleted is deleted)."""
+    actor = Actor(created_by(source))
     if change.action == Action.CREATE:
-        create_schedule(runtime, session, change.sent, created_by(source), source=(source, change.key))
+        create_schedule(runtime, session, change.sent, actor, source=(source, change.key))
         return True
     assert change.schedule_id is not None
     if change.action == Action.UPDATE:
-        return update_schedule(runtime, session, change.schedule_id, change.sent) is not None
-    delete_schedule(session, change.schedule_id)
+        return update_schedule(runtime, session, change.schedule_id, change.sent, actor=actor) is not None
+    delete_schedule(session, change.schedule_id, actor=actor)
     return True
 
 

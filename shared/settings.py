@@ -191,15 +191,63 @@ class Settings:
     auth_mode: str = setting(
         "AUTH_MODE",
         "dev",
-        "`dev`: every caller is `MOCK_USER_EMAIL`; `header`: trust `AUTH_HEADER`, set by the authenticating "
-        "proxy in front of the API (no header: 401)",
-        choices=("dev", "header"),
+        "`dev`: every caller is `MOCK_USER_EMAIL`; `header`: trust `AUTH_HEADER` and `AUTH_GROUPS_HEADER`, set "
+        "by the authenticating proxy in front of the API (no header: 401); `oidc`: a bearer JWT verified against "
+        "the issuer's keys. API tokens (`Authorization: Bearer cw_...`) work in every mode",
+        choices=("dev", "header", "oidc"),
     )
     mock_user_email: str = setting("MOCK_USER_EMAIL", "dev@localhost", "the user in `dev` mode")
+    mock_user_role: str = setting(
+        "MOCK_USER_ROLE", "admin", "the user's role in `dev` mode", choices=("viewer", "operator", "admin")
+    )
     auth_header: str = setting(
         "AUTH_HEADER",
         "X-Forwarded-Email",
         "the identity header in `header` mode (`X-MS-CLIENT-PRINCIPAL-NAME` behind Azure AD)",
+    )
+    auth_groups_header: str = setting(
+        "AUTH_GROUPS_HEADER",
+        "X-Forwarded-Groups",
+        "the header in `header` mode that lists the caller's groups, comma-separated (oauth2-proxy's)",
+    )
+    auth_admin_groups: str = setting(
+        "AUTH_ADMIN_GROUPS",
+        "",
+        "groups (comma-separated) whose members are admins: the groups header in `header` mode, the "
+        "`OIDC_GROUPS_CLAIM` in `oidc` mode",
+    )
+    auth_operator_groups: str = setting(
+        "AUTH_OPERATOR_GROUPS", "", "groups (comma-separated) whose members are operators"
+    )
+    auth_viewer_groups: str = setting(
+        "AUTH_VIEWER_GROUPS", "", "groups (comma-separated) whose members are viewers"
+    )
+    auth_default_role: str = setting(
+        "AUTH_DEFAULT_ROLE",
+        "viewer",
+        "the role of an identified caller in none of those groups (`none`: no role, every call but "
+        "`/me` is a 403)",
+        choices=("none", "viewer", "operator", "admin"),
+    )
+    oidc_issuer: str = setting(
+        "OIDC_ISSUER",
+        "",
+        "`oidc` mode: the issuer a token must name (`iss`), e.g. `https://login.example.com`",
+    )
+    oidc_audience: str = setting("OIDC_AUDIENCE", "", "`oidc` mode: the audience a token must name (`aud`)")
+    oidc_jwks_url: str = setting(
+        "OIDC_JWKS_URL",
+        "",
+        "`oidc` mode: where the issuer publishes its signing keys; unset: read from the issuer's "
+        "`/.well-known/openid-configuration`",
+    )
+    oidc_username_claim: str = setting(
+        "OIDC_USERNAME_CLAIM",
+        "email",
+        "`oidc` mode: the claim that names the caller (`sub` when it is absent)",
+    )
+    oidc_groups_claim: str = setting(
+        "OIDC_GROUPS_CLAIM", "groups", "`oidc` mode: the claim listing the caller's groups (or roles)"
     )
     tick_horizon_s: int = setting(
         "TICK_HORIZON_S",
@@ -346,6 +394,20 @@ class Settings:
     log_level: str = setting(
         "LOG_LEVEL", "INFO", "the least severe log records printed", choices=LOG_LEVELS, any_case=True
     )
+    log_format: str = setting(
+        "LOG_FORMAT",
+        "text",
+        "`json`: one JSON object per line (time, level, logger, message and fields: what a log pipeline "
+        "reads; the image and compose set it); `text`: a line for a terminal (`make run`)",
+        choices=("text", "json"),
+    )
+    beat_metrics_port: int = setting(
+        "BEAT_METRICS_PORT",
+        9192,
+        "where the beat serves `cronwork_beat_heartbeat_timestamp_seconds`",
+        minimum=1,
+        maximum=65535,
+    )
 
     @property
     def is_embedded(self) -> bool:
@@ -381,6 +443,8 @@ class Settings:
             parse_networks(values["http_allowed_networks"])
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
+        if values["auth_mode"] == "oidc" and not (values["oidc_issuer"] and values["oidc_audience"]):
+            raise SettingsError("AUTH_MODE=oidc needs OIDC_ISSUER and OIDC_AUDIENCE")
         if bool(values["database_url"]) != bool(values["broker_url"]):
             raise SettingsError(
                 "set both DATABASE_URL and BROKER_URL (separate services) or neither (embedded mode)"

@@ -25,7 +25,8 @@ import pytest
 from cryptography.fernet import Fernet
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-from shared.db import upgrade_to_head
+import shared.models  # noqa: F401  (declares every table on Base.metadata, which truncate empties)
+from shared.db import Base, upgrade_to_head
 from shared.runtime import Runtime, build_runtime
 from shared.settings import Settings, declaration
 
@@ -116,10 +117,10 @@ def database_url(make_database: Callable[[str], str]) -> str:
 
 
 def truncate(url: str) -> None:
+    """Empty every table of the schema (Alembic's own aside), ids restarting at 1."""
+    tables = ", ".join(Base.metadata.tables)
     with psycopg.connect(url, autocommit=True) as connection:
-        connection.execute(
-            "TRUNCATE task_run_history, task_schedules, ticks_in_flight RESTART IDENTITY CASCADE"
-        )
+        connection.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
 
 
 # --- RabbitMQ ---------------------------------------------------------------------------------------------------

@@ -6,19 +6,20 @@ import base64
 import hashlib
 import logging
 import re
-import uuid
 from pathlib import Path
 from typing import Any
 
 from apispec import APISpec, BasePlugin
-from flask import Flask, Response, g, request, send_from_directory
+from flask import Flask, Response, request, send_from_directory
 from flask_smorest import Api
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy import text
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
 
-from services.api.metrics import SchedulerCollector
+from services.api.auth import Identifier, token_lookup
+from services.api.metrics import SchedulerCollector, instrument
+from services.api.request_ids import REQUEST_ID_DOC, REQUEST_ID_HEADER, request_id
 from services.api.routes import TaskIdConverter, blp
 from services.api.schemas import ENUMS, ErrorSchema, enum_reference
 from shared.messaging import broker_is_reachable
@@ -27,21 +28,8 @@ from shared.settings import Settings
 
 STATIC_DIR = Path(__file__).parent / "static"
 IDENTITY_SCHEME = "identityHeader"
+BEARER_SCHEME = "bearer"
 logger = logging.getLogger("cronwork.api")
-
-REQUEST_ID_HEADER = "X-Request-ID"
-# What a proxy's request id may be to be taken as this request's: an HTTP token (RFC 9110) of sane length, so
-# that it can go into a log line or a JSON body as it is.
-SENT_REQUEST_ID = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}")
-REQUEST_ID_DOC = {
-    "description": (
-        "This request's id: the X-Request-ID the caller (its proxy) sent, when that is 1 to 128 characters of "
-        "an HTTP token (letters, digits and !#$%&'*+-.^_`|~), else one made up. An error's body carries it as "
-        "requestId, and the API logs an unexpected error with it"
-    ),
-    "schema": {"type": "string"},
-}
-
 
 # Sent with every answer (``secure_every_answer``): the page and the API load nothing from elsewhere, run no
 # inline script or style (theme-init.js is a file for that reason; styles set from JS go through the CSSOM, which
@@ -79,15 +67,6 @@ def content_security_policy(response: Response) -> str:
         policy["script-src"] = " ".join([policy["script-src"], *hashes])
         policy["img-src"] = f"{policy['img-src']} data:"
     return "; ".join(f"{directive} {sources}" for directive, sources in policy.items())
-
-
-def request_id() -> str:
-    """This request's id (``REQUEST_ID_DOC``), chosen on first use."""
-    if "request_id" not in g:
-        sent = request.headers.get(REQUEST_ID_HEADER, "")
-        g.request_id = sent if SENT_REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
-    chosen: str = g.request_id
-    return chosen
 
 
 class RequestIdHeader(BasePlugin):
@@ -151,11 +130,13 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         app,
         spec_kwargs={
             "info": {"description": "Schedules that run exactly once per slot."},
-            "security": [{IDENTITY_SCHEME: []}],
+            "security": [{IDENTITY_SCHEME: []}, {BEARER_SCHEME: []}],
             "extra_plugins": [RequestIdHeader()],
         },
     )
     api.spec.components.security_scheme(IDENTITY_SCHEME, identity_scheme(settings))
+    api.spec.components.security_scheme(BEARER_SCHEME, BEARER_DOC)
+    app.extensions["cronwork.identifier"] = Identifier(settings, token_lookup(runtime.sessions))
     for name, values in ENUMS.items():
         api.spec.components.schema(name, {"type": "string", "enum": values})
     api.ma_plugin.converter.add_attribute_function(enum_reference)
@@ -163,6 +144,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
     metrics = CollectorRegistry()
     metrics.register(SchedulerCollector(runtime))
+    instrument(app, metrics)
 
     @app.after_request
     def tell_the_request_id(response: Response) -> Response:
@@ -217,14 +199,26 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     return app
 
 
+BEARER_DOC = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": (
+        "An API token (cw_..., made by an admin at /api/scheduler/tokens) in any AUTH_MODE, or in AUTH_MODE=oidc "
+        "a JWT from the identity provider (signature, issuer, audience and expiry are checked)"
+    ),
+}
+
+
 def identity_scheme(settings: Settings) -> dict[str, str]:
-    """How a caller is identified: the authenticating proxy in front of the API sets a header to its e-mail."""
+    """How a caller is identified in header mode: the authenticating proxy sets a header to its e-mail (and
+    another to its groups, which give its role)."""
     return {
         "type": "apiKey",
         "in": "header",
         "name": settings.auth_header,
         "description": (
-            f"The caller's e-mail, set by the authenticating proxy (AUTH_HEADER, here {settings.auth_header}); "
+            f"The caller's e-mail, set by the authenticating proxy (AUTH_HEADER, here {settings.auth_header}), "
+            f"and its groups in {settings.auth_groups_header} (AUTH_GROUPS_HEADER), which give its role; "
             "without it an AUTH_MODE=header API answers 401. AUTH_MODE=dev ignores it."
         ),
     }

@@ -19,9 +19,13 @@ from webargs.core import missing
 from webargs.flaskparser import FlaskParser, abort, is_json_request  # abort: flask-smorest's, typed NoReturn
 from werkzeug.routing import IntegerConverter, Map
 
+from services.api.auth import REQUIRED_PERMISSION, Caller, caller, require, requires
+from services.api.request_ids import request_id
 from services.api.schemas import (
     RUN_ID_MAX,
     SCHEDULE_ID_MAX,
+    AuditEventSchema,
+    AuditFiltersSchema,
     BackfillResultSchema,
     BackfillSchema,
     ChangedTasksSchema,
@@ -30,6 +34,7 @@ from services.api.schemas import (
     ErrorSchema,
     HistoryFiltersSchema,
     HistorySchema,
+    MadeTokenSchema,
     MeSchema,
     RunNowSchema,
     SystemTaskSchema,
@@ -39,24 +44,31 @@ from services.api.schemas import (
     TaskSchema,
     TaskTypeSchema,
     TaskUpdateSchema,
+    TokenInSchema,
+    TokenSchema,
 )
-from shared import schedules
+from shared import schedules, tokens
+from shared.access import GRANTS, Permission, least_role
+from shared.audit import Actor, audit_query
 from shared.backfill import Backfill, backfill
 from shared.cron import all_timezones
 from shared.db import utcnow
-from shared.models import TaskRunHistory, TaskSchedule
+from shared.models import ApiToken, TaskRunHistory, TaskSchedule
 from shared.runtime import Runtime
 from shared.system_tasks import system_task_statuses
 from shared.timing import CronPreview, preview_cron
 
 JSON = "application/json"
 TASK = "/tasks/<task_id:task_id>"  # every route under it answers 404 for an id that names no schedule
+TOKEN = "/tokens/<task_id:token_id>"  # the same bounds as a task's id (an integer column)
 
 # The errors every operation documents (flask-smorest adds the 422 of each parsed argument and the default).
 UNAUTHORIZED = (
     401,
-    "No identity: with AUTH_MODE=header, the identity header is missing, too long or holds a NUL character",
+    "No identity: the identity header (AUTH_MODE=header) or bearer token (AUTH_MODE=oidc) is missing or refused "
+    "(the message says why), or an API token is unknown, revoked or expired",
 )
+FORBIDDEN = (403, "The caller's role does not permit this (the message names the role it needs)")
 NOT_FOUND = (404, "No task with this id")
 MALFORMED = (400, "The body is not well-formed JSON")
 NOT_JSON = (415, f"The body is not sent as {JSON}")
@@ -217,7 +229,9 @@ class SchedulerBlueprint(Blueprint):
 
     def route(self, rule: str, **options: Any) -> Any:
         register = super().route(rule, **options)
-        errors = [UNAUTHORIZED, NOT_FOUND] if rule.startswith(TASK) else [UNAUTHORIZED]
+        errors = [UNAUTHORIZED, FORBIDDEN]
+        if rule.startswith(TASK) or rule.startswith(TOKEN):
+            errors.append(NOT_FOUND)
         return lambda view: register(
             self._decorate_view_func_or_method_view(self._documenting_errors(errors), view)
         )
@@ -242,6 +256,16 @@ class SchedulerBlueprint(Blueprint):
             page_params_schema = paged._apidoc["pagination"]["parameters"]["schema"]
             page_params_schema._declared_fields["page"].validators = [validate.Range(min=1, max=last_page)]
             return paged
+
+        return decorate
+
+    def requires(self, permission: Permission) -> Any:
+        """A view that needs ``permission`` (``auth.requires``), which its operation's description says."""
+
+        def decorate(view: Any) -> Any:
+            note = f"Needs the {least_role(permission)} role ({permission})."
+            view.__doc__ = f"{(view.__doc__ or '').rstrip()}\n\n{note}"
+            return requires(permission)(view)
 
         return decorate
 
@@ -283,7 +307,6 @@ blp = SchedulerBlueprint(
 )
 
 PAGINATION = {"page_size": 100, "max_page_size": 1000}
-IDENTITY_MAX_CHARS = 255  # task_schedules.created_by
 
 
 def runtime() -> Runtime:
@@ -308,22 +331,19 @@ def close_session(_error: BaseException | None) -> None:
 
 @blp.before_request
 def identify_caller() -> None:
-    """Dev mode takes the user from MOCK_USER_EMAIL; header mode trusts the authenticating proxy's header."""
-    settings = runtime().settings
-    if settings.auth_mode == "dev":
-        g.user = settings.mock_user_email
-        return
-    user = request.headers.get(settings.auth_header, "").strip()
-    if not user:
-        abort(401, message=f"no identity: the {settings.auth_header} header is missing")
-    if len(user) > IDENTITY_MAX_CHARS:
-        abort(
-            401, message=f"the {settings.auth_header} header is longer than {IDENTITY_MAX_CHARS} characters"
-        )
-    problem = text_problem(user)
-    if problem:
-        abort(401, message=f"the {settings.auth_header} header {problem}")
-    g.user = user
+    """Every call is identified (``auth.Identifier``: a 401 without identity). A view that needs a permission
+    checks it (``SchedulerBlueprint.requires``); any other needs a role, any role, to read (only /me answers a
+    caller without one, to say so)."""
+    g.caller = current_app.extensions["cronwork.identifier"].identify(request)
+    view_class = getattr(current_app.view_functions.get(request.endpoint or ""), "view_class", None)
+    handler = getattr(view_class, request.method.lower(), None)
+    if request.endpoint != "scheduler.Me" and not hasattr(handler, REQUIRED_PERMISSION):
+        require(Permission.VIEW)
+
+
+def actor() -> Actor:
+    """This request's caller as the audit trail names them."""
+    return caller().actor(request_id())
 
 
 class SelectPager(Page):
@@ -439,6 +459,7 @@ class Tasks(MethodView):
         return schedules.schedules_query(**filters)
 
     @blp.doc(operationId="createTask")
+    @blp.requires(Permission.CREATE)
     @blp.arguments(TaskInSchema)
     @blp.response(
         201,
@@ -451,20 +472,21 @@ class Tasks(MethodView):
     def post(self, sent: schedules.ScheduleInput) -> tuple[TaskSchedule, int, dict[str, str]]:
         """Create a schedule and arm it."""
         with invalid_input_as_422():
-            schedule = schedules.create_schedule(runtime(), db(), sent, created_by=g.user)
+            schedule = schedules.create_schedule(runtime(), db(), sent, actor())
         return schedule, 201, {"Location": url_for("scheduler.Task", task_id=schedule.id), **tagged(schedule)}
 
 
 @blp.route("/tasks/pause")
 class PauseTasks(MethodView):
     @blp.doc(operationId="pauseTasks")
+    @blp.requires(Permission.TOGGLE)
     @blp.arguments(TaskFiltersSchema, location="query")
     @blp.response(200, ChangedTasksSchema)
     def post(self, filters: dict[str, Any]) -> dict[str, list[int]]:
         """Disable every schedule the filters select (the same filters as the list), each as its own edit."""
         return {
             "changed": schedules.set_enabled_where(
-                runtime(), db(), schedules.schedules_query(**filters), False
+                runtime(), db(), schedules.schedules_query(**filters), False, actor()
             )
         }
 
@@ -472,13 +494,14 @@ class PauseTasks(MethodView):
 @blp.route("/tasks/resume")
 class ResumeTasks(MethodView):
     @blp.doc(operationId="resumeTasks")
+    @blp.requires(Permission.TOGGLE)
     @blp.arguments(TaskFiltersSchema, location="query")
     @blp.response(200, ChangedTasksSchema)
     def post(self, filters: dict[str, Any]) -> dict[str, list[int]]:
         """Enable every schedule the filters select, each re-armed from its next slot."""
         return {
             "changed": schedules.set_enabled_where(
-                runtime(), db(), schedules.schedules_query(**filters), True
+                runtime(), db(), schedules.schedules_query(**filters), True, actor()
             )
         }
 
@@ -493,15 +516,18 @@ class Task(MethodView):
         return schedule, tagged(schedule)
 
     @blp.doc(operationId="updateTask")
+    @blp.requires(Permission.TOGGLE)
     @blp.if_match
     @blp.arguments(TaskUpdateSchema)
     @blp.response(200, TaskSchema, headers={"ETag": ETAG_HEADER})
     def put(self, sent: schedules.ScheduleInput, task_id: int) -> tuple[TaskSchedule, dict[str, str]]:
         """Change some fields (partial update); a timing change re-arms the schedule from its next slot. With
-        If-Match, only if the task is still as read."""
+        If-Match, only if the task is still as read. Enabling or disabling alone (only enabled sent) needs the
+        operator role; changing anything else, the admin role."""
         return self.update(task_id, sent)
 
     @blp.doc(operationId="patchTask")
+    @blp.requires(Permission.TOGGLE)
     @blp.if_match
     @blp.arguments(TaskUpdateSchema)
     @blp.response(200, TaskSchema, headers={"ETag": ETAG_HEADER})
@@ -510,21 +536,26 @@ class Task(MethodView):
         return self.update(task_id, sent)
 
     @blp.doc(operationId="deleteTask")
+    @blp.requires(Permission.DELETE)
     @blp.if_match
     @blp.response(204)
     def delete(self, task_id: int) -> None:
         """Delete a schedule; its run history is kept. With If-Match, only if the task is still as read."""
         expected = if_match_versions(task_id)
         with version_conflict_as_412(task_id, expected):
-            deleted = schedules.delete_schedule(db(), task_id, expected)
+            deleted = schedules.delete_schedule(db(), task_id, expected, actor())
         if not deleted:
             no_such_task(task_id)
 
     @staticmethod
     def update(task_id: int, sent: schedules.ScheduleInput) -> tuple[TaskSchedule, dict[str, str]]:
+        if set(sent) - {"enabled"}:
+            require(Permission.EDIT)
         expected = if_match_versions(task_id)
         with invalid_input_as_422(), version_conflict_as_412(task_id, expected):
-            updated = schedules.update_schedule(runtime(), db(), task_id, sent, expected_versions=expected)
+            updated = schedules.update_schedule(
+                runtime(), db(), task_id, sent, expected_versions=expected, actor=actor()
+            )
         if updated is None:
             no_such_task(task_id)
         schedule = stored_task(task_id)  # with its last run, which the update does not read
@@ -534,26 +565,28 @@ class Task(MethodView):
 @blp.route(f"{TASK}/run")
 class RunNow(MethodView):
     @blp.doc(operationId="runTaskNow")
+    @blp.requires(Permission.RUN_NOW)
     @blp.arguments(RunNowSchema, required=False)
     @blp.response(202, HistorySchema)
     def post(self, sent: dict[str, Any], task_id: int) -> TaskRunHistory:
         """Run Now: queue one manual run, enabled or not, with a one-off config override if sent; the
         schedule's next slot does not move."""
         with invalid_input_as_422():
-            run = schedules.run_now(runtime(), db(), task_id, sent.get("config"))
+            run = schedules.run_now(runtime(), db(), task_id, sent.get("config"), actor())
         return run or no_such_task(task_id)
 
 
 @blp.route(f"{TASK}/backfill")
 class BackfillView(MethodView):
     @blp.doc(operationId="backfillTask")
+    @blp.requires(Permission.BACKFILL)
     @blp.arguments(BackfillSchema)
     @blp.response(202, BackfillResultSchema)
     def post(self, sent: dict[str, Any], task_id: int) -> Backfill:
         """Backfill: queue one run for each slot of a past window that has no run yet (enabled or not); a
         slot that already has one is left alone. The schedule's next slot does not move."""
         with invalid_input_as_422(BackfillSchema()):
-            done = backfill(runtime(), db(), task_id, sent["from_"], sent["to"])
+            done = backfill(runtime(), db(), task_id, sent["from_"], sent["to"], actor())
         return done or no_such_task(task_id)
 
 
@@ -581,9 +614,61 @@ class SystemTasks(MethodView):
 class Me(MethodView):
     @blp.doc(operationId="getMe")
     @blp.response(200, MeSchema)
-    def get(self) -> dict[str, str]:
-        """Who the API takes the caller to be (shown in the page's header)."""
-        return {"email": g.user, "authMode": runtime().settings.auth_mode}
+    def get(self) -> dict[str, Any]:
+        """Who the API takes the caller to be, with their role and what it permits (the page shows the one and
+        offers only the other). Answers any identified caller, one without a role too."""
+        who: Caller = caller()
+        permitted = sorted(GRANTS[who.role]) if who.role else []
+        return {
+            "name": who.name,
+            "authMode": runtime().settings.auth_mode,
+            "role": who.role,
+            "permissions": permitted,
+        }
+
+
+@blp.route("/tokens")
+class Tokens(MethodView):
+    @blp.doc(operationId="listTokens")
+    @blp.requires(Permission.MANAGE_TOKENS)
+    @blp.response(200, TokenSchema(many=True))
+    def get(self) -> list[ApiToken]:
+        """Every API token, revoked ones too, oldest first; never a secret."""
+        return list(db().scalars(tokens.tokens_query()))
+
+    @blp.doc(operationId="createToken")
+    @blp.requires(Permission.MANAGE_TOKENS)
+    @blp.arguments(TokenInSchema)
+    @blp.response(201, MadeTokenSchema)
+    def post(self, sent: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        """Make an API token for a tool: send its secret as Authorization: Bearer <secret>. The answer is the
+        only time the secret is shown; only its hash is stored."""
+        made = tokens.create_token(db(), actor(), sent["name"].strip(), sent["role"], sent.get("expires_at"))
+        columns = {column.key: getattr(made.token, column.key) for column in ApiToken.__table__.columns}
+        return {**columns, "secret": made.secret}, 201
+
+
+@blp.route(TOKEN)
+class Token(MethodView):
+    @blp.doc(operationId="revokeToken")
+    @blp.requires(Permission.MANAGE_TOKENS)
+    @blp.response(204)
+    def delete(self, token_id: int) -> None:
+        """Revoke a token: it is refused from now on (revoking it again changes nothing). It stays listed."""
+        if tokens.revoke_token(db(), actor(), token_id) is None:
+            abort(404, message=f"no API token with id {token_id}")
+
+
+@blp.route("/audit")
+class Audit(MethodView):
+    @blp.doc(operationId="listAudit")
+    @blp.arguments(AuditFiltersSchema, location="query")
+    @blp.response(200, AuditEventSchema(many=True))
+    @blp.paginate(SelectPager, **PAGINATION)
+    def get(self, filters: dict[str, Any]) -> Select[Any]:
+        """The audit trail, newest first: every create, update (each changed field before and after), delete,
+        enable, disable, Run Now, backfill and token change, with who made it and when."""
+        return audit_query(**filters)
 
 
 @blp.route("/task-types")

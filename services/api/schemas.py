@@ -10,11 +10,30 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from flask import current_app
 from flask_smorest.error_handler import ErrorSchema as SmorestErrorSchema
-from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_dump, validate
+from marshmallow import (
+    EXCLUDE,
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    post_dump,
+    validate,
+    validates_schema,
+)
 
+from shared.access import Permission, Role
 from shared.db import utcnow
-from shared.models import DstPolicy, MisfirePolicy, OverlapPolicy, RunStatus, ScheduleType, TriggeredBy
+from shared.models import (
+    AuditAction,
+    DstPolicy,
+    MisfirePolicy,
+    OverlapPolicy,
+    RunStatus,
+    ScheduleType,
+    TriggeredBy,
+)
 from shared.schedules import (
     MAX_ATTEMPTS,
     MAX_CATCH_UP,
@@ -24,6 +43,7 @@ from shared.schedules import (
     NAME_MAX_CHARS,
     OWNER_MAX_CHARS,
     broken_reason,
+    is_overdue,
     next_run_note,
 )
 from shared.secrets import SUMMARY_MAX_CHARS, config_summary, shown_config
@@ -51,6 +71,9 @@ ENUMS: dict[str, list[str]] = {
     "OverlapPolicy": [str(value) for value in OverlapPolicy],
     "DstPolicy": [str(value) for value in DstPolicy],
     "AuthMode": list(declaration("auth_mode").choices),
+    "Role": [str(value) for value in Role],
+    "Permission": [str(value) for value in Permission],
+    "AuditAction": [str(value) for value in AuditAction],
 }
 ENUM_METADATA_KEY = "enum_schema"
 
@@ -305,13 +328,17 @@ class TaskInSchema(Schema):
 
     def wire_errors(self, errors: dict[str, list[str]]) -> dict[str, list[str]]:
         """``errors`` keyed by attribute (``config.<key>`` for a key of the config) keyed by wire name."""
+        return self.wire_names(errors)
+
+    def wire_names(self, by_attribute: dict[str, Any]) -> dict[str, Any]:
+        """``by_attribute`` (keys: attributes, ``config.<key>`` for a key of the config) keyed by wire name."""
 
         def wire_name(key: str) -> str:
             attribute, dot, rest = key.partition(".")
             field = self.fields.get(attribute)
             return f"{field.data_key or attribute if field else attribute}{dot}{rest}"
 
-        return {wire_name(key): reasons for key, reasons in errors.items()}
+        return {wire_name(key): value for key, value in by_attribute.items()}
 
 
 class TaskUpdateSchema(TaskInSchema):
@@ -336,6 +363,28 @@ class TaskSchema(TaskInSchema, ResponseSchema):
         allow_none=True,
         dump_only=True,
         metadata=documented("The status of its newest run", enum="RunStatus"),
+    )
+    failure_streak = fields.Function(
+        lambda schedule: schedule.failure_streak or 0,
+        data_key="failureStreak",
+        dump_only=True,
+        metadata=documented(
+            "How many of its latest finished runs failed in a row (a run counts once it will not be retried: its "
+            "last attempt failed, or it was abandoned with no attempt left); a success resets it to 0",
+            type="integer",
+        ),
+    )
+    last_error = fields.String(
+        data_key="lastError",
+        allow_none=True,
+        dump_only=True,
+        metadata=documented("The error of its latest failed run (kept after a success: it is history)"),
+    )
+    last_error_at = UtcDateTime(
+        data_key="lastErrorAt",
+        allow_none=True,
+        dump_only=True,
+        metadata=documented("When its latest failed run finished"),
     )
     next_run_at = UtcDateTime(
         data_key="nextRunAt",
@@ -382,6 +431,15 @@ class TaskSchema(TaskInSchema, ResponseSchema):
         metadata=documented("When it runs, in words", type="string"),
     )
     version = fields.Integer(dump_only=True, metadata=documented("Incremented by every edit"))
+    overdue = fields.Function(
+        lambda schedule: is_overdue(schedule, utcnow(), current_app.extensions["cronwork"].grace),
+        dump_only=True,
+        metadata=documented(
+            "Enabled, and its nextRunAt older than the pump's grace period (PUMP_GRACE_S): nothing is running "
+            "its due slot, so the workers or the beat are likely down (as cronwork_schedules_overdue counts)",
+            type="boolean",
+        ),
+    )
 
     @post_dump(pass_original=True)
     def hide_secrets(self, data: dict[str, Any], schedule: Any, **_kwargs: Any) -> dict[str, Any]:
@@ -552,6 +610,13 @@ class HistorySchema(ResponseSchema):
         allow_none=True,
         metadata=documented("Run Now's one-off config, laid over the schedule's for this run"),
     )
+    requestedBy = fields.String(
+        attribute="requested_by",
+        allow_none=True,
+        metadata=documented(
+            "Who asked for a Run Now or a backfill (an e-mail or token:<id>); null otherwise"
+        ),
+    )
 
 
 class HistoryFiltersSchema(Schema):
@@ -573,6 +638,23 @@ class HistoryFiltersSchema(Schema):
             "Only runs older than this id: pass a page's last id for the next (fast at any depth)"
         ),
     )
+    from_ = UtcDateTime(
+        data_key="from",
+        metadata=documented("Only entries queued at or after this instant (ISO 8601; queuedAt)"),
+    )
+    to = UtcDateTime(
+        metadata=documented("Only entries queued at or before this instant (ISO 8601; queuedAt); after from"),
+    )
+    include_system = fields.Boolean(
+        data_key="includeSystem",
+        load_default=True,
+        metadata=documented("false: leave out the system crons' runs (those with a systemTask)"),
+    )
+
+    @validates_schema
+    def check_span(self, data: dict[str, Any], **_kwargs: Any) -> None:
+        if data.get("from_") is not None and data.get("to") is not None and data["to"] <= data["from_"]:
+            raise ValidationError("must be after from", field_name="to")
 
 
 class SystemTaskSchema(ResponseSchema):
@@ -621,10 +703,140 @@ class ConfigFieldSchema(ResponseSchema):
 
 
 class MeSchema(ResponseSchema):
-    email = fields.String()
-    authMode = fields.String(
-        metadata=documented("dev (a fixed user) or header (the proxy's identity)", enum="AuthMode")
+    email = fields.String(
+        attribute="name", metadata=documented("Who the API takes the caller to be: an e-mail, or token:<id>")
     )
+    authMode = fields.String(
+        metadata=documented(
+            "dev (a fixed user), header (the proxy's identity) or oidc (a verified JWT)", enum="AuthMode"
+        )
+    )
+    role = fields.String(
+        allow_none=True, metadata=documented("The caller's role; null: none (only /me answers)", enum="Role")
+    )
+    permissions = fields.List(
+        fields.String(metadata=documented(enum="Permission")),
+        metadata=documented("What the caller may do (view: read anything)"),
+    )
+
+
+class TokenInSchema(Schema):
+    """A new API token."""
+
+    class Meta:
+        unknown = RAISE
+
+    name = fields.String(
+        required=True, validate=validate.Length(min=1, max=100), metadata=documented("What the token is for")
+    )
+    role = fields.String(
+        required=True, validate=validate.OneOf(ENUMS["Role"]), metadata=documented(enum="Role")
+    )
+    expires_at = UtcDateTime(
+        data_key="expiresAt",
+        allow_none=True,
+        metadata=documented("When the token stops working (in the future); null or absent: never"),
+    )
+
+    @validates_schema
+    def _checks(self, data: dict[str, Any], **_kwargs: Any) -> None:
+        if not data["name"].strip():
+            raise ValidationError("must not be blank", "name")
+        expires_at = data.get("expires_at")
+        if expires_at is not None and expires_at <= utcnow():
+            raise ValidationError("must be in the future", "expiresAt")
+        if expires_at is not None and not EARLIEST_INSTANT <= expires_at <= LATEST_INSTANT:
+            raise ValidationError(INSTANT_RANGE_REASON, "expiresAt")
+
+
+class TokenSchema(ResponseSchema):
+    """An API token, without its secret."""
+
+    id = fields.Integer()
+    name = fields.String()
+    role = fields.String(metadata=documented(enum="Role"))
+    secretPrefix = fields.String(
+        attribute="secret_prefix", metadata=documented("The secret's first characters, to tell tokens apart")
+    )
+    createdBy = fields.String(attribute="created_by")
+    createdAt = UtcDateTime(attribute="created_at")
+    expiresAt = UtcDateTime(attribute="expires_at", allow_none=True)
+    revokedAt = UtcDateTime(attribute="revoked_at", allow_none=True)
+    revokedBy = fields.String(attribute="revoked_by", allow_none=True)
+    lastUsedAt = UtcDateTime(
+        attribute="last_used_at", allow_none=True, metadata=documented("Its last use, to the minute")
+    )
+
+
+class MadeTokenSchema(TokenSchema):
+    """A new API token, with its secret: shown this once, stored only as a hash."""
+
+    secret = fields.String(
+        attribute="secret",
+        metadata=documented("Send it as Authorization: Bearer <secret>. It is never shown again"),
+    )
+
+
+class AuditFiltersSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    schedule_id = Id(data_key="scheduleId")
+    actor = fields.String(validate=validate.Length(max=255), metadata=documented("An e-mail, or token:<id>"))
+    action = fields.String(
+        validate=validate.OneOf(ENUMS["AuditAction"]), metadata=documented(enum="AuditAction")
+    )
+    from_ = UtcDateTime(data_key="from", metadata=documented("Events at or after this instant"))
+    to = UtcDateTime(metadata=documented("Events at or before this instant"))
+
+    @validates_schema
+    def _checks(self, data: dict[str, Any], **_kwargs: Any) -> None:
+        for key, field in (("from_", "from"), ("to", "to")):
+            if key in data and not EARLIEST_INSTANT <= data[key] <= LATEST_INSTANT:
+                raise ValidationError(INSTANT_RANGE_REASON, field)
+        if "from_" in data and "to" in data and data["to"] < data["from_"]:
+            raise ValidationError("must not be before from", "to")
+
+
+class AuditEventSchema(ResponseSchema):
+    """One change: who made it, when, and what it changed."""
+
+    id = fields.Integer()
+    at = UtcDateTime()
+    actor = fields.String(metadata=documented("An e-mail, token:<id>, apply:<source> or cronwork"))
+    action = fields.String(metadata=documented(enum="AuditAction"))
+    scheduleId = fields.Integer(attribute="schedule_id", allow_none=True)
+    scheduleName = fields.String(attribute="schedule_name", allow_none=True)
+    tokenId = fields.Integer(
+        attribute="token_id", allow_none=True, metadata=documented("The API token the change was made with")
+    )
+    changes = fields.Method(
+        "wire_changes",
+        allow_none=True,
+        metadata=documented(
+            "Each field a create or an update set, by its API name (config.<key> for a config key): "
+            "{before, after}; a secret's value shows as (secret)",
+            type="object",
+            additionalProperties={
+                "type": "object",
+                "properties": {"before": {"nullable": True}, "after": {"nullable": True}},
+            },
+        ),
+    )
+    detail = fields.Dict(
+        allow_none=True,
+        metadata=documented(
+            "What else the action names: a run's id, a backfill's window, a token's name and role"
+        ),
+    )
+    requestId = fields.String(
+        attribute="request_id", allow_none=True, metadata=documented("The API request that made the change")
+    )
+
+    def wire_changes(self, event: Any) -> dict[str, Any] | None:
+        if event.changes is None:
+            return None
+        return TaskInSchema().wire_names(event.changes)
 
 
 class TaskTypeSchema(ResponseSchema):

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from services.api.app import create_app
 from shared.db import create_db_engine, create_session_factory
 from shared.messaging import QUEUES, TICK_QUEUE, TickSlot, tick_slots
-from shared.models import TaskRunHistory, TaskSchedule
+from shared.models import ApiToken, AuditEvent, TaskRunHistory, TaskSchedule
 from shared.runtime import Runtime
 from shared.settings import Settings
 
@@ -114,14 +114,34 @@ def stored_schedules(runtime: Runtime) -> Callable[[], int]:
 
 
 @pytest.fixture
-def stored_state(runtime: Runtime) -> Callable[[], tuple[list[Any], list[Any]]]:
-    """Every column of every schedule and run, as stored: equal before and after means nothing changed."""
+def stored_state(runtime: Runtime) -> Callable[[], list[list[tuple[Any, ...]]]]:
+    """Every column of every schedule, run, API token and audit event, as stored: equal before and after means
+    nothing changed (and no one was recorded changing it)."""
 
-    def read() -> tuple[list[Any], list[Any]]:
+    def read() -> list[list[tuple[Any, ...]]]:
         with runtime.sessions() as session:
-            tasks = session.execute(select(TaskSchedule.__table__).order_by(TaskSchedule.id)).all()
-            runs = session.execute(select(TaskRunHistory.__table__).order_by(TaskRunHistory.id)).all()
-        return [tuple(row) for row in tasks], [tuple(row) for row in runs]
+            return [
+                [tuple(row) for row in session.execute(select(table).order_by(*table.primary_key))]
+                for table in (
+                    TaskSchedule.__table__,
+                    TaskRunHistory.__table__,
+                    ApiToken.__table__,
+                    AuditEvent.__table__,
+                )
+            ]
+
+    return read
+
+
+@pytest.fixture
+def audit_events(client: FlaskClient) -> Callable[..., list[dict[str, Any]]]:
+    """The audit trail as GET /audit answers it, newest first (``filters``: its query parameters)."""
+
+    def read(**filters: Any) -> list[dict[str, Any]]:
+        response = client.get("/api/scheduler/audit", query_string={"page_size": 1000, **filters})
+        assert response.status_code == 200, response.get_json()
+        events: list[dict[str, Any]] = response.get_json()
+        return events
 
     return read
 

@@ -379,13 +379,24 @@ def http(
 
 def test_gunicorn_serves_the_api_over_http(services: Services, settings: Settings) -> None:
     served = dataclasses.replace(settings, port=free_port())
-    services.start("api", environment(served, AUTH_MODE="header", AUTH_HEADER="X-MS-CLIENT-PRINCIPAL-NAME"))
+    services.start(
+        "api",
+        environment(
+            served,
+            AUTH_MODE="header",
+            AUTH_HEADER="X-MS-CLIENT-PRINCIPAL-NAME",
+            AUTH_ADMIN_GROUPS="cron-admins",
+        ),
+    )
     base_url = f"http://127.0.0.1:{served.port}"
 
     wait_for(lambda: http_ok(f"{base_url}/healthz"), 30, "gunicorn to answer /healthz")
     assert http("GET", f"{base_url}/readyz")[0] == 200
     status, headers, task = http(
-        "POST", f"{base_url}{TASKS}", cron_task(), {"X-MS-CLIENT-PRINCIPAL-NAME": "alice@example.com"}
+        "POST",
+        f"{base_url}{TASKS}",
+        cron_task(),
+        {"X-MS-CLIENT-PRINCIPAL-NAME": "alice@example.com", "X-Forwarded-Groups": "staff, cron-admins"},
     )
 
     assert status == 201, task

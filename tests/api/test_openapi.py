@@ -167,16 +167,18 @@ def test_config_is_an_object_and_timezone_is_described(document: dict[str, Any])
     )
 
 
-def test_the_identity_header_is_the_security_scheme_of_every_operation(
+def test_the_identity_header_and_a_bearer_token_are_the_security_schemes_of_every_operation(
     app_with: Callable[..., Flask],
 ) -> None:
     client = app_with(auth_mode="header", auth_header="X-Auth-Request-Email").test_client()
     document = client.get("/api/openapi.json").get_json()
 
-    (scheme,) = document["components"]["securitySchemes"].values()
-    assert (scheme["type"], scheme["in"], scheme["name"]) == ("apiKey", "header", "X-Auth-Request-Email")
-    (name,) = document["components"]["securitySchemes"]
-    assert document["security"] == [{name: []}]
+    schemes = document["components"]["securitySchemes"]
+    header = next(name for name, scheme in schemes.items() if scheme["type"] == "apiKey")
+    bearer = next(name for name, scheme in schemes.items() if scheme["type"] == "http")
+    assert (schemes[header]["in"], schemes[header]["name"]) == ("header", "X-Auth-Request-Email")
+    assert schemes[bearer]["scheme"] == "bearer"
+    assert document["security"] == [{header: []}, {bearer: []}]
 
 
 def test_x_pagination_is_documented_as_the_json_string_it_is(

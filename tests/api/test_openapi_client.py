@@ -34,7 +34,8 @@ class LiveApi:
 
 @pytest.fixture(scope="module")
 def live_api(make_database: Callable[[str], str], make_vhost: Callable[[str], str]) -> Iterator[LiveApi]:
-    """gunicorn serving the API on its own database and vhost, behind an (imagined) proxy's header."""
+    """gunicorn serving the API on its own database and vhost, behind an (imagined) proxy's header, whose
+    users are admins by default."""
     settings = Settings(
         database_url=make_database("client"),
         broker_url=make_vhost("client"),
@@ -42,7 +43,10 @@ def live_api(make_database: Callable[[str], str], make_vhost: Callable[[str], st
         demo_task_types="true",
     )
     running = Services(OUTPUT_DIR / "logs" / "openapi_client")
-    running.start("api", environment(settings, AUTH_MODE="header", AUTH_HEADER=IDENTITY_HEADER))
+    running.start(
+        "api",
+        environment(settings, AUTH_MODE="header", AUTH_HEADER=IDENTITY_HEADER, AUTH_DEFAULT_ROLE="admin"),
+    )
     base_url = f"http://127.0.0.1:{settings.port}"
     wait_for(lambda: http_ok(f"{base_url}/healthz"), 30, "gunicorn to answer /healthz")
     with urllib.request.urlopen(f"{base_url}/api/openapi.json", timeout=10) as response:

@@ -13,6 +13,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from sqlalchemy import select
 
 from shared import schedules
+from shared.audit import Actor
 from shared.heartbeat import heartbeat_path
 from shared.messaging import QUEUES
 from shared.models import NOT_AN_ATTEMPT, TaskRunHistory, TaskSchedule, TriggeredBy
@@ -28,7 +29,7 @@ def create_schedule(
     runtime: Runtime, values: dict[str, Any], created_by: str = "tests", allow_seconds: bool = False
 ) -> TaskSchedule:
     with runtime.sessions() as session:
-        return schedules.create_schedule(runtime, session, values, created_by, allow_seconds)  # type: ignore[arg-type]
+        return schedules.create_schedule(runtime, session, values, Actor(created_by), allow_seconds)  # type: ignore[arg-type]
 
 
 def update_schedule(
