@@ -44,7 +44,7 @@ lock: $(LOCK_STAMP) ## Compile the hashed lock files from pyproject.toml and dep
 	$(COMPILE) deploy/chart-tools.in -o deploy/chart-tools.txt
 	$(COMPILE) deploy/lock-tools.in -o deploy/lock-tools.txt
 
-system-deps: ## Install the Debian packages the tests drive (chromium, docker-compose) when missing
+system-deps: ## Install the Debian packages the tests drive (chromium, docker-compose, promtool) when missing
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
@@ -52,6 +52,23 @@ system-deps: ## Install the Debian packages the tests drive (chromium, docker-co
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@# promtool (tests/deploy/test_alerts.py checks the chart's alert rules with it) comes only in Debian's
+	@# prometheus package, whose postinst starts a Prometheus server on :9090 wherever no policy-rc.d forbids it.
+	@# Only the binary is wanted: a policy-rc.d (exit 101: "do not start") stands for the install when the machine
+	@# has none, the service is not enabled for boots, and --no-install-recommends leaves out the node exporter.
+	@if ! command -v promtool >/dev/null; then \
+	  echo "installing: prometheus (for promtool; its server is not started)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\nexit 101\n' | $$SUDO tee /usr/sbin/policy-rc.d >/dev/null; \
+	    $$SUDO chmod 755 /usr/sbin/policy-rc.d; \
+	    trap '$$SUDO rm -f /usr/sbin/policy-rc.d' EXIT; \
+	  fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  $$SUDO update-rc.d prometheus disable >/dev/null 2>&1 || true; \
+	  if [ -d /run/systemd/system ]; then $$SUDO systemctl disable --quiet prometheus.service || true; fi; \
 	fi
 
 run: $(STAMP) ## Run API, worker and beat (embedded SQLite + in-memory broker when DATABASE_URL/BROKER_URL are unset)

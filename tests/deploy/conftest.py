@@ -3,7 +3,7 @@ by the real ``docker-compose``.
 
 The tests call the tools through subprocess, so ``pytest tests/deploy`` is the whole check. ``make tools`` (run
 by ``make test``) installs the pinned helm and kubernetes-validate into ``.tools/bin``, which is searched before
-PATH; ``make system-deps`` installs docker-compose. A missing tool skips the checks that need it, with one reason
+PATH; ``make system-deps`` installs docker-compose and promtool. A missing tool skips the checks that need it, with one reason
 that says how to get it; with ``CI`` set it fails them instead, since CI must run every check.
 """
 
@@ -26,6 +26,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOLS_BIN = REPO_ROOT / ".tools" / "bin"
 KUBERNETES_VERSION = "1.34.0"
 CHART_TOOLS = ("helm", "kubernetes-validate")
+# The Debian package of a tool, where its name is not the tool's.
+DEBIAN_PACKAGES = {"promtool": "prometheus"}
 
 
 def _is_ci() -> bool:
@@ -45,7 +47,8 @@ def _require_tool(name: str) -> str:
         missing = " and ".join(tool for tool in CHART_TOOLS if not _find_tool(tool))
         message = f"{missing} not installed: `make tools` installs the pinned chart tools into .tools/bin"
     else:
-        message = f"{name} is not installed: `make system-deps` installs it (apt-get install {name})"
+        package = DEBIAN_PACKAGES.get(name, name)
+        message = f"{name} is not installed: `make system-deps` installs it (apt-get install {package})"
     if _is_ci():
         pytest.fail(f"{message} (CI runs every chart and compose check)")
     pytest.skip(message)

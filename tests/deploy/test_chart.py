@@ -40,7 +40,13 @@ WITH_KEYS_AND_SMTP_PASSWORD = (
     "secrets.smtpPassword=mail-placeholder",
 )
 # Custom resources kubernetes-validate has no schema for; everything else must be validated.
-CUSTOM_RESOURCE_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor"}
+CUSTOM_RESOURCE_KINDS = {
+    "ScaledObject",
+    "TriggerAuthentication",
+    "ServiceMonitor",
+    "PodMonitor",
+    "PrometheusRule",
+}
 SECRET_LOOKING = re.compile(
     r"DATABASE_URL|BROKER_URL|PASSW|SECRET|TOKEN|CREDENTIAL|://[^/\s]*:[^@\s]*@", re.I
 )
@@ -56,6 +62,16 @@ def only(manifests: list[dict[str, Any]], kind: str, name_suffix: str = "") -> d
         f"expected one {kind} named *{name_suffix}, got {[m['metadata']['name'] for m in found]}"
     )
     return found[0]
+
+
+def settings_config_map(manifests: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ConfigMap of the settings the pods read, not the dashboard's or the schedules' beside it."""
+    [config_map] = [
+        c
+        for c in find(manifests, "ConfigMap")
+        if not c["metadata"]["name"].endswith(("-dashboard", "-schedules"))
+    ]
+    return config_map
 
 
 def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
@@ -170,7 +186,8 @@ def test_worker_and_beat_probes_run_the_cronwork_probe_command(chart, role):
     assert container["args"] == [role]
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert container[probe]["exec"]["command"] == ["cronwork", "probe", role]
-    assert "ports" not in container
+    # Their one port serves Prometheus metrics (tests/deploy/test_chart_monitoring.py).
+    assert [port["name"] for port in container["ports"]] == ["metrics"]
 
 
 def test_probe_timings_follow_values(chart):
@@ -280,7 +297,7 @@ def test_hpa_and_keda_together_are_refused(chart):
 def test_worker_grace_period_outlasts_the_task_time_limit(chart, time_limit_s):
     manifests = chart.render(f"config.taskTimeLimitS={time_limit_s}")
     worker = only(manifests, "Deployment", "-worker")
-    config = only(manifests, "ConfigMap")
+    config = settings_config_map(manifests)
     assert config["data"]["TASK_TIME_LIMIT_S"] == str(time_limit_s)
     assert pod_spec(worker)["terminationGracePeriodSeconds"] > time_limit_s
 
@@ -331,7 +348,7 @@ def test_config_map_carries_every_non_secret_setting_and_nothing_else(chart):
     """Every variable the services read, so that each is set from values.yaml: the credentials come from the
     Secret and MOCK_USER_EMAIL only in dev mode. And no other: a name the services do not read would be ignored
     silently. Its values are the services' defaults (the next test) and values they accept (the schema tests)."""
-    data = only(chart.render(), "ConfigMap")["data"]
+    data = settings_config_map(chart.render())["data"]
     assert data.keys() == DECLARED - FROM_THE_SECRET - DEV_ONLY_SETTINGS
 
 
@@ -350,7 +367,7 @@ def test_chart_defaults_are_the_services_defaults(chart):
     """A default changed in shared/settings.py must be changed in values.yaml too, for the ConfigMap and for the
     chart's Secret alike; only AUTH_MODE differs on purpose (the chart is for production, behind an
     authenticating proxy)."""
-    parsed = Settings.from_env({**only(chart.render(), "ConfigMap")["data"], **PLACEHOLDER_URLS})
+    parsed = Settings.from_env({**settings_config_map(chart.render())["data"], **PLACEHOLDER_URLS})
     assert parsed.auth_mode == "header"
     # In dev mode the chart renders MOCK_USER_EMAIL too: every setting but the credentials is in the ConfigMap,
     # and the chart's own Secret holds the credentials (the URLs set, the rest at their defaults).
@@ -360,7 +377,7 @@ def test_chart_defaults_are_the_services_defaults(chart):
         f"secrets.databaseUrl={PLACEHOLDER_URLS['DATABASE_URL']}",
         f"secrets.brokerUrl={PLACEHOLDER_URLS['BROKER_URL']}",
     )
-    dev = only(manifests, "ConfigMap")["data"]
+    dev = settings_config_map(manifests)["data"]
     assert DECLARED - dev.keys() == FROM_THE_SECRET
     secret = chart_secret(manifests)["stringData"]
     assert secret.keys() == FROM_THE_SECRET
@@ -395,7 +412,7 @@ def test_schema_bounds_are_the_services_bounds(chart):
     each setting the chart takes from a value has the type, minimum, maximum and choices declared in
     shared/settings.py (a `true`/`false` choice as a boolean)."""
     from_values = _settings_from_values(chart)
-    rendered = only(chart.render("config.authMode=dev"), "ConfigMap")["data"]
+    rendered = settings_config_map(chart.render("config.authMode=dev"))["data"]
     assert from_values.keys() == rendered.keys() - {"HEARTBEAT_DIR"}  # the pods' /tmp, fixed by the chart
     schema = yaml.safe_load((chart.path / "values.schema.json").read_text())
     declared = {s.env: s for s in SETTINGS}
@@ -412,8 +429,8 @@ def test_schema_bounds_are_the_services_bounds(chart):
 
 
 def test_mock_user_is_only_configured_in_dev_auth_mode(chart):
-    assert "MOCK_USER_EMAIL" not in only(chart.render(), "ConfigMap")["data"]
-    dev = only(chart.render("config.authMode=dev", "config.mockUserEmail=demo@example.com"), "ConfigMap")
+    assert "MOCK_USER_EMAIL" not in settings_config_map(chart.render())["data"]
+    dev = settings_config_map(chart.render("config.authMode=dev", "config.mockUserEmail=demo@example.com"))
     assert dev["data"]["MOCK_USER_EMAIL"] == "demo@example.com"
 
 
@@ -432,7 +449,7 @@ def test_chart_managed_secret_holds_the_credentials_the_pods_read(chart):
         for name, ref in secret_refs(container).items():
             assert (ref["name"], ref["key"]) == (secret["metadata"]["name"], name)
         assert container["envFrom"] == [
-            {"configMapRef": {"name": only(manifests, "ConfigMap")["metadata"]["name"]}}
+            {"configMapRef": {"name": settings_config_map(manifests)["metadata"]["name"]}}
         ]
 
 
@@ -507,7 +524,7 @@ def test_migration_reads_a_secret_that_exists_before_the_release(chart):
     assert int(hook["helm.sh/hook-weight"]) < int(job["metadata"]["annotations"]["helm.sh/hook-weight"])
     assert "hook-succeeded" in hook["helm.sh/hook-delete-policy"]
     # Its settings are inline (the ConfigMap does not exist yet either) and match the ConfigMap's.
-    config = only(manifests, "ConfigMap")["data"]
+    config = settings_config_map(manifests)["data"]
     assert {k: v for k, v in env.items() if k in config} == config
     # Nor does the chart's ServiceAccount.
     assert pod_spec(job)["serviceAccountName"] == "default"
@@ -600,7 +617,7 @@ def test_a_change_to_the_charts_secret_rolls_the_pods(chart, assignment):
 def test_demo_task_types_are_off_unless_turned_on(chart):
     """The chart ships without the proof of concept's simulated task types; a boolean value turns them on."""
     for set_values, offered in [((), False), (("config.demoTaskTypes=true",), True)]:
-        data = only(chart.render(*set_values), "ConfigMap")["data"]
+        data = settings_config_map(chart.render(*set_values))["data"]
         assert data["DEMO_TASK_TYPES"] == str(offered).lower()
         assert Settings.from_env({**data, **PLACEHOLDER_URLS}).offers_demo_task_types is offered
 
@@ -695,7 +712,7 @@ def test_an_autoscaler_whose_minimum_exceeds_its_maximum_is_refused(chart, assig
 @pytest.mark.parametrize("values", ["defaults", "all-on"])
 def test_the_services_accept_the_settings_the_chart_renders(chart, values, set_values):
     manifests = chart.render(*set_values) if values == "defaults" else chart.render_all_on(*set_values)
-    settings = only(manifests, "ConfigMap")["data"]
+    settings = settings_config_map(manifests)["data"]
     parsed = Settings.from_env({**settings, **PLACEHOLDER_URLS})  # raises SettingsError, naming the variable
     assert parsed.task_time_limit_s == int(settings["TASK_TIME_LIMIT_S"])
     assert parsed.tick_budget == int(settings["TICK_BUDGET"])

@@ -134,6 +134,7 @@ RETRY_BASE_DELAY_MS: {{ .Values.config.retryBaseDelayMs | quote }}
 WORKER_TIMEOUT_MS: {{ .Values.config.workerTimeoutMs | quote }}
 LOG_LEVEL: {{ .Values.config.logLevel | quote }}
 GUNICORN_WORKERS: {{ .Values.api.gunicornWorkers | quote }}
+BEAT_METRICS_PORT: {{ .Values.beat.metricsPort | quote }}
 WORKER_PROCESSES: {{ .Values.worker.processes | quote }}
 WORKER_THREADS: {{ .Values.worker.threads | quote }}
 TICK_THREADS: {{ .Values.worker.tickThreads | quote }}
@@ -277,4 +278,57 @@ maxUnavailable: {{ .maxUnavailable }}
 {{- else -}}
 {{- fail "a PodDisruptionBudget needs pdb.minAvailable or pdb.maxUnavailable" -}}
 {{- end -}}
+{{- end }}
+
+{{/*
+The PromQL label matchers that pick this release's series in the alerts: metrics.prometheusRule.selector, or the
+release's namespace, which the Prometheus Operator puts on every series it scrapes.
+*/}}
+{{- define "cronwork.alertSelector" -}}
+{{- default (printf "namespace=%q" .Release.Namespace) .Values.metrics.prometheusRule.selector }}
+{{- end }}
+
+{{/*
+An alert's labels and annotations. Usage: include "cronwork.alertMetadata" (dict "ctx" $ "name" "CronworkX"
+"alert" .Values.metrics.prometheusRule.alerts.x "summary" "..." "description" "..."). The runbook is the alert's
+section of docs/operations.md, whose heading is the alert's name (so its anchor is the name in lower case).
+*/}}
+{{- define "cronwork.alertMetadata" -}}
+labels:
+  severity: {{ .alert.severity }}
+  {{- with .ctx.Values.metrics.prometheusRule.alertLabels }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+annotations:
+  summary: {{ .summary | quote }}
+  description: {{ .description | quote }}
+  runbook: {{ printf "docs/operations.md#%s" (lower .name) | quote }}
+  {{- with .ctx.Values.metrics.prometheusRule.runbookBaseUrl }}
+  runbook_url: {{ printf "%s#%s" . (lower $.name) | quote }}
+  {{- end }}
+{{- end }}
+
+{{/* A PodMonitor of one role's `metrics` port. Usage: include "cronwork.podMonitor" (dict "ctx" $ "component" "worker") */}}
+{{- define "cronwork.podMonitor" -}}
+apiVersion: monitoring.coreos.com/v1
+kind: PodMonitor
+metadata:
+  name: {{ include "cronwork.fullname" .ctx }}-{{ .component }}
+  labels:
+    {{- include "cronwork.labels" . | nindent 4 }}
+    {{- with .ctx.Values.metrics.podMonitor.labels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+spec:
+  selector:
+    matchLabels:
+      {{- include "cronwork.selectorLabels" . | nindent 6 }}
+  namespaceSelector:
+    matchNames:
+      - {{ .ctx.Release.Namespace }}
+  podMetricsEndpoints:
+    - port: metrics
+      path: /metrics
+      interval: {{ .ctx.Values.metrics.podMonitor.interval }}
+      scrapeTimeout: {{ .ctx.Values.metrics.podMonitor.scrapeTimeout }}
 {{- end }}
