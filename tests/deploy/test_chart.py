@@ -18,12 +18,12 @@ DEPLOYMENTS = ("api", "worker", "beat")
 DECLARED = frozenset(s.env for s in SETTINGS)
 # Where each declared setting goes. The URLs and the sensitive settings are credentials: the pods read them from
 # the Secret (secretKeyRef), never from the ConfigMap. The URLs are required; a sensitive setting is optional, so
-# that a Secret made without it still starts the pods. MOCK_USER_EMAIL is rendered in dev mode only. Every other
+# that a Secret made without it still starts the pods. MOCK_USER_EMAIL and MOCK_USER_ROLE are rendered in dev mode only. Every other
 # declared setting is in the ConfigMap.
 URL_SETTINGS = frozenset({"DATABASE_URL", "BROKER_URL"})
 FROM_THE_SECRET = frozenset(s.env for s in SETTINGS if s.sensitive)
 SENSITIVE_SETTINGS = FROM_THE_SECRET - URL_SETTINGS
-DEV_ONLY_SETTINGS = frozenset({"MOCK_USER_EMAIL"})
+DEV_ONLY_SETTINGS = frozenset({"MOCK_USER_EMAIL", "MOCK_USER_ROLE"})
 PLACEHOLDER_URLS = {"DATABASE_URL": "postgresql://u:p@db/cronwork", "BROKER_URL": "amqp://u:p@mq/%2F"}
 # Overrides on top of the all-on values for the branches the all-on file cannot show at the same time.
 HPA_INSTEAD_OF_KEDA = ("worker.keda.enabled=false", "worker.autoscaling.enabled=true")

@@ -109,8 +109,19 @@ Nothing secret may ever be added here: the URLs, SECRET_KEYS and SMTP_PASSWORD c
 PORT: {{ .Values.api.containerPort | quote }}
 AUTH_MODE: {{ .Values.config.authMode | quote }}
 AUTH_HEADER: {{ .Values.config.authHeader | quote }}
+AUTH_GROUPS_HEADER: {{ .Values.config.authGroupsHeader | quote }}
+AUTH_ADMIN_GROUPS: {{ .Values.config.authAdminGroups | quote }}
+AUTH_OPERATOR_GROUPS: {{ .Values.config.authOperatorGroups | quote }}
+AUTH_VIEWER_GROUPS: {{ .Values.config.authViewerGroups | quote }}
+AUTH_DEFAULT_ROLE: {{ .Values.config.authDefaultRole | quote }}
+OIDC_ISSUER: {{ .Values.config.oidcIssuer | quote }}
+OIDC_AUDIENCE: {{ .Values.config.oidcAudience | quote }}
+OIDC_JWKS_URL: {{ .Values.config.oidcJwksUrl | quote }}
+OIDC_USERNAME_CLAIM: {{ .Values.config.oidcUsernameClaim | quote }}
+OIDC_GROUPS_CLAIM: {{ .Values.config.oidcGroupsClaim | quote }}
 {{- if eq .Values.config.authMode "dev" }}
 MOCK_USER_EMAIL: {{ .Values.config.mockUserEmail | quote }}
+MOCK_USER_ROLE: {{ .Values.config.mockUserRole | quote }}
 {{- end }}
 TICK_HORIZON_S: {{ .Values.config.tickHorizonS | quote }}
 PUMP_GRACE_S: {{ .Values.config.pumpGraceS | quote }}
