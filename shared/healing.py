@@ -9,6 +9,7 @@ still send the same stuck run, whose start, a compare-and-set, runs it once).
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import datetime, timedelta
 
@@ -16,16 +17,22 @@ from sqlalchemy import delete, or_, select, update
 
 from shared.db import insert_ignoring_conflicts, utcnow
 from shared.models import FINISHED_STATUSES, RunStatus, TaskRunHistory, TaskSchedule, TickInFlight
+from shared.observability import PUMP_PUBLISHED, PUMP_REARMED, RUNS_FINISHED
 from shared.protocol import (
     RUNS,
     STARTED_RUN_COLUMNS,
+    HealthEvent,
+    StartedRun,
     dispatch_runs,
     has_attempts_left,
     publish_outboxes,
+    record_health,
     retry_row,
     started_run,
 )
 from shared.runtime import Runtime
+
+logger = logging.getLogger("cronwork.healing")
 
 # Rows one pump step changes in one statement, and the most it changes in a cycle.
 STEP_ROWS = 500
@@ -34,6 +41,7 @@ CYCLE_ROWS = 20_000
 CYCLE_S = 40.0
 # Retention deletes this many runs per transaction, so it always makes progress and never holds long locks.
 RETENTION_BATCH_ROWS = 10_000
+ABANDONED = "abandoned: its worker stopped before recording an outcome (lease expired)"
 
 
 def pump(runtime: Runtime) -> str:
@@ -52,8 +60,11 @@ def pump(runtime: Runtime) -> str:
     abandoned = abandon_runs_of_vanished_workers(runtime, now)
     forgotten = forget_lost_ticks(runtime, now)
     reopened = reopen_overdue_ticks(runtime, now)
+    PUMP_REARMED.inc(reopened)
     redispatched = redispatch_stuck_runs(runtime, now)
+    PUMP_PUBLISHED.labels("run").inc(redispatched)
     published = publish_ticks_in_horizon(runtime, deadline=started + CYCLE_S)
+    PUMP_PUBLISHED.labels("slot").inc(published)
     return (
         f"abandoned {abandoned} run(s), forgot {forgotten} lost tick(s), reopened {reopened} overdue slot(s), "
         f"re-dispatched {redispatched} run(s), published {published} slot(s) in "
@@ -64,7 +75,8 @@ def pump(runtime: Runtime) -> str:
 def abandon_runs_of_vanished_workers(runtime: Runtime, now: datetime) -> int:
     """Mark ``abandoned`` the runs still ``running`` past their lease: their worker died. Each whose schedule
     and task type allow another attempt gets it, as a failed attempt would (so execution after a lost worker is
-    at least once; handlers get the slot and attempt to be idempotent by). Returns how many were abandoned."""
+    at least once; handlers get the slot and attempt to be idempotent by); one that may not counts as its
+    schedule's failure (``record_health``). Returns how many were abandoned."""
     expired = (
         select(TaskRunHistory.id)
         .where(TaskRunHistory.status == RunStatus.RUNNING, TaskRunHistory.lease_expires_at < now)
@@ -81,20 +93,37 @@ def abandon_runs_of_vanished_workers(runtime: Runtime, now: datetime) -> int:
                     status=RunStatus.ABANDONED,
                     completed_at=now,
                     lease_expires_at=None,
-                    error_message="abandoned: its worker stopped before recording an outcome (lease expired)",
+                    error_message=ABANDONED,
                 )
                 .returning(*STARTED_RUN_COLUMNS)
             )
         ]
+        retried = {run.id for run in abandoned if _may_retry(runtime, run)}
         retries = [
             retry_row(run, now, run.retry_base_delay_ms or runtime.settings.retry_base_delay_ms)
             for run in abandoned
-            if run.system_task is None
-            and (task_type := runtime.task_types.get(run.task_type)) is not None
-            and has_attempts_left(run, task_type)
+            if run.id in retried
         ]
         # The unique (schedule, slot, attempt) index: a late failure of the same attempt retries nothing twice.
         retry_ids = [row.id for row in insert_ignoring_conflicts(session, RUNS, retries, ())]
+        record_health(
+            session,
+            [
+                HealthEvent(run.schedule_id, failed=True, error=ABANDONED)
+                for run in abandoned
+                if run.schedule_id is not None and run.id not in retried
+            ],
+            now,
+        )
+    for run in abandoned:
+        RUNS_FINISHED.labels(run.task_type, run.triggered_by, RunStatus.ABANDONED).inc()
+        fields = {
+            **run.log_fields,
+            "status": RunStatus.ABANDONED,
+            "error": ABANDONED,
+            "retried": run.id in retried,
+        }
+        logger.warning("run %s abandoned: its lease ran out", run.id, extra=fields)
     if retry_ids:
         dispatch_runs(
             runtime,
@@ -102,6 +131,12 @@ def abandon_runs_of_vanished_workers(runtime: Runtime, now: datetime) -> int:
             select(RUNS.c.id).where(RUNS.c.id.in_(retry_ids)),
         )
     return len(abandoned)
+
+
+def _may_retry(runtime: Runtime, run: StartedRun) -> bool:
+    """Whether an abandoned run gets another attempt, as a failed attempt would."""
+    task_type = runtime.task_types.get(run.task_type)
+    return run.system_task is None and task_type is not None and has_attempts_left(run, task_type)
 
 
 def forget_lost_ticks(runtime: Runtime, now: datetime) -> int:

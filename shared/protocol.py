@@ -36,12 +36,14 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from shared.db import (
     UTCDateTime,
     insert_ignoring_conflicts,
+    is_postgresql,
     lock_for_transaction,
     retrying_a_stale_connection,
     update_rows,
@@ -53,10 +55,18 @@ from shared.models import (
     SLOT_RUNS,
     OverlapPolicy,
     RunStatus,
+    ScheduleHealth,
     TaskRunHistory,
     TaskSchedule,
     TickInFlight,
     TriggeredBy,
+)
+from shared.observability import (
+    RUNS_FINISHED,
+    RUNS_STARTED,
+    SLOT_LATENESS,
+    SLOTS_MISSED,
+    SLOTS_SKIPPED,
 )
 from shared.policies import MisfireRule, Settlement, settle
 from shared.runtime import Runtime
@@ -79,6 +89,7 @@ T = TypeVar("T")
 SCHEDULES = cast(Table, TaskSchedule.__table__)
 RUNS = cast(Table, TaskRunHistory.__table__)
 TICKS = cast(Table, TickInFlight.__table__)
+HEALTH = cast(Table, ScheduleHealth.__table__)
 
 RETRY_MAX_DELAY = timedelta(minutes=5)  # well under RabbitMQ's consumer_timeout, like every delay we publish
 ERROR_MESSAGE_CHARS = 2000
@@ -422,9 +433,12 @@ def claim_slots(runtime: Runtime, requests: list[ClaimRequest]) -> list[bool]:
     with runtime.sessions.begin() as session:
         now = utcnow()
         rows = lock_armed_rows(session, requests)
-        claimed = claim_locked_slots(session, rows, requests, now, runtime.misfire_grace)
+        claim = _claim_locked(session, rows, requests, now, runtime.misfire_grace)
         session.execute(TICKS.delete().where(TICKS.c.id.in_({r.tick_id for r in requests})))
-    return claimed
+    # Counted once committed: a claim that rolled back recorded nothing.
+    SLOTS_MISSED.inc(claim.missed_slots)
+    SLOTS_SKIPPED.inc(claim.skipped_slots)
+    return claim.verdicts
 
 
 def publish_claimed(runtime: Runtime, requests: Sequence[ClaimRequest]) -> list[None]:
@@ -479,6 +493,26 @@ def claim_locked_slots(
     """Inside the caller's transaction, holding the rows' locks: settle each current request's due slots by its
     schedule's policies (``shared.policies``: the runs queued, the ranges missed, the slots an overlap skips, all
     in the ledger) and advance its row to its next future slot. Returns, per request, whether it claimed."""
+    return _claim_locked(session, rows, requests, now, grace).verdicts
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a claim did: per request, whether it claimed its slot; and the slots its ledger entries recorded
+    missed and skipped (for the metrics, counted by the caller once the claim commits)."""
+
+    verdicts: list[bool]
+    missed_slots: int = 0
+    skipped_slots: int = 0
+
+
+def _claim_locked(
+    session: Session,
+    rows: dict[int, ArmedRow],
+    requests: Sequence[ClaimRequest],
+    now: datetime,
+    grace: timedelta,
+) -> Claim:
     settled: dict[tuple[Timing, datetime, MisfireRule], Settlement] = {}
     claimed: dict[int, tuple[ArmedRow, Settlement, str | None]] = {}
     verdicts = []
@@ -510,7 +544,7 @@ def claim_locked_slots(
             logger.error("schedule %s is broken: %s", row.id, reason)
             claimed[row.id] = (row, Settlement([row.next_run_at]), reason)
     if not claimed:
-        return verdicts
+        return Claim(verdicts)
     update_rows(
         session,
         SCHEDULES,
@@ -534,7 +568,18 @@ def claim_locked_slots(
         # first, or it was armed again (an edit re-timed it while hosts' clocks disagreed). The row has moved past
         # it anyway.
         logger.info("%d slot(s) already had their entry; moved past them", len(entries) - len(inserted))
-    return verdicts
+    recorded = {(row.schedule_id, row.scheduled_for, row.attempt) for row in inserted}
+    not_run = [
+        entry
+        for entry in entries
+        if entry["attempt"] == NOT_AN_ATTEMPT
+        and (entry["schedule_id"], entry["scheduled_for"], entry["attempt"]) in recorded
+    ]
+    return Claim(
+        verdicts,
+        missed_slots=sum(entry["missed_slots"] for entry in not_run if entry["status"] == RunStatus.MISSED),
+        skipped_slots=sum(1 for entry in not_run if entry["status"] == RunStatus.SKIPPED),
+    )
 
 
 def _ledger_entries(
@@ -675,6 +720,19 @@ class StartedRun:
     max_attempts: int | None  # its schedule's, if any
     retry_base_delay_ms: int | None  # its schedule's, if any
 
+    @property
+    def log_fields(self) -> dict[str, Any]:
+        """Who this run is, as the fields of its log lines."""
+        return {
+            "run_id": self.id,
+            "schedule_id": self.schedule_id,
+            "system_task": self.system_task,
+            "slot": self.scheduled_for and self.scheduled_for.isoformat().replace("+00:00", "Z"),
+            "attempt": self.attempt,
+            "trigger": self.triggered_by,
+            "task_type": self.task_type,
+        }
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -701,6 +759,7 @@ _schedule_max_attempts = select(SCHEDULES.c.max_attempts).where(SCHEDULE_OF_RUN)
 _schedule_retry_base_delay_ms = (
     select(SCHEDULES.c.retry_base_delay_ms).where(SCHEDULE_OF_RUN).scalar_subquery()
 )
+_schedule_jitter_s = select(SCHEDULES.c.jitter_s).where(SCHEDULE_OF_RUN).scalar_subquery()
 _is_orphan = _schedule_enabled.is_(None)  # its schedule was deleted before it started
 _is_disabled_slot = and_(RUNS.c.triggered_by == TriggeredBy.SCHEDULE, _schedule_enabled.is_(false()))
 # What a worker needs of a run it started (and the pump of a run it retries), read in the statement that
@@ -769,7 +828,34 @@ def start_run(runtime: Runtime, history_id: int) -> StartedRun | None:
     if started is None:
         _resend_if_early(runtime, history_id, now)
         return None
-    return started_run(started) if started.status == RunStatus.RUNNING else None
+    if started.status != RunStatus.RUNNING:
+        return None
+    run = started_run(started)
+    lateness = _lateness(run, started.due_at, started.jitter_s, now)
+    if lateness is not None:
+        SLOT_LATENESS.labels(run.triggered_by).observe(max(0.0, lateness.total_seconds()))
+    _count_start(run)
+    return run
+
+
+def _lateness(run: StartedRun, due_at: datetime, jitter_s: int | None, now: datetime) -> timedelta | None:
+    """How late a first attempt started (``cronwork_slot_lateness_seconds``): a scheduled run after its slot plus
+    its jitter (a late claim counts: the run is due then however late its tick came), a backfilled one after it
+    was queued (its slot is in the past by design); None for the others (a retry waits for its backoff, a Run
+    Now has no slot)."""
+    if run.attempt != 1 or run.scheduled_for is None:
+        return None
+    if run.triggered_by == TriggeredBy.SCHEDULE and run.schedule_id is not None:
+        return now - (run.scheduled_for + jitter(run.schedule_id, run.scheduled_for, jitter_s or 0))
+    if run.triggered_by == TriggeredBy.BACKFILL:
+        return now - due_at
+    return None
+
+
+def _count_start(run: StartedRun) -> None:
+    """A run started (its start committed): counted and logged."""
+    RUNS_STARTED.labels(run.task_type, run.triggered_by).inc()
+    logger.info("run %s started (attempt %s)", run.id, run.attempt, extra=run.log_fields)
 
 
 # The start's statements are built once: building a statement of this size costs more CPU than running it.
@@ -790,7 +876,7 @@ START = (
             (WHY_NOT_STARTED.is_(None), bindparam("lease_expires_at", type_=UTCDateTime()))
         ),
     )
-    .returning(RUNS.c.status, *STARTED_RUN_COLUMNS)
+    .returning(RUNS.c.status, *STARTED_RUN_COLUMNS, RUNS.c.due_at, _schedule_jitter_s.label("jitter_s"))
 )
 
 
@@ -887,7 +973,7 @@ def record_outcomes(runtime: Runtime, outcomes: list[Outcome]) -> list[bool]:
     has run, and losing its outcome would leave the run to be called abandoned) for as long as the lease's
     margin allows."""
 
-    def record() -> tuple[list[bool], list[int]]:
+    def record() -> tuple[list[bool], list[int], set[int]]:
         with runtime.sessions.begin() as session:
             now = utcnow()
             rows = [_outcome_row(outcome, now) for outcome in outcomes]
@@ -908,16 +994,117 @@ def record_outcomes(runtime: Runtime, outcomes: list[Outcome]) -> list[bool]:
             retry_ids = (
                 [row.id for row in insert_ignoring_conflicts(session, RUNS, retries, ())] if retries else []
             )
-        return [outcome.run.id in finished | recorded_late for outcome in outcomes], retry_ids
+            record_health(
+                session,
+                [
+                    HealthEvent(outcome.run.schedule_id, outcome.status != RunStatus.SUCCESS, outcome.error)
+                    for outcome in outcomes
+                    if outcome.run.schedule_id is not None
+                    and outcome.run.id in finished
+                    and not outcome.may_retry
+                ],
+                now,
+            )
+        return [outcome.run.id in finished | recorded_late for outcome in outcomes], retry_ids, finished
 
-    recorded, retry_ids = _retrying_while_database_is_away(
+    recorded, retry_ids, finished = _retrying_while_database_is_away(
         record, give_up_after_s=runtime.settings.run_lease_margin_s
     )
+    for outcome, was_recorded in zip(outcomes, recorded, strict=True):
+        _count_outcome(outcome, was_recorded, late=outcome.run.id not in finished)
     if retry_ids:
         dispatch_runs(
             runtime, f"retries {retry_ids}", select(TaskRunHistory.id).where(TaskRunHistory.id.in_(retry_ids))
         )
     return recorded
+
+
+def _count_outcome(outcome: Outcome, recorded: bool, late: bool) -> None:
+    """An outcome, once its transaction committed: counted (a late one's run was counted abandoned by the
+    pump already) and logged."""
+    run = outcome.run
+    fields = {
+        **run.log_fields,
+        "status": outcome.status,
+        "duration_ms": outcome.duration_ms,
+        "error": outcome.error,
+        "retried": outcome.may_retry,
+    }
+    if not recorded:
+        logger.warning(
+            "run %s: outcome %s not recorded (the run was not running)", run.id, outcome.status, extra=fields
+        )
+        return
+    if late:
+        logger.warning("run %s %s, recorded late: %s", run.id, outcome.status, LATE, extra=fields)
+        return
+    RUNS_FINISHED.labels(run.task_type, run.triggered_by, outcome.status).inc()
+    level = logging.INFO if outcome.status == RunStatus.SUCCESS else logging.WARNING
+    logger.log(level, "run %s %s in %s ms", run.id, outcome.status, outcome.duration_ms, extra=fields)
+
+
+# --- Schedule health -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HealthEvent:
+    """A finished run that tells on its schedule's health: a success, or a failure that will not be retried
+    (its last attempt failed, or a ``TaskFailed(retry=False)``, or it was abandoned with no attempt left)."""
+
+    schedule_id: int
+    failed: bool
+    error: str | None
+
+
+def record_health(session: Session, events: Sequence[HealthEvent], now: datetime) -> None:
+    """Upsert the ``schedule_health`` rows of ``events`` (in the order they finished), inside the caller's
+    transaction: a failure adds one to the streak and becomes the last error; a success sets the streak to 0
+    (the last error stays: it is history). The streak therefore counts runs that failed for good in a row,
+    whatever their trigger, not attempts: a failed attempt that is retried changes nothing.
+
+    A batch's events are folded per schedule first (PostgreSQL refuses to upsert one row twice in a statement),
+    then written by at most two statements, rows in schedule order (so concurrent batches never deadlock): one
+    sets the streak for the schedules a success reset, one adds to it for the others."""
+    folded: dict[int, dict[str, Any]] = {}
+    resets: set[int] = set()
+    for event in events:
+        row = folded.setdefault(
+            event.schedule_id,
+            {
+                "schedule_id": event.schedule_id,
+                "failure_streak": 0,
+                "last_error": None,
+                "last_error_at": None,
+                "last_outcome_at": now,
+            },
+        )
+        if event.failed:
+            row["failure_streak"] += 1
+            row["last_error"] = (event.error or "failed")[:ERROR_MESSAGE_CHARS]
+            row["last_error_at"] = now
+        else:
+            row["failure_streak"] = 0
+            resets.add(event.schedule_id)
+    for resetting in (True, False):
+        rows = [row for schedule_id, row in sorted(folded.items()) if (schedule_id in resets) == resetting]
+        if rows:
+            session.execute(_health_upsert(is_postgresql(session), resetting), rows)
+
+
+def _health_upsert(on_postgresql: bool, resetting: bool) -> Any:
+    statement = (postgresql.insert if on_postgresql else sqlite.insert)(HEALTH)
+    new = statement.excluded
+    return statement.on_conflict_do_update(
+        index_elements=[HEALTH.c.schedule_id],
+        set_={
+            "failure_streak": new.failure_streak
+            if resetting
+            else HEALTH.c.failure_streak + new.failure_streak,
+            "last_error": func.coalesce(new.last_error, HEALTH.c.last_error),
+            "last_error_at": func.coalesce(new.last_error_at, HEALTH.c.last_error_at),
+            "last_outcome_at": new.last_outcome_at,
+        },
+    )
 
 
 def retry_delay(attempt: int, base_delay_ms: int) -> timedelta:
@@ -1010,6 +1197,7 @@ def run_system_slot(
         None,
         None,
     )
+    _count_start(run)
     begun = time.monotonic()
     error = summary = None
     try:

@@ -9,12 +9,14 @@ actor threads hand them to a ``Batcher`` and acknowledge their message once the 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 import dramatiq
 from dramatiq.middleware import CurrentMessage, Middleware
+from dramatiq.middleware.prometheus import Prometheus
 from periodiq import cron
 
 from shared import protocol
@@ -31,6 +33,7 @@ from shared.messaging import (
     tick_message,
     tick_slots,
 )
+from shared.observability import configure_logging
 from shared.runtime import build_runtime
 from shared.settings import Settings
 from shared.system_tasks import SYSTEM_TASK_TYPE, SystemTask, offered_system_tasks
@@ -38,6 +41,7 @@ from shared.system_tasks import SYSTEM_TASK_TYPE, SystemTask, offered_system_tas
 logger = logging.getLogger("cronwork.worker")
 
 settings = Settings.from_env()
+configure_logging(settings)  # over the format the dramatiq (or periodiq) command gave this process
 runtime = build_runtime(settings, ping_on_checkout=False)  # every path here retries a dead connection
 broker = runtime.broker
 
@@ -79,6 +83,23 @@ class WorkerLifecycle(Middleware):
 
 
 broker.add_middleware(WorkerLifecycle(settings.heartbeat_dir))
+
+
+class PrometheusServedByTheSupervisor(Prometheus):
+    """Dramatiq's Prometheus middleware (its ``dramatiq_*`` metrics), without the exposition server it would
+    fork in each of the pod's three groups, all on one port: ``cronwork worker`` serves the directory they
+    share, cronwork's run metrics included (``services.__main__.serve_worker_metrics``)."""
+
+    @property
+    def forks(self) -> list[Any]:
+        """None."""
+        return []
+
+
+# Only where ``cronwork worker`` set up the metrics directory: in the embedded mode no process boot sets the
+# middleware up, and the beat never processes a message.
+if os.environ.get("dramatiq_prom_db"):  # noqa: SIM112 (Dramatiq's own variable)
+    broker.add_middleware(PrometheusServedByTheSupervisor())
 
 
 @dramatiq.actor(actor_name=TICK_ACTOR, queue_name=TICK_QUEUE, time_limit=60_000, **TRANSPORT_RETRIES)

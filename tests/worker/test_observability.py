@@ -1,0 +1,161 @@
+"""What a real worker tells operators: its metrics on one port for its three Dramatiq groups, each run's start
+and outcome as JSON log lines with their fields, and each schedule's failure streak and last error."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.request
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from shared import schedules
+from shared.models import RunStatus, TriggeredBy
+from tests.conftest import Service, free_port, wait_for
+from tests.worker.conftest import Engine, run_now
+
+LOCAL = "127.0.0.1/32"  # the HTTP task refuses loopback unless HTTP_ALLOWED_NETWORKS opens it
+
+
+class Upstream(BaseHTTPRequestHandler):
+    """Answers ``status`` to everything: 503 in an outage, 200 once it is over."""
+
+    status = 503
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        body = b"upstream maintenance window" if Upstream.status >= 500 else b"ok"
+        self.send_response(Upstream.status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def upstream() -> Iterator[str]:
+    Upstream.status = 503
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/health"
+    server.shutdown()
+
+
+def samples(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """The worker's /metrics, by sample name and labels."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def json_lines(service: Service) -> list[dict[str, Any]]:
+    lines = []
+    for line in service.log().splitlines():
+        start = line.find("{")  # Dramatiq's master passes its processes' lines on as they are
+        if start >= 0:
+            try:
+                lines.append(json.loads(line[start:]))
+            except json.JSONDecodeError:
+                continue
+    return lines
+
+
+def runs_with(engine: Engine, schedule_id: int, status: str) -> list[Any]:
+    return [run for run in engine.runs(schedule_id) if run.status == status]
+
+
+def streak(engine: Engine, schedule_id: int) -> tuple[int | None, str | None]:
+    with engine.runtime.sessions() as session:
+        schedule = schedules.get_schedule(session, schedule_id)
+        assert schedule is not None
+        return schedule.failure_streak, schedule.last_error
+
+
+def test_runs_show_in_the_metrics_the_json_logs_and_the_schedules_failure_streak(
+    make_engine: Callable[..., Engine], upstream: str
+) -> None:
+    engine = make_engine(http_allowed_networks=LOCAL)
+    port = free_port()
+    worker = engine.start_worker(dramatiq_prom_port=str(port), LOG_FORMAT="json")
+    probe = engine.create(
+        name="probe upstream",
+        schedule_type="manual",
+        task_type="http_request",
+        max_attempts=1,
+        config={"url": upstream, "timeoutS": 5},
+    )
+    every_second = engine.create(name="every second", schedule_type="interval", interval_ms=1000)
+
+    # Three failed runs in a row: a streak of 3, the last error kept.
+    for _ in range(3):
+        run_now(engine.runtime, probe.id)
+    wait_for(
+        lambda: len(runs_with(engine, probe.id, RunStatus.FAILED)) == 3,
+        30,
+        "three failed runs of the probe",
+    )
+    failures, error = streak(engine, probe.id)
+    assert failures == 3
+    assert error is not None and "503" in error
+
+    # The upstream is back: one success resets the streak; the last error stays, as history.
+    Upstream.status = 200
+    run_now(engine.runtime, probe.id)
+    wait_for(lambda: runs_with(engine, probe.id, RunStatus.SUCCESS), 30, "the probe to succeed")
+    assert streak(engine, probe.id) == (0, error)
+    engine.wait_for_runs(every_second.id, 2, 30, status=RunStatus.SUCCESS)
+
+    def counted() -> dict[tuple[str, frozenset[tuple[str, str]]], float] | None:
+        found = samples(port)
+        finished = "cronwork_runs_finished_total"
+        manual = {("task_type", "http_request"), ("trigger", "manual")}
+        wanted = [
+            found.get((finished, frozenset({*manual, ("outcome", "failed")}))) == 3,
+            found.get((finished, frozenset({*manual, ("outcome", "success")}))) == 1,
+            (found.get(("cronwork_slot_lateness_seconds_count", frozenset({("trigger", "schedule")}))) or 0)
+            >= 2,
+        ]
+        return found if all(wanted) else None
+
+    found = wait_for(counted, 15, "the worker's metrics to count the runs")
+    assert isinstance(found, dict)
+    started = found[
+        ("cronwork_runs_started_total", frozenset({("task_type", "http_request"), ("trigger", "manual")}))
+    ]
+    assert started == 4
+    # Dramatiq's own metrics, from all three groups, on the same port.
+    queues = {dict(labels).get("queue_name") for name, labels in found if name == "dramatiq_messages_total"}
+    assert {"cronwork.ticks", "cronwork.runs"} <= queues
+
+    # Each run's start and outcome, as JSON lines whose fields say which run it was.
+    [success] = runs_with(engine, probe.id, RunStatus.SUCCESS)
+    lines = [line for line in json_lines(worker) if line.get("run_id") == success.id]
+    start = next(line for line in lines if "started" in line["message"])
+    outcome = next(line for line in lines if line.get("status") == RunStatus.SUCCESS)
+    for line in (start, outcome):
+        assert line["time"].endswith("Z")
+        assert (line["logger"], line["schedule_id"], line["attempt"], line["trigger"], line["task_type"]) == (
+            "cronwork.protocol",
+            probe.id,
+            1,
+            TriggeredBy.MANUAL,
+            "http_request",
+        )
+        assert "slot" in line
+    assert outcome["level"] == "INFO"
+    assert isinstance(outcome["duration_ms"], int)
+    scheduled = next(
+        line
+        for line in json_lines(worker)
+        if line.get("schedule_id") == every_second.id and line.get("status") == RunStatus.SUCCESS
+    )
+    assert scheduled["slot"].endswith("Z") and scheduled["trigger"] == TriggeredBy.SCHEDULE
