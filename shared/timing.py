@@ -105,14 +105,6 @@ class InvalidTiming(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True)
-class NextSlot:
-    """The first slot after "now" that follows a previous slot, and how many slots lie in between."""
-
-    slot: datetime | None  # None: the schedule never runs again
-    missed: int
-
-
 class Timing(ABC):
     """The slots of one kind of schedule. ``own_field`` is the schedule attribute only this kind uses;
     ``depends_on`` the attributes its slots are computed from: an edit of any other leaves them as they are."""
@@ -131,10 +123,6 @@ class Timing(ABC):
     def first_slot(self, now: datetime) -> datetime | None:
         """The slot a schedule armed at ``now`` waits for (None: it only runs when asked)."""
 
-    @abstractmethod
-    def next_slot(self, previous_slot: datetime, now: datetime) -> NextSlot:
-        """The first slot strictly after ``now`` in the chain that ``previous_slot`` belongs to."""
-
     @property
     @abstractmethod
     def description(self) -> str:
@@ -144,12 +132,9 @@ class Timing(ABC):
     def why_no_slot(self, now: datetime) -> str | None:
         """Why a schedule of this timing armed at ``now`` has no slot, in words; None when it has one."""
 
+    @abstractmethod
     def upcoming(self, now: datetime) -> Iterator[datetime]:
         """The slots a schedule armed at ``now`` would run, in order."""
-        slot = self.first_slot(now)
-        while slot is not None:
-            yield slot
-            slot = self.next_slot(slot, slot).slot
 
 
 def instant_text(instant: datetime) -> str:
@@ -160,7 +145,7 @@ def instant_text(instant: datetime) -> str:
 
 class BoundedTiming(Timing):
     """A kind with slots, between the schedule's bounds: none before ``start_at``, none after ``end_at`` (both
-    included when set). Each kind says where its slots fall, unbounded (``_first_slot``, ``_next_slot``) and
+    included when set). Each kind says where its slots fall, unbounded (``_first_slot``, ``_chain_from``) and
     from a start (``_first_slot_from``); this class keeps them within the bounds, once for every kind."""
 
     start_at: datetime | None
@@ -173,10 +158,6 @@ class BoundedTiming(Timing):
     @abstractmethod
     def _first_slot_from(self, start: datetime, now: datetime) -> datetime | None:
         """The first slot at or after ``start`` and strictly after ``now``, as if unbounded after ``start``."""
-
-    @abstractmethod
-    def _next_slot(self, previous_slot: datetime, now: datetime) -> NextSlot:
-        """``next_slot`` as if unbounded."""
 
     @abstractmethod
     def _chain_from(self, first: datetime, since: datetime) -> Iterator[datetime]:
@@ -212,14 +193,9 @@ class BoundedTiming(Timing):
         return None if slot is None or self._is_past_end(slot) else slot
 
     @override
-    def next_slot(self, previous_slot: datetime, now: datetime) -> NextSlot:
-        """The chain's next slot (``previous_slot``, one of its slots, is not before ``start_at``). Past
-        ``end_at`` there is none; the slots missed are those up to ``now`` and not past the end."""
-        until = min(now, self.end_at) if self.end_at else now
-        following = self._next_slot(previous_slot, until)
-        if following.slot is not None and self._is_past_end(following.slot):
-            return NextSlot(None, following.missed)
-        return following
+    def upcoming(self, now: datetime) -> Iterator[datetime]:
+        first = self.first_slot(now)
+        return self.slots_from(first, first) if first else iter(())
 
     @override
     def why_no_slot(self, now: datetime) -> str | None:
@@ -288,15 +264,6 @@ class CronTiming(BoundedTiming):
     def _first_slot_from(self, start: datetime, now: datetime) -> datetime | None:
         return self._first_slot(max(now, start - JUST_BEFORE))
 
-    @override
-    def _next_slot(self, previous_slot: datetime, now: datetime) -> NextSlot:
-        missed = 0
-        for slot in self._slots_after(previous_slot):
-            if slot > now:
-                return NextSlot(slot, missed)
-            missed += 1
-        return NextSlot(None, missed)
-
     @property
     @override
     def description(self) -> str:
@@ -362,11 +329,6 @@ class IntervalTiming(BoundedTiming):
         return start + ((now - start) // self.step + 1) * self.step  # the grid from the start, past now
 
     @override
-    def _next_slot(self, previous_slot: datetime, now: datetime) -> NextSlot:
-        periods = 1 if previous_slot >= now else (now - previous_slot) // self.step + 1
-        return NextSlot(previous_slot + periods * self.step, periods - 1)
-
-    @override
     def _chain_from(self, first: datetime, since: datetime) -> Iterator[datetime]:
         skipped = max(0, -((first - since) // self.step))  # ceil((since - first) / step) periods
         slot = first + skipped * self.step
@@ -415,8 +377,8 @@ class ManualTiming(Timing):
         return None
 
     @override
-    def next_slot(self, previous_slot: datetime, now: datetime) -> NextSlot:
-        return NextSlot(None, 0)
+    def upcoming(self, now: datetime) -> Iterator[datetime]:
+        return iter(())
 
     @property
     @override

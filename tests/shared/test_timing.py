@@ -11,12 +11,13 @@ from itertools import islice
 import pytest
 
 from shared.timing import (
+    JUST_BEFORE,
     TIMINGS,
+    BoundedTiming,
     CronTiming,
     IntervalTiming,
     InvalidTiming,
     ManualTiming,
-    NextSlot,
     Timing,
     TimingFields,
     parse_timing,
@@ -47,6 +48,15 @@ ANCHOR = utc(2024, 1, 1, 12)
 EVERY_MINUTE = IntervalTiming(60_000)
 
 
+def following(timing: Timing, previous: datetime, now: datetime) -> tuple[datetime | None, int]:
+    """What follows ``previous`` once it ran, at ``now``: its chain's first slot after both (None past its end),
+    and how many of its slots after ``previous`` and up to ``now`` passed meanwhile (within its end)."""
+    assert isinstance(timing, BoundedTiming)
+    slot = next(timing.slots_from(previous, max(previous, now) + JUST_BEFORE), None)
+    latest = timing.latest_slot(previous, now)
+    return slot, 0 if latest is None else timing.count_slots(previous, latest) - 1
+
+
 # --- Interval: anchored on the previous slot, never on the run ----------------------------------------------
 
 
@@ -55,32 +65,33 @@ def test_an_interval_schedule_first_runs_one_interval_after_it_is_armed() -> Non
 
 
 def test_the_next_interval_slot_follows_the_previous_slot() -> None:
-    assert EVERY_MINUTE.next_slot(ANCHOR, ANCHOR) == NextSlot(ANCHOR + timedelta(minutes=1), missed=0)
+    assert following(EVERY_MINUTE, ANCHOR, ANCHOR) == (ANCHOR + timedelta(minutes=1), 0)
 
 
 def test_a_late_run_does_not_push_the_chain() -> None:
     ran_at = ANCHOR + timedelta(seconds=42)  # the run of ANCHOR happened 42 s late
 
-    assert EVERY_MINUTE.next_slot(ANCHOR, ran_at) == NextSlot(ANCHOR + timedelta(minutes=1), missed=0)
+    assert following(EVERY_MINUTE, ANCHOR, ran_at) == (ANCHOR + timedelta(minutes=1), 0)
 
 
 def test_slots_missed_while_down_are_counted_and_the_chain_resumes_on_its_grid() -> None:
     back_up = ANCHOR + timedelta(minutes=10, seconds=30)
 
     # Slots at +1 ... +10 min passed while nothing ran; the next is +11 min.
-    assert EVERY_MINUTE.next_slot(ANCHOR, back_up) == NextSlot(ANCHOR + timedelta(minutes=11), missed=10)
+    assert following(EVERY_MINUTE, ANCHOR, back_up) == (ANCHOR + timedelta(minutes=11), 10)
 
 
 def test_an_interval_slot_exactly_at_now_counts_as_passed() -> None:
-    assert EVERY_MINUTE.next_slot(ANCHOR, ANCHOR + timedelta(minutes=3)) == NextSlot(
-        ANCHOR + timedelta(minutes=4), missed=3
+    assert following(EVERY_MINUTE, ANCHOR, ANCHOR + timedelta(minutes=3)) == (
+        ANCHOR + timedelta(minutes=4),
+        3,
     )
 
 
 def test_an_interval_slot_follows_a_previous_slot_still_in_the_future() -> None:
     early = ANCHOR - timedelta(hours=1)
 
-    assert EVERY_MINUTE.next_slot(ANCHOR, early) == NextSlot(ANCHOR + timedelta(minutes=1), missed=0)
+    assert following(EVERY_MINUTE, ANCHOR, early) == (ANCHOR + timedelta(minutes=1), 0)
 
 
 def test_the_nth_interval_slot_is_anchor_plus_n_intervals_whatever_the_run_times() -> None:
@@ -89,9 +100,9 @@ def test_the_nth_interval_slot_is_anchor_plus_n_intervals_whatever_the_run_times
     def chain(jitter_s: Iterator[float]) -> Iterator[datetime]:
         slot = ANCHOR
         while True:
-            following = timing.next_slot(slot, slot + timedelta(seconds=next(jitter_s)))
-            assert following.slot is not None and following.missed == 0
-            slot = following.slot
+            next_slot, missed = following(timing, slot, slot + timedelta(seconds=next(jitter_s)))
+            assert next_slot is not None and missed == 0
+            slot = next_slot
             yield slot
 
     jitters = iter([0.0, 0.3, 1.2, 0.0, 0.7] * 200)  # every run late, by less than one interval
@@ -159,15 +170,15 @@ def test_a_cron_schedule_first_runs_at_its_next_instant() -> None:
 def test_cron_slots_missed_while_down_are_counted() -> None:
     hourly = parse_timing(cron("0 * * * *"))
 
-    following = hourly.next_slot(utc(2024, 1, 1, 9), now=utc(2024, 1, 1, 13, 30))
+    found = following(hourly, utc(2024, 1, 1, 9), now=utc(2024, 1, 1, 13, 30))
 
-    assert following == NextSlot(utc(2024, 1, 1, 14), missed=4)  # 10:00, 11:00, 12:00 and 13:00
+    assert found == (utc(2024, 1, 1, 14), 4)  # 10:00, 11:00, 12:00 and 13:00 passed
 
 
 def test_a_yearly_cron_claimed_months_late_runs_next_year_having_missed_nothing() -> None:
     new_year = parse_timing(cron("0 0 1 1 *"))
 
-    assert new_year.next_slot(utc(2024, 1, 1), utc(2024, 6, 1)) == NextSlot(utc(2025, 1, 1), missed=0)
+    assert following(new_year, utc(2024, 1, 1), utc(2024, 6, 1)) == (utc(2025, 1, 1), 0)
 
 
 def test_the_api_refuses_a_seconds_field_that_stored_test_schedules_may_carry() -> None:
@@ -238,7 +249,7 @@ def test_a_cron_runs_at_its_end_and_never_after() -> None:
         utc(2024, 3, 2, 9),
         utc(2024, 3, 3, 9),
     ]
-    assert timing.next_slot(utc(2024, 3, 3, 9), now=utc(2024, 3, 3, 9)) == NextSlot(None, missed=0)
+    assert following(timing, utc(2024, 3, 3, 9), now=utc(2024, 3, 3, 9)) == (None, 0)
     assert timing.first_slot(utc(2024, 3, 3, 9)) is None
 
 
@@ -301,11 +312,12 @@ def test_slots_missed_past_the_end_are_not_slots_and_the_chain_ends() -> None:
     every_minute = bounded(interval(60_000), end_at=ANCHOR + timedelta(minutes=10, seconds=30))
 
     # Down from 09:00 to 13:30: 10:00, 11:00 and 12:00 were missed; 13:00 is past the end.
-    assert hourly.next_slot(utc(2024, 1, 1, 9), now=utc(2024, 1, 1, 13, 30)) == NextSlot(None, missed=3)
-    assert every_minute.next_slot(ANCHOR, now=ANCHOR + timedelta(minutes=20)) == NextSlot(None, missed=10)
+    assert following(hourly, utc(2024, 1, 1, 9), now=utc(2024, 1, 1, 13, 30)) == (None, 3)
+    assert following(every_minute, ANCHOR, now=ANCHOR + timedelta(minutes=20)) == (None, 10)
     # Back before the end, the chain goes on.
-    assert every_minute.next_slot(ANCHOR, now=ANCHOR + timedelta(minutes=5, seconds=30)) == NextSlot(
-        ANCHOR + timedelta(minutes=6), missed=5
+    assert following(every_minute, ANCHOR, now=ANCHOR + timedelta(minutes=5, seconds=30)) == (
+        ANCHOR + timedelta(minutes=6),
+        5,
     )
 
 
