@@ -38,6 +38,7 @@ from shared.schedules import (
     EDITABLE_FIELDS,
     ScheduleInput,
     ValidationFailed,
+    VersionConflict,
     create_schedule,
     delete_schedule,
     update_schedule,
@@ -118,8 +119,9 @@ class FieldChange:
 @dataclass(frozen=True)
 class PlannedChange:
     """What an apply does to one key: the action, the schedule's id (None before a create), the fields that
-    change (for a create, every field the entry sets), what ``create_schedule``/``update_schedule`` is sent, and
-    for a schedule the file no longer has, its name."""
+    change (for a create, every field the entry sets), what ``create_schedule``/``update_schedule`` is sent, for
+    a schedule the file no longer has, its name, and the version of the schedule the plan read (the apply
+    changes or deletes it only at that version: an edit made since, through the API, is never overwritten)."""
 
     key: str
     action: Action
@@ -127,6 +129,7 @@ class PlannedChange:
     changes: tuple[FieldChange, ...] = ()
     sent: ScheduleInput = field(default_factory=ScheduleInput)
     name: str | None = None  # the stored schedule's name, for a schedule the file no longer has
+    version: int | None = None
 
 
 @dataclass
@@ -198,7 +201,9 @@ def plan_changes(
     for key, schedule in stored.items():
         if key not in in_file:
             action = Action.DELETE if prune else Action.KEEP
-            plan.changes.append(PlannedChange(str(key), action, schedule.id, name=schedule.name))
+            plan.changes.append(
+                PlannedChange(str(key), action, schedule.id, name=schedule.name, version=schedule.version)
+            )
     session.rollback()  # the reads' transaction: each write takes its own
     return plan
 
@@ -243,7 +248,9 @@ def _planned_update(runtime: Runtime, entry: DesiredSchedule, current: TaskSched
         changes += config_changes
         sent["config"] = config_sent
     action = Action.UPDATE if changes else Action.UNCHANGED
-    return PlannedChange(entry.key, action, current.id, tuple(changes), cast(ScheduleInput, sent))
+    return PlannedChange(
+        entry.key, action, current.id, tuple(changes), cast(ScheduleInput, sent), version=current.version
+    )
 
 
 def _config_changes(
@@ -338,6 +345,9 @@ def apply_plan(runtime: Runtime, session: Session, plan: Plan) -> int:
             found = _apply_change(runtime, session, plan.source, change)
         except ValidationFailed as exc:
             raise ApplyFailed(change.key, exc.errors, applied) from None
+        except VersionConflict as exc:
+            edited = f"its schedule was edited since the plan (version {change.version}, now {exc.current_version})"
+            raise ApplyFailed(change.key, {"key": [edited]}, applied) from None
         if not found:
             raise ApplyFailed(change.key, {"key": ["its schedule was deleted since the plan"]}, applied)
         applied += 1
@@ -351,9 +361,13 @@ def _apply_change(runtime: Runtime, session: Session, source: str, change: Plann
         create_schedule(runtime, session, change.sent, actor, source=(source, change.key))
         return True
     assert change.schedule_id is not None
+    expected = None if change.version is None else [change.version]
     if change.action == Action.UPDATE:
-        return update_schedule(runtime, session, change.schedule_id, change.sent, actor=actor) is not None
-    delete_schedule(session, change.schedule_id, actor=actor)
+        updated = update_schedule(
+            runtime, session, change.schedule_id, change.sent, expected_versions=expected, actor=actor
+        )
+        return updated is not None
+    delete_schedule(session, change.schedule_id, expected, actor=actor)
     return True
 
 

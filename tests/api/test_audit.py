@@ -211,7 +211,9 @@ def test_applying_a_file_is_audited_as_its_source(runtime: Any, header_client: F
         )
     ]
     with runtime.sessions() as session:
-        apply_plan(runtime, session, plan_changes(runtime, session, "team-a", desired, prune=False))
+        plan = plan_changes(runtime, session, "team-a", desired, prune=False)
+    with runtime.sessions() as session:
+        apply_plan(runtime, session, plan)
 
     (event,) = trail(header_client)
     assert (event["actor"], event["action"]) == ("apply:team-a", "create")

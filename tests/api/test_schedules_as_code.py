@@ -536,3 +536,30 @@ def test_rotate_secrets_names_what_no_key_decrypts(cronwork):
     assert "(Append a signed line): none of SECRET_KEYS decrypts config.signature" in result.stderr
     assert without_keys.returncode == 1
     assert "cannot rotate: SECRET_KEYS is empty" in without_keys.stderr
+
+
+def test_an_edit_made_between_the_plan_and_the_apply_is_never_overwritten(runtime: Runtime) -> None:
+    from shared.schedules import update_schedule
+    from shared.schedules_as_code import ApplyFailed, DesiredSchedule, Plan, apply_plan, plan_changes
+
+    entry = {"name": "nightly", "task_type": "report_publish", "schedule_type": "manual"}
+    entry["config"] = {"reportId": "usage-monthly"}
+
+    def plan(*entries: DesiredSchedule) -> Plan:  # as `cronwork apply` does: a session for the plan
+        with runtime.sessions() as session:
+            return plan_changes(runtime, session, "team-a", list(entries), prune=False)
+
+    with runtime.sessions() as session:
+        apply_plan(runtime, session, plan(DesiredSchedule("n", entry)))
+    renaming = plan(DesiredSchedule("n", {**entry, "name": "nightly, renamed by the file"}))
+    with runtime.sessions() as session:
+        (stored,) = session.scalars(select(TaskSchedule.id)).all()
+        session.rollback()
+        update_schedule(runtime, session, stored, {"name": "renamed by an operator"})
+
+    with runtime.sessions() as session, pytest.raises(ApplyFailed) as refused:
+        apply_plan(runtime, session, renaming)
+
+    assert refused.value.errors == {"key": ["its schedule was edited since the plan (version 1, now 2)"]}
+    with runtime.sessions() as session:
+        assert session.scalars(select(TaskSchedule.name)).all() == ["renamed by an operator"]
