@@ -14,21 +14,28 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from shared.heartbeat import heartbeat_path, is_fresh
 from shared.messaging import RUN_QUEUE, SYSTEM_QUEUE, TICK_QUEUE
+from shared.observability import configure_logging
 from shared.runtime import Runtime
 from shared.settings import Settings
 from shared.system_tasks import SYSTEM_TIMEZONE
 
 WORKER_MODULE = "services.worker.actors"
 SHUTDOWN_MARGIN_S = 5
+# prometheus_client's multiprocess mode: each process writes its metrics to files in this directory, and the
+# exposition sums them. Set before any process of the role imports prometheus_client.
+METRICS_DIRECTORY = "PROMETHEUS_MULTIPROC_DIR"
+logger = logging.getLogger("cronwork")
 
 
 def api_command(settings: Settings) -> list[str]:
@@ -46,7 +53,42 @@ def api_command(settings: Settings) -> list[str]:
         "--graceful-timeout",
         "30",
         "--no-control-socket",  # it would write under $HOME, and the containers' root filesystem is read-only
+        # Its log format (LOG_FORMAT) and the hook that retires a dead worker's metrics.
+        "--config",
+        "python:services.api.gunicorn_config",
     ]
+
+
+def api_environment(env: dict[str, str]) -> dict[str, str]:
+    """The API's environment: a metrics directory its gunicorn workers share (so /metrics sums them all), the
+    one given in ``PROMETHEUS_MULTIPROC_DIR`` emptied of a previous run's files, else a fresh one."""
+    directory = env.get(METRICS_DIRECTORY)
+    if directory:
+        for stale in Path(directory).glob("*.db"):
+            stale.unlink()
+    else:
+        directory = tempfile.mkdtemp(prefix="cronwork-api-metrics-")
+    return {**env, METRICS_DIRECTORY: directory}
+
+
+def serve_worker_metrics(env: dict[str, str]) -> tuple[dict[str, str], Path]:
+    """Serve the metrics of every Dramatiq process of this pod on one port, Dramatiq's (``dramatiq_prom_host``,
+    ``dramatiq_prom_port``, 9191), from this supervisor: the three groups write to one fresh directory, and
+    none of them forks Dramatiq's own exposition server (three would want the same port). Returns the groups'
+    environment and the directory, to be removed when they are done. A port already taken costs the metrics,
+    not the worker."""
+    from dramatiq.middleware.prometheus import HTTP_HOST, HTTP_PORT
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    directory = Path(tempfile.mkdtemp(prefix="cronwork-worker-metrics-"))
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
+    try:
+        start_http_server(HTTP_PORT, HTTP_HOST, registry)
+    except OSError as exc:
+        logger.error("worker metrics not served: port %s: %s", HTTP_PORT, exc)
+    return {**env, METRICS_DIRECTORY: str(directory), "dramatiq_prom_db": str(directory)}, directory
 
 
 SYSTEM_THREADS = 2  # the pump, retention and cleanup: a slow one never holds the other, nor any claim
@@ -103,9 +145,9 @@ def child_environment(settings: Settings) -> dict[str, str]:
     return env
 
 
-def supervise(commands: Sequence[list[str]], env: dict[str, str]) -> int:
-    """Run ``commands`` side by side; forward SIGTERM; when one exits, stop the rest (so the
-    container restarts whole) and return the first exit code."""
+def supervise(commands: Sequence[tuple[list[str], dict[str, str]]]) -> int:
+    """Run ``commands`` (each with its environment) side by side; forward SIGTERM; when one exits, stop the
+    rest (so the container restarts whole) and return the first exit code."""
     children: list[subprocess.Popen[bytes]] = []
     stopping = False
 
@@ -123,7 +165,7 @@ def supervise(commands: Sequence[list[str]], env: dict[str, str]) -> int:
     signal.signal(signal.SIGTERM, stop)
     # Ctrl-C reaches the children directly (same process group); forwarding it too would be a second signal.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for command in commands:
+    for command, env in commands:
         children.append(subprocess.Popen(command, env=env))
         if stopping:
             children[-1].send_signal(signal.SIGTERM)
@@ -158,9 +200,18 @@ def run_all(settings: Settings) -> int:
         from services.embedded import run_embedded
 
         return run_embedded(settings)
-    return supervise(
-        [api_command(settings), *worker_commands(settings), beat_command()], child_environment(settings)
-    )
+    env = child_environment(settings)
+    worker_env, metrics_directory = serve_worker_metrics(env)
+    try:
+        return supervise(
+            [
+                (api_command(settings), api_environment(env)),
+                *((command, worker_env) for command in worker_commands(settings)),
+                (beat_command(), env),
+            ]
+        )
+    finally:
+        shutil.rmtree(metrics_directory, ignore_errors=True)
 
 
 def probe(settings: Settings, role: str) -> int:
@@ -321,12 +372,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     settings = Settings.from_env()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings)
     env = child_environment(settings)
     if args.role == "api":
-        exec_replacing_this_process(api_command(settings), env)
+        exec_replacing_this_process(api_command(settings), api_environment(env))
     if args.role == "worker":
-        return supervise(worker_commands(settings), env)
+        worker_env, metrics_directory = serve_worker_metrics(env)
+        try:
+            return supervise([(command, worker_env) for command in worker_commands(settings)])
+        finally:
+            shutil.rmtree(metrics_directory, ignore_errors=True)
     if args.role == "beat":
         exec_replacing_this_process(beat_command(), env)
     if args.role == "migrate":

@@ -126,6 +126,10 @@ class TaskSchedule(Base):
     # later release drops it, so that pods of the previous release keep working through a rolling upgrade.
     last_run_at: Mapped[datetime | None] = query_expression()
     last_run_status: Mapped[str | None] = query_expression()  # the newest run's, read with ``last_run_at``
+    # Its health, from its ``schedule_health`` row (``schedules.with_health``): 0 and None when it has none.
+    failure_streak: Mapped[int | None] = query_expression()
+    last_error: Mapped[str | None] = query_expression()
+    last_error_at: Mapped[datetime | None] = query_expression()
     next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     dedupe_key: Mapped[str | None] = mapped_column(String(32))
     tick_published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -237,7 +241,8 @@ class TaskRunHistory(Base):
     config: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)
     config_override: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)  # Run Now's one-off config
     time_limit_s: Mapped[int | None] = mapped_column(Integer)  # this run's, when not the worker-wide limit
-    requested_by: Mapped[str | None] = mapped_column(String(255))  # who pressed Run Now or asked for a backfill
+    # Who pressed Run Now or asked for a backfill (an e-mail, ``token:<id>``); None for a slot's own run.
+    requested_by: Mapped[str | None] = mapped_column(String(255))
 
     __table_args__ = (
         # The last line of defence of "no slot runs twice": one row per (schedule, slot, attempt).
