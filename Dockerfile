@@ -49,13 +49,15 @@ urllib.request.urlopen("http://127.0.0.1:%s/healthz" % os.environ.get("PORT", "8
 esac
 EOF
 
-# HOME is /tmp too: anything that writes under ~ (gunicorn's control socket, caches) finds it writable.
+# HOME is /tmp too: anything that writes under ~ (gunicorn's control socket, caches) finds it writable. Logs are
+# JSON lines, for the platform's log pipeline.
 ENV PATH=/opt/venv/bin:$PATH \
     HOME=/tmp \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PORT=8000 \
-    HEARTBEAT_DIR=/tmp
+    HEARTBEAT_DIR=/tmp \
+    LOG_FORMAT=json
 WORKDIR /app
 # Numeric, so that Kubernetes' runAsNonRoot can verify it. The processes write only to /tmp, so the container
 # runs with a read-only root filesystem (docker run --read-only --tmpfs /tmp, or the Helm chart's emptyDir).

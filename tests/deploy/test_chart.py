@@ -365,10 +365,10 @@ def test_pods_read_exactly_the_credentials_from_the_secret(chart, variant):
 
 def test_chart_defaults_are_the_services_defaults(chart):
     """A default changed in shared/settings.py must be changed in values.yaml too, for the ConfigMap and for the
-    chart's Secret alike; only AUTH_MODE differs on purpose (the chart is for production, behind an
-    authenticating proxy)."""
+    chart's Secret alike; only AUTH_MODE and LOG_FORMAT differ on purpose (the chart is for production, behind
+    an authenticating proxy, its logs read by a pipeline)."""
     parsed = Settings.from_env({**settings_config_map(chart.render())["data"], **PLACEHOLDER_URLS})
-    assert parsed.auth_mode == "header"
+    assert (parsed.auth_mode, parsed.log_format) == ("header", "json")
     # In dev mode the chart renders MOCK_USER_EMAIL too: every setting but the credentials is in the ConfigMap,
     # and the chart's own Secret holds the credentials (the URLs set, the rest at their defaults).
     manifests = chart.render(
@@ -382,7 +382,9 @@ def test_chart_defaults_are_the_services_defaults(chart):
     secret = chart_secret(manifests)["stringData"]
     assert secret.keys() == FROM_THE_SECRET
     parsed = Settings.from_env({**dev, **secret})
-    assert dataclasses.replace(parsed, database_url="", broker_url="") == Settings.from_env({})
+    assert dataclasses.replace(
+        parsed, database_url="", broker_url="", log_format="text"
+    ) == Settings.from_env({})
 
 
 def _schema_type(setting: Setting) -> dict[str, Any]:

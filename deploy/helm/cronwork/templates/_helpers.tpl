@@ -144,6 +144,7 @@ RUN_LEASE_MARGIN_S: {{ .Values.config.runLeaseMarginS | quote }}
 RETRY_BASE_DELAY_MS: {{ .Values.config.retryBaseDelayMs | quote }}
 WORKER_TIMEOUT_MS: {{ .Values.config.workerTimeoutMs | quote }}
 LOG_LEVEL: {{ .Values.config.logLevel | quote }}
+LOG_FORMAT: {{ .Values.config.logFormat | quote }}
 GUNICORN_WORKERS: {{ .Values.api.gunicornWorkers | quote }}
 BEAT_METRICS_PORT: {{ .Values.beat.metricsPort | quote }}
 WORKER_PROCESSES: {{ .Values.worker.processes | quote }}
