@@ -433,6 +433,32 @@ def test_every_answer_carries_a_request_id_and_every_error_body_the_same(
         assert error_body(response)["requestId"] == response.headers["X-Request-ID"]
 
 
+@pytest.mark.parametrize(
+    ("method", "url", "allowed"),
+    [
+        ("DELETE", HISTORY, {"GET", "HEAD", "OPTIONS"}),
+        ("TRACE", f"{TASKS}/1", {"GET", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}),
+        ("PUT", f"{TASKS}/pause", {"POST", "OPTIONS"}),
+    ],
+)
+def test_a_method_a_route_does_not_take_is_a_405_naming_those_it_takes_and_changes_nothing(
+    client: FlaskClient,
+    task: dict[str, Any],
+    stored_state: Callable[[], Any],
+    method: str,
+    url: str,
+    allowed: set[str],
+) -> None:
+    before = stored_state()
+
+    response = send(client, method, url)
+
+    assert response.status_code == 405
+    assert set(response.headers["Allow"].split(", ")) == allowed  # RFC 9110 15.5.6: a 405 must send Allow
+    assert error_body(response)["status"] == "Method Not Allowed"
+    assert stored_state() == before
+
+
 def test_each_request_gets_its_own_id(client: FlaskClient) -> None:
     ids = {client.get("/healthz").headers["X-Request-ID"] for _ in range(5)}
 
