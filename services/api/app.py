@@ -100,6 +100,9 @@ class SchedulerApi(Api):
 
     def handle_http_exception(self, error: HTTPException) -> tuple[dict[str, Any], int, Any]:
         payload, status, headers = super().handle_http_exception(error)
+        # Werkzeug's own headers of the error, which flask-smorest drops: a 405's Allow (RFC 9110 15.5.6).
+        own = {name: value for name, value in error.get_headers() if name.lower() != "content-type"}
+        headers = {**own, **(headers or {})}
         if isinstance(error, RequestEntityTooLarge) and "message" not in payload:
             limit = f"{request.max_content_length:,} bytes (MAX_REQUEST_BYTES)"
             payload["message"] = f"the body is larger than {limit}: refused, nothing done"

@@ -400,7 +400,7 @@ def test_a_nul_in_the_identity_header_is_a_401_and_stores_nothing(
 
     assert response.status_code == 401
     assert NUL in error_body(response)["message"]
-    assert stored_state() == ([], [])
+    assert stored_state() == [[], [], [], []]
 
 
 # --- Request ids ------------------------------------------------------------------------------------------------
