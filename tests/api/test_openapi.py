@@ -31,10 +31,29 @@ OPERATIONS = {
     ("get", "/api/scheduler/task-types"): "listTaskTypes",
     ("get", "/api/scheduler/timezones"): "listTimezones",
     ("get", "/api/scheduler/cron/preview"): "previewCron",
+    ("get", "/api/scheduler/tokens"): "listTokens",
+    ("post", "/api/scheduler/tokens"): "createToken",
+    ("delete", "/api/scheduler/tokens/{token_id}"): "revokeToken",
+    ("get", "/api/scheduler/audit"): "listAudit",
 }
-WITH_JSON_BODY = {"createTask", "updateTask", "patchTask", "runTaskNow", "backfillTask"}
-OF_ONE_TASK = {"getTask", "updateTask", "patchTask", "deleteTask", "runTaskNow", "backfillTask"}
-WITH_PARAMETERS = WITH_JSON_BODY | {"listTasks", "pauseTasks", "resumeTasks", "listHistory", "previewCron"}
+WITH_JSON_BODY = {"createTask", "updateTask", "patchTask", "runTaskNow", "backfillTask", "createToken"}
+OF_ONE_TASK = {
+    "getTask",
+    "updateTask",
+    "patchTask",
+    "deleteTask",
+    "runTaskNow",
+    "backfillTask",
+    "revokeToken",
+}
+WITH_PARAMETERS = WITH_JSON_BODY | {
+    "listTasks",
+    "pauseTasks",
+    "resumeTasks",
+    "listHistory",
+    "previewCron",
+    "listAudit",
+}
 WITH_IF_MATCH = {"updateTask", "patchTask", "deleteTask"}  # a stale If-Match is a 412
 
 
@@ -72,7 +91,7 @@ def test_every_operation_has_its_own_operation_id(document: dict[str, Any]) -> N
 def test_every_operation_documents_each_error_it_can_answer(document: dict[str, Any]) -> None:
     for method, path, operation in operations(document):
         name = operation["operationId"]
-        expected = {"401"}  # header auth mode without the header
+        expected = {"401", "403"}  # no identity; a role that does not permit it
         if name in WITH_JSON_BODY:
             expected |= {"400", "413", "415"}
         if name in OF_ONE_TASK:
@@ -128,6 +147,9 @@ def test_answers_mark_every_field_they_always_send_as_required(document: dict[st
         "ConfigField",
         "Me",
         "CronPreview",
+        "Token",
+        "MadeToken",
+        "AuditEvent",
     ):
         answer = schema(document, name)
         assert set(answer["required"]) == set(answer["properties"]), name
@@ -147,7 +169,19 @@ def test_enums_are_documented_once_each_and_referred_to(document: dict[str, Any]
     assert enum_of(document, "TaskIn", "scheduleType") == list(ScheduleType)
     assert enum_of(document, "History", "status") == list(RunStatus)
     assert enum_of(document, "History", "triggeredBy") == list(TriggeredBy)
-    assert enum_of(document, "Me", "authMode") == ["dev", "header"]
+    assert enum_of(document, "Me", "authMode") == ["dev", "header", "oidc"]
+    assert enum_of(document, "Me", "role") == ["viewer", "operator", "admin"]
+    assert enum_of(document, "AuditEvent", "action") == [
+        "create",
+        "update",
+        "delete",
+        "enable",
+        "disable",
+        "runNow",
+        "backfill",
+        "tokenCreate",
+        "tokenRevoke",
+    ]
     last_run_status = schema(document, "Task")["properties"]["lastRunStatus"]
     assert last_run_status["nullable"] is True
     assert last_run_status["allOf"] == [{"$ref": "#/components/schemas/RunStatus"}]

@@ -95,7 +95,8 @@ def generated(live_api: LiveApi, tmp_path_factory: pytest.TempPathFactory) -> It
 @pytest.fixture(scope="module")
 def as_alice(live_api: LiveApi, generated: Callable[[str], Any]) -> Any:
     """A client that sends the identity header the document's security scheme names."""
-    (scheme,) = live_api.document["components"]["securitySchemes"].values()
+    schemes = live_api.document["components"]["securitySchemes"].values()
+    (scheme,) = [scheme for scheme in schemes if scheme["type"] == "apiKey"]
     assert scheme["name"] == IDENTITY_HEADER  # the server's AUTH_HEADER
     return generated("client").AuthenticatedClient(
         base_url=live_api.base_url, token="alice@example.com", prefix="", auth_header_name=scheme["name"]
@@ -238,3 +239,24 @@ def test_without_the_identity_header_the_documented_401_comes_back(
     assert answer.status_code == 401
     assert isinstance(answer.parsed, generated("models").Error)
     assert IDENTITY_HEADER in answer.parsed.message
+
+
+def test_a_tool_authenticates_with_an_api_token_through_the_generated_client(
+    live_api: LiveApi, generated: Callable[[str], Any], as_alice: Any
+) -> None:
+    models = generated("models")
+    made = generated("api.scheduler.create_token").sync(
+        client=as_alice, body=models.TokenIn(name="release pipeline", role=models.Role.OPERATOR)
+    )
+    assert isinstance(made, models.MadeToken) and made.secret.startswith("cw_")
+    # The tool's client: the bearer scheme the document names, and no proxy header.
+    tool = generated("client").AuthenticatedClient(base_url=live_api.base_url, token=made.secret)
+
+    me = generated("api.scheduler.get_me").sync(client=tool)
+    refused = generated("api.scheduler.create_token").sync_detailed(
+        client=tool, body=models.TokenIn(name="escalation", role=models.Role.ADMIN)
+    )
+
+    assert (me.email, me.role) == (f"token:{made.id}", models.Role.OPERATOR)
+    assert refused.status_code == 403
+    assert isinstance(refused.parsed, models.Error) and "needs the admin role" in refused.parsed.message
