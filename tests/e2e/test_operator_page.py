@@ -967,15 +967,16 @@ def test_keyboard_reaches_a_rows_actions_and_keeps_its_place_through_auto_refres
     rest.create_task(name)
     row = search_for(page, name)
     expect(page.get_by_test_id("filter-search")).to_be_focused()
-    run_now, history, edit, delete = (
-        row.get_by_test_id(action) for action in ("run-now", "history", "edit", "delete")
+    run_now, toggle, history, changes, edit, delete = (
+        row.get_by_test_id(action)
+        for action in ("run-now", "toggle-enabled", "history", "changes", "edit", "delete")
     )
     for _ in range(10):  # past the other filters, Clear filters, Pause matching and Resume matching
         page.keyboard.press("Tab")
         if is_focused(run_now):
             break
     expect(run_now).to_be_focused()
-    for action in (history, edit, delete):
+    for action in (toggle, history, changes, edit, delete):
         page.keyboard.press("Tab")
         expect(action).to_be_focused()
     page.keyboard.press("Shift+Tab")

@@ -14,7 +14,8 @@ export class ApiError extends Error {
 function describeFailure(status, body) {
   if (status === 0) return "The scheduler API cannot be reached. Check your connection and try again.";
   if (status === 401) return "You are not signed in (the API answered 401). Sign in again and reload the page.";
-  if (status === 403) return "You are not allowed to do this.";
+  // The server's words name the action, the role it needs and the caller's role.
+  if (status === 403) return body?.message || "You are not allowed to do this.";
   if (status === 404) return body?.message || "It no longer exists: someone may have deleted it.";
   if (status === 412) return "This task was changed by someone else since you opened it.";
   if (status === 422) return body?.message || "Some fields are not valid.";
@@ -111,11 +112,21 @@ export const api = {
   /** Queue a run for each slot in [from, to] (ISO UTC) that has none; resolves to {slots, queued, alreadyRun, runs}. */
   backfillTask: (id, { from, to }) =>
     request("POST", `${BASE}/tasks/${id}/backfill`, { body: { from, to } }).then((r) => r.data),
-  /** A task's history, newest first; `status` narrows it to one outcome (success, missed...). */
-  listHistory: ({ scheduleId, systemTask, status, page, pageSize }) =>
-    request("GET", `${BASE}/history`, { query: { scheduleId, systemTask, status, page, page_size: pageSize } }),
+  /**
+   * Runs newest first: one task's (`scheduleId`, `systemTask`) or everyone's. `status` narrows it to one outcome
+   * (success, missed...), `from`/`to` (ISO UTC, both included) to when an entry was queued; `includeSystem` false
+   * leaves out the system tasks' runs.
+   */
+  listHistory: ({ scheduleId, systemTask, status, from, to, includeSystem, page, pageSize }) =>
+    request("GET", `${BASE}/history`, {
+      query: { scheduleId, systemTask, status, from, to, includeSystem, page, page_size: pageSize },
+    }),
+  /** Who changed what and when (the audit trail), newest first; `scheduleId` narrows it to one task. */
+  listAudit: ({ scheduleId, page, pageSize }) =>
+    request("GET", `${BASE}/audit`, { query: { scheduleId, page, page_size: pageSize } }),
   listSystemTasks: () => request("GET", `${BASE}/system-tasks`).then((r) => r.data),
   listTaskTypes: () => request("GET", `${BASE}/task-types`).then((r) => r.data),
+  /** The caller: {email, authMode, role, permissions}. */
   whoAmI: () => request("GET", `${BASE}/me`).then((r) => r.data),
   listTimezones: () => request("GET", `${BASE}/timezones`).then((r) => r.data),
   /**

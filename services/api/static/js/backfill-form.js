@@ -2,26 +2,12 @@
 // in the viewer's own zone (datetime-local) and sent in UTC.
 
 import { $, $$ } from "./dom.js";
-import { viewerTimeZone } from "./format.js";
+import { localInputValue, utcFromLocalInput, viewerTimeZone } from "./format.js";
+import { requirePermission } from "./permissions.js";
+import { toast } from "./toast.js";
 
 const DEFAULT_WINDOW_MS = 24 * 60 * 60 * 1000;
 const FIELDS = ["from", "to"];
-
-/** A Date as a datetime-local value ("2025-03-29T14:05"), in the viewer's zone, to the minute. */
-function localInputValue(date) {
-  const pad = (n) => String(n).padStart(2, "0");
-  return (
-    `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}` +
-    `T${pad(date.getHours())}:${pad(date.getMinutes())}`
-  );
-}
-
-/** A datetime-local value, read in the viewer's zone, as ISO 8601 UTC; null when empty or not a time. */
-function utcFromLocalInput(value) {
-  if (!value) return null;
-  const date = new Date(value); // a date-time without an offset is local time
-  return Number.isNaN(date.getTime()) ? null : date.toISOString();
-}
 
 function plural(count, one, many = `${one}s`) {
   return `${count} ${count === 1 ? one : many}`;
@@ -46,11 +32,13 @@ export function describeBackfill({ slots, queued, alreadyRun }) {
  * Parameters:
  *   api: the REST client (backfillTask).
  *   onQueued(result): runs were queued (the history reloads to show them).
+ *   permissions: the user's (a Permissions): without backfill, Backfill… is marked unavailable, saying why.
  */
 export class BackfillForm {
-  constructor({ api, onQueued }) {
+  constructor({ api, onQueued, permissions }) {
     this.api = api;
     this.onQueued = onQueued;
+    this.permissions = permissions;
     this.scheduleId = null;
     this.busy = false;
 
@@ -80,6 +68,7 @@ export class BackfillForm {
     const offered = scheduleId !== undefined && scheduleId !== null && scheduleType !== "manual";
     this.scheduleId = offered ? scheduleId : null;
     this.actions.hidden = !offered;
+    requirePermission(this.toggle, "backfill", this.permissions);
     this.result.hidden = true;
     this.result.textContent = "";
     this.fromInput.value = "";
@@ -134,6 +123,7 @@ export class BackfillForm {
 
   /** A 422 beside the field it names (from, to), anything else (a manual task, a failure) above the buttons. */
   reportFailure(error) {
+    if (error.status === 403) toast(`Could not backfill: ${error.message}`, "error");
     const unplaced = [];
     for (const [field, reasons] of Object.entries(error.status === 422 ? error.fieldErrors : {})) {
       if (FIELDS.includes(field)) this.showError(field, reasons);

@@ -1,6 +1,8 @@
-// Coloured labels for run outcomes and triggers, shared by the task table and the history dialog.
+// Coloured labels for run outcomes and triggers, shared by the task table and the history dialog, and for a task's
+// trouble (broken, overdue, failing again and again).
 
 import { h } from "./dom.js";
+import { formatExact } from "./format.js";
 
 const RUN_STATUSES = {
   queued: { label: "Queued", hint: "Waiting for a worker to pick it up." },
@@ -63,6 +65,41 @@ export function brokenBadge() {
     },
     h("span", { class: "badge-dot", "aria-hidden": "true" }),
     "Broken",
+  );
+}
+
+/** A task whose due slot nothing has run past the pump's grace period (the server's `overdue`). */
+export function overdueBadge() {
+  return h(
+    "span",
+    {
+      class: "badge badge-overdue",
+      title:
+        "Its next run is overdue: the slot fell due longer ago than the scheduler's grace period and nothing has " +
+        "run it. Check that the workers and the beat are running (and reach the broker and the database).",
+      "data-testid": "task-overdue",
+    },
+    h("span", { class: "badge-dot", "aria-hidden": "true" }),
+    "Overdue",
+  );
+}
+
+/**
+ * A task whose latest finished runs failed, `streak` of them in a row: "Failed 3× in a row", its last error in
+ * the tooltip (and in its history).
+ */
+export function failureStreakBadge({ failureStreak: streak, lastError, lastErrorAt }) {
+  const when = lastErrorAt ? ` (${formatExact(lastErrorAt)})` : "";
+  const error = lastError ? `Last error${when}: ${lastError}` : "No error message was recorded.";
+  return h(
+    "span",
+    {
+      class: "badge badge-streak",
+      title: `Its last ${streak === 1 ? "run" : `${streak} runs`} failed. ${error} Open its History for each run.`,
+      "data-testid": "task-failure-streak",
+    },
+    h("span", { class: "badge-dot", "aria-hidden": "true" }),
+    streak === 1 ? "Failed last run" : `Failed ${streak}× in a row`,
   );
 }
 

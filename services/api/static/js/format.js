@@ -136,6 +136,22 @@ export function formatCompact(iso) {
   return date.getSeconds() ? `${text}:${pad(date.getSeconds())}` : text;
 }
 
+/** A Date as a datetime-local value ("2025-03-29T14:05"), in the viewer's zone, to the minute. */
+export function localInputValue(date) {
+  const pad = (n) => String(n).padStart(2, "0");
+  return (
+    `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}` +
+    `T${pad(date.getHours())}:${pad(date.getMinutes())}`
+  );
+}
+
+/** A datetime-local value, read in the viewer's zone, as ISO 8601 UTC; null when empty or not a time. */
+export function utcFromLocalInput(value) {
+  if (!value) return null;
+  const date = new Date(value); // a date-time without an offset is local time
+  return Number.isNaN(date.getTime()) ? null : date.toISOString();
+}
+
 /** The zone's short name at that instant, e.g. "CET" or "GMT+1". */
 export function zoneAbbreviation(timeZone, date = new Date()) {
   try {

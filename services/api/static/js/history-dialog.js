@@ -1,15 +1,18 @@
-// The run history of one task (or one system task), paginated by the server, narrowed to one outcome if asked. Its
+// The run history of one task (or one system task, or of every task), paginated by the server, narrowed to one
+// outcome, to a time range (when an entry was queued) and, for every task's, to user tasks only, if asked. Its
 // entries are attempts of runs, and the slots that did not run: a missed entry covers a range of slots (its span
 // and count shown), a skipped one a slot; those, and abandoned runs, say why in the row.
 
 import { BackfillForm } from "./backfill-form.js";
-import { isRunInProgress, RUN_STATUS_FILTERS, runStatusBadge, triggerBadge } from "./badges.js";
+import { isRunInProgress, RUN_STATUS_FILTERS, runStatusBadge, systemBadge, triggerBadge } from "./badges.js";
 import { openDialog, setUpDialog } from "./dialog.js";
 import { h } from "./dom.js";
-import { formatCompact, formatDuration, formatExact, formatSeconds } from "./format.js";
+import { formatCompact, formatDuration, formatExact, formatSeconds, utcFromLocalInput } from "./format.js";
 import { icon } from "./icons.js";
 
+// The columns of one task's history; every task's has a Task column too.
 const COLUMN_COUNT = 6;
+const SPAN_FIELDS = ["from", "to"];
 const IN_PROGRESS_POLL_MS = 1500;
 // Entries whose error message is the reason they did not run (or were given up): shown in the row itself.
 const REASON_IN_ROW = new Set(["missed", "skipped", "abandoned"]);
@@ -73,6 +76,14 @@ function missedSpan(run) {
   );
 }
 
+/** Whose run it is, in every task's history: its task's name (as when it was queued), or a system task's id. */
+function taskCell(run) {
+  const name = run.systemTask
+    ? [h("span", {}, run.systemTask), " ", systemBadge()]
+    : (run.scheduleName ?? `Task ${run.scheduleId}`);
+  return h("td", { "data-label": "Task", "data-testid": "history-task" }, h("div", { class: "task-name" }, name));
+}
+
 function durationText(run) {
   if (run.durationMs !== null && run.durationMs !== undefined) return formatDuration(run.durationMs);
   if (run.status === "running" && run.startedAt)
@@ -92,9 +103,10 @@ function attemptText(run) {
  * Parameters:
  *   api: the REST client (listHistory, backfillTask).
  *   onError(error): a page failed to load.
+ *   permissions: the user's (a Permissions), for Backfill….
  */
 export class HistoryDialog {
-  constructor({ api, onError }) {
+  constructor({ api, onError, permissions }) {
     this.api = api;
     this.onError = onError;
     this.target = null;
@@ -117,6 +129,11 @@ export class HistoryDialog {
       h("option", { value: "" }, "All outcomes"),
       ...RUN_STATUS_FILTERS.map((status) => h("option", { value: status.value }, status.label)),
     );
+    this.spanInputs = { from: document.getElementById("history-from"), to: document.getElementById("history-to") };
+    this.spanError = document.getElementById("history-span-error");
+    this.hideSystemField = document.getElementById("history-hide-system-field");
+    this.hideSystemInput = document.getElementById("history-hide-system");
+    this.taskColumn = document.getElementById("history-task-column");
 
     setUpDialog(this.dialog, {
       closeOnBackdrop: true,
@@ -131,12 +148,47 @@ export class HistoryDialog {
       this.pageSize = Number(this.pageSizeSelect.value);
       this.goTo(1);
     });
-    this.statusSelect.addEventListener("change", () => {
-      this.expanded.clear();
-      this.goTo(1);
-    });
+    for (const control of [this.statusSelect, this.hideSystemInput, ...Object.values(this.spanInputs)]) {
+      control.addEventListener("change", () => {
+        this.expanded.clear();
+        this.goTo(1);
+      });
+    }
     // A backfill's runs are the newest: show the first page, where they appear.
-    this.backfill = new BackfillForm({ api, onQueued: () => this.goTo(1) });
+    this.backfill = new BackfillForm({ api, onQueued: () => this.goTo(1), permissions });
+  }
+
+  /** Every task's history (not one task's): it names each run's task, and can leave out the system tasks. */
+  get isOfEveryTask() {
+    return this.target !== null && this.target.scheduleId === undefined && this.target.systemTask === undefined;
+  }
+
+  get columnCount() {
+    return this.isOfEveryTask ? COLUMN_COUNT + 1 : COLUMN_COUNT;
+  }
+
+  /** The filters as the API takes them: the time range typed in the viewer's zone, sent in UTC. */
+  filters() {
+    return {
+      status: this.statusSelect.value || undefined,
+      from: utcFromLocalInput(this.spanInputs.from.value) ?? undefined,
+      to: utcFromLocalInput(this.spanInputs.to.value) ?? undefined,
+      includeSystem: this.isOfEveryTask && this.hideSystemInput.checked ? false : undefined,
+    };
+  }
+
+  /** The server's reason beside the time range (a 422 naming from or to); cleared with no argument. */
+  showSpanError(fieldErrors = {}) {
+    const reasons = SPAN_FIELDS.filter((field) => fieldErrors[field]).map(
+      (field) => `${field === "from" ? "From" : "To"}: ${[fieldErrors[field]].flat().join(" ")}`,
+    );
+    this.spanError.textContent = reasons.join(" ");
+    this.spanError.classList.toggle("visible", reasons.length > 0);
+    for (const field of SPAN_FIELDS) {
+      if (fieldErrors[field]) this.spanInputs[field].setAttribute("aria-invalid", "true");
+      else this.spanInputs[field].removeAttribute("aria-invalid");
+    }
+    return reasons.length > 0;
   }
 
   get isOpen() {
@@ -144,8 +196,8 @@ export class HistoryDialog {
   }
 
   /**
-   * Open for a user task (`{scheduleId, scheduleType}`) or a system task (`{systemTask}`), titled with its name. A
-   * user task with slots (not manual) offers Backfill….
+   * Open for a user task (`{scheduleId, scheduleType}`), a system task (`{systemTask}`) or, with neither, every
+   * task, titled with its name. A user task with slots (not manual) offers Backfill….
    */
   open({ name, scheduleId, systemTask, scheduleType }) {
     this.target = { scheduleId, systemTask };
@@ -153,8 +205,14 @@ export class HistoryDialog {
     this.page = 1;
     this.expanded.clear();
     this.statusSelect.value = "";
+    for (const input of Object.values(this.spanInputs)) input.value = "";
+    this.showSpanError();
+    this.hideSystemInput.checked = false;
+    this.hideSystemField.hidden = !this.isOfEveryTask;
+    this.taskColumn.hidden = !this.isOfEveryTask;
+    this.dialog.classList.toggle("is-of-every-task", this.isOfEveryTask);
     this.titleEl.textContent = `Run history: ${name}`;
-    this.rowsEl.replaceChildren(h("tr", {}, h("td", { colspan: COLUMN_COUNT, class: "muted" }, "Loading runs…")));
+    this.rowsEl.replaceChildren(h("tr", {}, h("td", { colspan: this.columnCount, class: "muted" }, "Loading runs…")));
     this.rangeEl.textContent = "";
     openDialog(this.dialog);
     this.load();
@@ -174,15 +232,17 @@ export class HistoryDialog {
     try {
       result = await this.api.listHistory({
         ...this.target,
-        status: this.statusSelect.value || undefined,
+        ...this.filters(),
         page: this.page,
         pageSize: this.pageSize,
       });
     } catch (error) {
-      if (seq === this.loadSeq && this.isOpen) this.onError(error);
+      if (seq !== this.loadSeq || !this.isOpen) return;
+      if (!(error.status === 422 && this.showSpanError(error.fieldErrors))) this.onError(error);
       return;
     }
     if (seq !== this.loadSeq || !this.isOpen) return;
+    this.showSpanError();
     const { data: runs, pagination } = result;
     if (!runs.length && this.page > 1 && pagination.total > 0) {
       this.goTo(pagination.totalPages || 1); // the page emptied under us (retention); show the last one
@@ -203,23 +263,29 @@ export class HistoryDialog {
     this.prevButton.disabled = this.page <= 1;
     this.nextButton.disabled = this.page >= totalPages;
     if (!runs.length) {
-      const outcome = this.statusSelect.selectedOptions[0];
       this.rowsEl.replaceChildren(
         h(
           "tr",
           { class: "empty-row" },
-          h(
-            "td",
-            { colspan: COLUMN_COUNT, "data-testid": "history-empty" },
-            this.statusSelect.value
-              ? `No ${outcome.label.toLowerCase()} entries. Choose “All outcomes” to see the whole history.`
-              : "No runs yet. Each run appears here as soon as it is queued, whether its schedule, Run now or a backfill started it.",
-          ),
+          h("td", { colspan: this.columnCount, "data-testid": "history-empty" }, this.emptyMessage()),
         ),
       );
       return;
     }
     this.rowsEl.replaceChildren(...runs.flatMap((run) => this.renderRun(run)));
+  }
+
+  emptyMessage() {
+    const { status, ...others } = this.filters();
+    const narrowed = Object.values(others).some((value) => value !== undefined);
+    if (status) {
+      const outcome = this.statusSelect.selectedOptions[0].label.toLowerCase();
+      return narrowed
+        ? `No ${outcome} entries match the other filters. Choose “All outcomes” to see more.`
+        : `No ${outcome} entries. Choose “All outcomes” to see the whole history.`;
+    }
+    if (narrowed) return "No entries match these filters. Clear the time range or show system runs to see more.";
+    return "No runs yet. Each run appears here as soon as it is queued, whether its schedule, Run now or a backfill started it.";
   }
 
   renderRun(run) {
@@ -271,6 +337,7 @@ export class HistoryDialog {
         "data-status": run.status,
         class: hasDetail ? "has-detail" : "",
       },
+      this.isOfEveryTask ? taskCell(run) : null,
       h(
         "td",
         { "data-label": "Status" },
@@ -309,7 +376,7 @@ export class HistoryDialog {
     const detail = h(
       "tr",
       { class: "detail-row", id: detailId, hidden: !isExpanded, "data-testid": "history-detail" },
-      h("td", { colspan: COLUMN_COUNT }, h("div", { class: "detail-stack" }, details)),
+      h("td", { colspan: this.columnCount }, h("div", { class: "detail-stack" }, details)),
     );
     const flip = () => {
       const open = detail.hidden;

@@ -15,6 +15,7 @@ const PATHS = {
   resume: '<polygon points="6 4 20 12 6 20 6 4"/>',
   close: '<path d="M18 6 6 18"/><path d="M6 6l12 12"/>',
   chevron: '<path d="m9 18 6-6-6-6"/>',
+  changes: '<path d="M12 3v10"/><path d="M7 8h10"/><path d="M7 19h10"/>',
   lock: '<rect x="4" y="11" width="16" height="10" rx="2"/><path d="M8 11V7a4 4 0 0 1 8 0v4"/>',
   spinner: '<path d="M21 12a9 9 0 1 1-6.2-8.6"/>',
 };

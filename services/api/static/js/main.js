@@ -2,12 +2,14 @@
 
 import { api } from "./api.js";
 import { isRunInProgress } from "./badges.js";
+import { ChangesDialog } from "./changes-dialog.js";
 import { confirmAction, setUpDialog } from "./dialog.js";
 import { debounce, h, sameControlNow } from "./dom.js";
 import { formatClock, formatDuration, viewerTimeZone } from "./format.js";
 import { HistoryDialog } from "./history-dialog.js";
 import { icon } from "./icons.js";
 import { parseLabelSelector } from "./labels.js";
+import { blockUnavailableControls, Permissions, requirePermission } from "./permissions.js";
 import { TaskForm } from "./task-form.js";
 import { renderSystemRows, renderTaskRows } from "./task-table.js";
 import { toast } from "./toast.js";
@@ -34,11 +36,14 @@ const state = {
   lastLoadedAt: 0,
   /** Run Now presses still queued or running: schedule id → {runId, name}. */
   pendingRuns: new Map(),
+  /** What the signed-in user may do (GET /me); nothing until it is read. */
+  permissions: new Permissions(null),
 };
 
 const el = (id) => document.getElementById(id);
 let taskForm = null;
 let historyDialog = null;
+let changesDialog = null;
 let autoTimer = null;
 let busyTimer = null;
 let watchTimer = null;
@@ -275,6 +280,7 @@ async function refresh({ manual = false } = {}) {
   clearTimeout(busyTimer);
   const [tasksOk, systemOk] = await Promise.all([loadTasks(), loadSystemTasks()]);
   if (historyDialog?.isOpen) historyDialog.load();
+  if (changesDialog?.isOpen) changesDialog.load();
   state.lastLoadedAt = Date.now();
   renderUpdatedAt();
   if (manual && tasksOk && systemOk) toast("Task list refreshed.", "info");
@@ -302,9 +308,12 @@ function renderTasks() {
         : "No tasks yet. Press “Add task” to schedule your first one.",
       // Also a run started by the schedule, another operator or before a reload: its status says so.
       isRunPending: (task) => state.pendingRuns.has(task.id) || isRunInProgress(task.lastRunStatus),
+      permissions: state.permissions,
       onRun: runNow,
+      onToggle: toggleTask,
       onHistory: (task) =>
         historyDialog.open({ name: task.name, scheduleId: task.id, scheduleType: task.scheduleType }),
+      onChanges: (task) => changesDialog.open(task),
       onEdit: editTask,
       onDelete: deleteTask,
       onLabel: filterByLabel,
@@ -431,6 +440,24 @@ async function editTask(task) {
   taskForm.openForEdit(current);
 }
 
+/** Pause (disable) or resume (enable) one task, as the list shows it: a task changed since is left alone (412). */
+async function toggleTask(task) {
+  const verb = task.enabled ? "pause" : "resume";
+  try {
+    await api.updateTask(task, { enabled: !task.enabled });
+  } catch (error) {
+    const reason =
+      error.status === 412
+        ? "it was changed by someone else since the list was loaded. The list now shows it as it is."
+        : error.message;
+    toast(`Could not ${verb} “${task.name}”: ${reason}`, "error");
+    if (error.status === 412 || error.status === 404) refresh();
+    return;
+  }
+  toast(task.enabled ? `Paused “${task.name}”.` : `Resumed “${task.name}”.`, "success");
+  refresh();
+}
+
 async function deleteTask(task) {
   const confirmed = await confirmAction({
     title: `Delete “${task.name}”?`,
@@ -552,19 +579,39 @@ async function loadTaskTypes() {
   state.taskTypesById = new Map(state.taskTypes.map((type) => [type.id, type]));
 }
 
+/** Who is signed in, and as which role: the header shows both, and the actions follow the role's permissions. */
+async function loadMe() {
+  let me;
+  try {
+    me = await api.whoAmI();
+  } catch {
+    return; // the tables' own loads report an identity problem (401) in the banner; nothing is offered meanwhile
+  }
+  state.permissions = new Permissions(me);
+  el("signed-in-user").textContent = `Signed in as ${me.email}`;
+  const role = el("user-role");
+  role.textContent = state.permissions.roleLabel;
+  role.title = state.permissions.roleHint;
+  role.hidden = false;
+}
+
+/** Mark the page's own actions (not a row's: those are drawn with each row) unavailable without their permission. */
+function applyPermissions() {
+  requirePermission(el("add-task-button"), "create", state.permissions);
+  requirePermission(el("pause-matching"), "toggle", state.permissions);
+  requirePermission(el("resume-matching"), "toggle", state.permissions);
+}
+
 async function start() {
   el("viewer-timezone").textContent = viewerTimeZone;
-  api.whoAmI().then(
-    (me) => {
-      el("signed-in-user").textContent = `Signed in as ${me.email}`;
-    },
-    () => {}, // the tables' own loads report an identity problem (401) in the banner
-  );
+  blockUnavailableControls();
   renderThemeToggle();
   el("theme-toggle").addEventListener("click", toggleTheme);
 
   el("refresh-button").replaceChildren(icon("refresh"), h("span", {}, "Refresh"));
   el("refresh-button").addEventListener("click", () => refresh({ manual: true }));
+  el("all-history-button").replaceChildren(icon("history"), h("span", {}, "All runs"));
+  el("all-history-button").addEventListener("click", () => historyDialog.open({ name: "every task" }));
   el("add-task-button").replaceChildren(icon("plus"), h("span", {}, "Add task"));
   el("add-task-button").addEventListener("click", () => taskForm.openForCreate());
   state.autoRefresh = storageGet(STORAGE.autoRefresh) !== "off";
@@ -572,14 +619,19 @@ async function start() {
   el("auto-refresh-toggle").addEventListener("click", toggleAutoRefresh);
 
   setUpDialog(el("confirm-dialog"));
+  readUrl();
+  await Promise.all([loadMe(), loadTaskTypes()]);
   historyDialog = new HistoryDialog({
     api,
+    permissions: state.permissions,
     onError: (error) => toast(`Could not load the run history: ${error.message}`, "error"),
   });
-
-  readUrl();
-  await loadTaskTypes();
+  changesDialog = new ChangesDialog({
+    api,
+    onError: (error) => toast(`Could not load the changes: ${error.message}`, "error"),
+  });
   setUpFilters();
+  applyPermissions();
   taskForm = new TaskForm({
     api,
     taskTypes: state.taskTypes,

@@ -1,9 +1,10 @@
 // The rows of the two task tables: your tasks (with actions) and the built-in system tasks (read-only).
 
-import { brokenBadge, runStatusBadge, systemBadge } from "./badges.js";
+import { brokenBadge, failureStreakBadge, overdueBadge, runStatusBadge, systemBadge } from "./badges.js";
 import { h } from "./dom.js";
 import { formatExact, formatRelative, formatSeconds, formatShort } from "./format.js";
 import { icon } from "./icons.js";
+import { requirePermission } from "./permissions.js";
 
 const COLUMN_COUNT = 8;
 
@@ -106,8 +107,14 @@ function statusCell(task) {
       task.lastRunStatus
         ? runStatusBadge(task.lastRunStatus)
         : h("span", { class: "muted small", "data-testid": "run-status" }, "Never run"),
+      task.failureStreak >= 1 ? failureStreakBadge(task) : null,
     ),
   );
+}
+
+/** Whether the row shows trouble: its runs keep failing, or nothing runs its due slot. */
+function isInTrouble(task) {
+  return task.overdue || task.failureStreak >= 1;
 }
 
 /**
@@ -125,6 +132,7 @@ function nextRunCell(task) {
   }
   if (task.nextRunAt) {
     const timed = timeCell("Next run", task.nextRunAt, "", "task-next-run");
+    if (task.overdue) cellBody(timed).prepend(overdueBadge());
     const startsAt = task.nextRunStartsAt;
     if (startsAt && new Date(startsAt).getTime() !== new Date(task.nextRunAt).getTime()) {
       cellBody(timed).append(
@@ -159,8 +167,9 @@ function sentence(text) {
   return text.charAt(0).toUpperCase() + text.slice(1);
 }
 
-function actionButton({ name, label, testId, onClick, variant, busy = false }) {
-  return h(
+/** A row's action button; with `permission`, marked unavailable (and why) when the user lacks it. */
+function actionButton({ name, label, testId, onClick, variant, busy = false, permission, permissions }) {
+  const button = h(
     "button",
     {
       type: "button",
@@ -175,13 +184,14 @@ function actionButton({ name, label, testId, onClick, variant, busy = false }) {
     icon(busy ? "spinner" : name, busy ? "spin" : ""),
     busy ? h("span", { class: "visually-hidden" }, " (run in progress)") : null,
   );
+  return permission ? requirePermission(button, permission, permissions) : button;
 }
 
 /**
- * Render your tasks. `handlers` has onRun/onHistory/onEdit/onDelete(task), isRunPending(task) and
- * onLabel("key=value") for a pressed label chip.
+ * Render your tasks. `handlers` has onRun/onToggle/onHistory/onChanges/onEdit/onDelete(task), isRunPending(task)
+ * and onLabel("key=value") for a pressed label chip; `permissions` says which actions the user may take.
  */
-export function renderTaskRows(tbody, tasks, { taskTypes, emptyMessage, ...handlers }) {
+export function renderTaskRows(tbody, tasks, { taskTypes, emptyMessage, permissions, ...handlers }) {
   if (!tasks.length) {
     tbody.replaceChildren(
       h("tr", { class: "empty-row" }, h("td", { colspan: COLUMN_COUNT, "data-testid": "tasks-empty" }, emptyMessage)),
@@ -198,7 +208,13 @@ export function renderTaskRows(tbody, tasks, { taskTypes, emptyMessage, ...handl
           "data-testid": "task-row",
           "data-task-id": task.id,
           "data-task-name": task.name,
-          class: [task.enabled ? "" : "is-disabled", task.brokenReason ? "is-broken" : ""].join(" ").trim(),
+          class: [
+            task.enabled ? "" : "is-disabled",
+            task.brokenReason ? "is-broken" : "",
+            isInTrouble(task) ? "is-trouble" : "",
+          ]
+            .join(" ")
+            .trim(),
         },
         cell(
           "Name",
@@ -228,6 +244,17 @@ export function renderTaskRows(tbody, tasks, { taskTypes, emptyMessage, ...handl
               variant: "run",
               busy: pending,
               onClick: () => handlers.onRun(task),
+              permission: "runNow",
+              permissions,
+            }),
+            actionButton({
+              name: task.enabled ? "pause" : "resume",
+              label: task.enabled ? `Pause “${task.name}”` : `Resume “${task.name}”`,
+              testId: "toggle-enabled",
+              variant: "toggle",
+              onClick: () => handlers.onToggle(task),
+              permission: "toggle",
+              permissions,
             }),
             actionButton({
               name: "history",
@@ -237,11 +264,20 @@ export function renderTaskRows(tbody, tasks, { taskTypes, emptyMessage, ...handl
               onClick: () => handlers.onHistory(task),
             }),
             actionButton({
+              name: "changes",
+              label: `Changes to “${task.name}”`,
+              testId: "changes",
+              variant: "changes",
+              onClick: () => handlers.onChanges(task),
+            }),
+            actionButton({
               name: "edit",
               label: `Edit “${task.name}”`,
               testId: "edit",
               variant: "edit",
               onClick: () => handlers.onEdit(task),
+              permission: "edit",
+              permissions,
             }),
             actionButton({
               name: "trash",
@@ -249,6 +285,8 @@ export function renderTaskRows(tbody, tasks, { taskTypes, emptyMessage, ...handl
               testId: "delete",
               variant: "delete",
               onClick: () => handlers.onDelete(task),
+              permission: "delete",
+              permissions,
             }),
           ),
         ),
