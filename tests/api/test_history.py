@@ -254,3 +254,66 @@ def test_history_of_a_schedule_without_runs_is_empty(client: FlaskClient, create
 
     assert response.get_json() == []
     assert json.loads(response.headers["X-Pagination"])["total"] == 0
+
+
+def test_history_filters_by_when_an_entry_was_queued_both_ends_included(
+    client: FlaskClient, runtime: Runtime
+) -> None:
+    before, first, middle, last, after = store_runs(
+        runtime, *({"triggered_by": "manual", "queued_at": SLOT + n * timedelta(hours=1)} for n in range(5))
+    )
+    span = {"from": "2025-03-30T02:00:00Z", "to": "2025-03-30T04:00:00Z"}
+
+    assert ids_of(client.get(HISTORY, query_string=span)) == [last, middle, first]
+    assert ids_of(client.get(HISTORY, query_string={"from": span["from"]})) == [after, last, middle, first]
+    assert ids_of(client.get(HISTORY, query_string={"to": span["from"]})) == [first, before]
+    # An instant with an offset is the same instant in UTC.
+    berlin = {"from": "2025-03-30T04:00:00+02:00", "to": "2025-03-30T06:00:00+02:00"}
+    assert ids_of(client.get(HISTORY, query_string=berlin)) == [last, middle, first]
+
+
+def test_history_span_total_counts_only_the_runs_within_it(client: FlaskClient, runtime: Runtime) -> None:
+    store_runs(
+        runtime, *({"triggered_by": "manual", "queued_at": SLOT + n * timedelta(days=1)} for n in range(6))
+    )
+
+    response = client.get(
+        HISTORY, query_string={"from": "2025-03-31T00:00:00Z", "to": "2025-04-02T12:00:00Z", "page_size": 1}
+    )
+
+    assert json.loads(response.headers["X-Pagination"])["total"] == 3
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ({"from": "2025-03-30T04:00:00Z", "to": "2025-03-30T02:00:00Z"}, "to"),
+        ({"from": "2025-03-30T04:00:00Z", "to": "2025-03-30T04:00:00Z"}, "to"),
+        ({"from": "yesterday"}, "from"),
+        ({"to": "2025-13-01T00:00:00Z"}, "to"),
+        ({"includeSystem": "maybe"}, "includeSystem"),
+    ],
+)
+def test_history_rejects_a_bad_span_or_include_system_naming_the_field(
+    client: FlaskClient, query: dict[str, Any], field: str
+) -> None:
+    response = client.get(HISTORY, query_string=query)
+
+    assert response.status_code == 422
+    assert set(response.get_json()["errors"]["query"]) == {field}
+
+
+def test_history_without_system_runs_keeps_every_user_run(
+    client: FlaskClient, create: Create, runtime: Runtime
+) -> None:
+    task = create(cron_task())
+    scheduled, system = store_runs(
+        runtime,
+        {"schedule_id": task["id"], "scheduled_for": SLOT},
+        {"task_type": "SYSTEM", "system_task": "pump", "triggered_by": "system", "scheduled_for": SLOT},
+    )
+    manual = client.post(f"{TASKS}/{task['id']}/run").get_json()["id"]
+
+    assert ids_of(client.get(HISTORY)) == [manual, system, scheduled]
+    assert ids_of(client.get(HISTORY, query_string={"includeSystem": "true"})) == [manual, system, scheduled]
+    assert ids_of(client.get(HISTORY, query_string={"includeSystem": "false"})) == [manual, scheduled]
