@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from typing import Any
 
 from bench import firing, history, raw, scale
 from bench.http import wait_until_serving
-from bench.stack import Stack
+from bench.stack import Stack, free_port
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -43,12 +42,6 @@ FULL = Sizes(50_000, 30, (1250, 1500, 1750, 2000, 2500), 10_000, 1_000_000, 10_0
 STEADY_RATES = (50, 200, 500, 1000)
 SATURATING_RATE = 1500  # more than either pod count here keeps up with: what is started is the capacity
 RAW_PROCESSES, RAW_THREADS = 2, 8
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def machine() -> dict[str, Any]:

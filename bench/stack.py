@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -76,6 +77,13 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 @dataclass
 class Stack:
     """A database, a vhost, and the processes started on them."""
@@ -135,17 +143,19 @@ class Stack:
         return process
 
     def start_worker_pod(self, number: int) -> Process:
+        """Pod ``number`` (pods start one after another, from 1): ready once each of its three groups (ticks,
+        system, runs) consumes its queue. Each pod serves its metrics on a port of its own, as pods do."""
         heartbeat = self.directory / f"pod{number}"
         pod = self.start(
             f"worker-pod{number}",
             [sys.executable, "-m", "services", "worker"],
-            self.environment(HEARTBEAT_DIR=str(heartbeat)),
+            self.environment(HEARTBEAT_DIR=str(heartbeat), dramatiq_prom_port=str(free_port())),
         )
         deadline = time.monotonic() + 90
-        while pod.log().count("is ready for action") < 3:  # the tick, system and run groups
+        while min(self.consumers().get(queue, 0) for queue in QUEUES) < number:
             if time.monotonic() > deadline or pod.popen.poll() is not None:
                 raise SystemExit(f"worker pod {number} did not start:\n{pod.log()}")
-            time.sleep(0.1)
+            time.sleep(0.2)
         return pod
 
     def start_beat(self) -> Process:
@@ -170,6 +180,15 @@ class Stack:
         with psycopg.connect(self.database_url, autocommit=True) as connection:
             cursor = connection.execute(statement, parameters)
             return cursor.fetchall() if cursor.description else []
+
+    def consumers(self) -> dict[str, int]:
+        """Consumers per queue of the vhost."""
+        counts = {}
+        for line in rabbitmqctl("list_queues", "-p", self.vhost, "name", "consumers").splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[1].isdigit():
+                counts[parts[0]] = int(parts[1])
+        return counts
 
     def queue_depths(self) -> dict[str, tuple[int, int]]:
         """Ready and unacknowledged messages per queue of the vhost."""

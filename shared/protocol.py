@@ -16,7 +16,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from itertools import groupby
 from typing import Any, TypeVar, cast
@@ -719,6 +719,8 @@ class StartedRun:
     time_limit_s: int | None  # the run's own (its schedule's), if any
     max_attempts: int | None  # its schedule's, if any
     retry_base_delay_ms: int | None  # its schedule's, if any
+    # Its schedule was failing (a failure streak) when it started: only then has its success a streak to end.
+    schedule_was_failing: bool = False
 
     @property
     def log_fields(self) -> dict[str, Any]:
@@ -760,6 +762,9 @@ _schedule_retry_base_delay_ms = (
     select(SCHEDULES.c.retry_base_delay_ms).where(SCHEDULE_OF_RUN).scalar_subquery()
 )
 _schedule_jitter_s = select(SCHEDULES.c.jitter_s).where(SCHEDULE_OF_RUN).scalar_subquery()
+_schedule_failure_streak = (
+    select(HEALTH.c.failure_streak).where(HEALTH.c.schedule_id == RUNS.c.schedule_id).scalar_subquery()
+)
 _is_orphan = _schedule_enabled.is_(None)  # its schedule was deleted before it started
 _is_disabled_slot = and_(RUNS.c.triggered_by == TriggeredBy.SCHEDULE, _schedule_enabled.is_(false()))
 # What a worker needs of a run it started (and the pump of a run it retries), read in the statement that
@@ -830,7 +835,7 @@ def start_run(runtime: Runtime, history_id: int) -> StartedRun | None:
         return None
     if started.status != RunStatus.RUNNING:
         return None
-    run = started_run(started)
+    run = replace(started_run(started), schedule_was_failing=bool(started.failure_streak))
     lateness = _lateness(run, started.due_at, started.jitter_s, now)
     if lateness is not None:
         SLOT_LATENESS.labels(run.triggered_by).observe(max(0.0, lateness.total_seconds()))
@@ -876,7 +881,13 @@ START = (
             (WHY_NOT_STARTED.is_(None), bindparam("lease_expires_at", type_=UTCDateTime()))
         ),
     )
-    .returning(RUNS.c.status, *STARTED_RUN_COLUMNS, RUNS.c.due_at, _schedule_jitter_s.label("jitter_s"))
+    .returning(
+        RUNS.c.status,
+        *STARTED_RUN_COLUMNS,
+        RUNS.c.due_at,
+        _schedule_jitter_s.label("jitter_s"),
+        _schedule_failure_streak.label("failure_streak"),
+    )
 )
 
 
@@ -1002,6 +1013,10 @@ def record_outcomes(runtime: Runtime, outcomes: list[Outcome]) -> list[bool]:
                     if outcome.run.schedule_id is not None
                     and outcome.run.id in finished
                     and not outcome.may_retry
+                    # A success of a schedule that was not failing has no streak to end: most outcomes, and
+                    # no write. (Two runs of one schedule finishing apart: a success can miss a failure
+                    # recorded after it started; the streak then ends with the schedule's next success.)
+                    and (outcome.status != RunStatus.SUCCESS or outcome.run.schedule_was_failing)
                 ],
                 now,
             )
@@ -1057,16 +1072,18 @@ class HealthEvent:
 
 
 def record_health(session: Session, events: Sequence[HealthEvent], now: datetime) -> None:
-    """Upsert the ``schedule_health`` rows of ``events`` (in the order they finished), inside the caller's
+    """Write the ``schedule_health`` rows of ``events`` (in the order they finished), inside the caller's
     transaction: a failure adds one to the streak and becomes the last error; a success sets the streak to 0
     (the last error stays: it is history). The streak therefore counts runs that failed for good in a row,
     whatever their trigger, not attempts: a failed attempt that is retried changes nothing.
 
-    A batch's events are folded per schedule first (PostgreSQL refuses to upsert one row twice in a statement),
-    then written by at most two statements, rows in schedule order (so concurrent batches never deadlock): one
-    sets the streak for the schedules a success reset, one adds to it for the others."""
+    A batch's events are folded per schedule first (PostgreSQL refuses to upsert one row twice in a statement).
+    A schedule whose last event is a success costs nothing unless it had a streak to end: most outcomes are
+    successes of healthy schedules, and a write per run would be a cost on the hottest path for no news. The
+    others are upserted: set, after a success in the batch; added to, otherwise. Rows go in schedule order (so
+    concurrent batches never deadlock)."""
     folded: dict[int, dict[str, Any]] = {}
-    resets: set[int] = set()
+    reset: set[int] = set()
     for event in events:
         row = folded.setdefault(
             event.schedule_id,
@@ -1075,7 +1092,6 @@ def record_health(session: Session, events: Sequence[HealthEvent], now: datetime
                 "failure_streak": 0,
                 "last_error": None,
                 "last_error_at": None,
-                "last_outcome_at": now,
             },
         )
         if event.failed:
@@ -1084,25 +1100,35 @@ def record_health(session: Session, events: Sequence[HealthEvent], now: datetime
             row["last_error_at"] = now
         else:
             row["failure_streak"] = 0
-            resets.add(event.schedule_id)
-    for resetting in (True, False):
-        rows = [row for schedule_id, row in sorted(folded.items()) if (schedule_id in resets) == resetting]
+            reset.add(event.schedule_id)
+    ended = sorted(schedule_id for schedule_id, row in folded.items() if row["failure_streak"] == 0)
+    if ended:
+        session.execute(
+            update(HEALTH)
+            .where(HEALTH.c.schedule_id.in_(ended), HEALTH.c.failure_streak > 0)
+            .values(failure_streak=0)
+        )
+    for after_a_success in (True, False):
+        rows = [
+            row
+            for schedule_id, row in sorted(folded.items())
+            if row["failure_streak"] > 0 and (schedule_id in reset) == after_a_success
+        ]
         if rows:
-            session.execute(_health_upsert(is_postgresql(session), resetting), rows)
+            session.execute(_health_upsert(is_postgresql(session), after_a_success), rows)
 
 
-def _health_upsert(on_postgresql: bool, resetting: bool) -> Any:
+def _health_upsert(on_postgresql: bool, after_a_success: bool) -> Any:
     statement = (postgresql.insert if on_postgresql else sqlite.insert)(HEALTH)
     new = statement.excluded
     return statement.on_conflict_do_update(
         index_elements=[HEALTH.c.schedule_id],
         set_={
             "failure_streak": new.failure_streak
-            if resetting
+            if after_a_success
             else HEALTH.c.failure_streak + new.failure_streak,
             "last_error": func.coalesce(new.last_error, HEALTH.c.last_error),
             "last_error_at": func.coalesce(new.last_error_at, HEALTH.c.last_error_at),
-            "last_outcome_at": new.last_outcome_at,
         },
     )
 

@@ -73,7 +73,6 @@ def test_a_task_shows_its_failure_streak_and_last_error_and_the_metrics_count_it
                 failure_streak=4,
                 last_error="HTTP 503 from the report service",
                 last_error_at=failed_at,
-                last_outcome_at=failed_at,
             )
         )
 

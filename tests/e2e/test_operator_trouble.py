@@ -114,8 +114,8 @@ def test_a_task_failing_again_and_again_shows_its_streak_and_its_last_error(
     rest.create_task(healthy)
     # What three failed runs in a row leave in the schedule's health row (the worker upserts it with each outcome).
     database(
-        "INSERT INTO schedule_health (schedule_id, failure_streak, last_error, last_error_at, last_outcome_at)"
-        " VALUES (%s, 3, %s, now(), now())",
+        "INSERT INTO schedule_health (schedule_id, failure_streak, last_error, last_error_at)"
+        " VALUES (%s, 3, %s, now())",
         (task["id"], "HTTP 503 from the report service"),
     )
 

@@ -55,7 +55,6 @@ def upgrade() -> None:
         sa.Column("failure_streak", sa.Integer(), nullable=False, server_default="0"),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("last_error_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("last_outcome_at", sa.DateTime(timezone=True), nullable=True),
     )
     with op.batch_alter_table("task_run_history") as table:
         table.add_column(sa.Column("requested_by", sa.String(255), nullable=True))
