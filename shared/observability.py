@@ -3,8 +3,8 @@
 The metrics are counted in the process where the event happens, after its transaction committed, so a rolled
 back claim or an outcome that was not recorded counts nothing. The worker's Dramatiq processes write them to
 prometheus_client's multiprocess directory (``PROMETHEUS_MULTIPROC_DIR``, set by ``cronwork worker`` before
-any of them starts), which the worker's supervisor serves on Dramatiq's port (``dramatiq_prom_port``, 9191); the embedded mode's API
-serves them from its own registry. Labels are bounded: task types, triggers and outcomes, never a schedule.
+any of them starts), which the worker's supervisor serves on Dramatiq's port (``dramatiq_prom_port``, 9191);
+the embedded mode's API serves them from its own registry. Labels are bounded: task types, triggers and outcomes, never a schedule.
 ``docs/observability.md`` lists every metric and log field.
 """
 
