@@ -624,6 +624,7 @@ class Me(MethodView):
             "authMode": runtime().settings.auth_mode,
             "role": who.role,
             "permissions": permitted,
+            "role_needed": {permission: least_role(permission) for permission in Permission},
         }
 
 

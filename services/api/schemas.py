@@ -718,6 +718,16 @@ class MeSchema(ResponseSchema):
         fields.String(metadata=documented(enum="Permission")),
         metadata=documented("What the caller may do (view: read anything)"),
     )
+    roleNeeded = fields.Dict(
+        attribute="role_needed",
+        keys=fields.String(),
+        values=fields.String(),
+        metadata=documented(
+            "The least role that may do each permission (the same for every caller), to say why an action "
+            "is not offered",
+            example={"view": "viewer", "runNow": "operator", "delete": "admin"},
+        ),
+    )
 
 
 class TokenInSchema(Schema):

@@ -193,6 +193,16 @@ def test_me_names_the_role_and_what_it_permits(header_client: FlaskClient, role:
         "admin": {"view", "runNow", "toggle", "backfill", "create", "edit", "delete", "manageTokens"},
     }[role]
     assert set(me["permissions"]) == expected
+    assert me["roleNeeded"] == {
+        "view": "viewer",
+        "runNow": "operator",
+        "toggle": "operator",
+        "backfill": "operator",
+        "create": "admin",
+        "edit": "admin",
+        "delete": "admin",
+        "manageTokens": "admin",
+    }
 
 
 def test_the_highest_role_of_the_callers_groups_wins(header_client: FlaskClient) -> None:

@@ -2,17 +2,6 @@
 // page, marked unavailable, with the reason in its tooltip. The server refuses such a call anyway (403); this
 // only spares the user pressing a button to find out.
 
-// The least role that holds each permission (viewer < operator < admin), to name it in the reason: as the API's
-// roles grant them (shared/access.py), for the actions the page offers. Reading needs none: any role may read.
-const ROLE_NEEDED = {
-  runNow: "operator",
-  toggle: "operator",
-  backfill: "operator",
-  create: "admin",
-  edit: "admin",
-  delete: "admin",
-};
-
 // What each role may do beyond reading, in words: the tooltip of the role shown in the header.
 const ROLE_HINTS = {
   viewer: "You can read tasks, their history and their changes, but not change or run them.",
@@ -31,6 +20,7 @@ export class Permissions {
     this.known = me !== null;
     this.role = me?.role ?? null;
     this.granted = new Set(me?.permissions ?? []);
+    this.roleNeeded = me?.roleNeeded ?? {}; // the least role of each permission, as the API grants them
   }
 
   can(permission) {
@@ -40,7 +30,7 @@ export class Permissions {
   /** Why the user may not do it, in words ("needs the operator role — you are a viewer"); null when they may. */
   whyNot(permission) {
     if (this.can(permission)) return null;
-    const needed = `needs the ${ROLE_NEEDED[permission]} role`;
+    const needed = `needs the ${this.roleNeeded[permission] ?? "right"} role`;
     if (!this.known) return `${needed} — your role could not be read`;
     return `${needed} — ${this.role ? `you are ${withArticle(this.role)}` : "you have no role"}`;
   }
