@@ -51,12 +51,19 @@ class Identity:
     headers: Callable[[Runtime], dict[str, str]] = lambda _runtime: {}
 
 
-# One entry per identity the API tells apart: each role, as dev mode's MOCK_USER_EMAIL with MOCK_USER_ROLE. (A
-# token or the proxy's headers: an entry whose ``headers`` sends them.) What a role may not do is its documented 403.
+# One entry per identity the API tells apart: each role, as dev mode's MOCK_USER_EMAIL with MOCK_USER_ROLE, and an
+# operator by the proxy's headers (a token would be one more entry whose ``headers`` sends it; the rows are
+# truncated before each operation, so it would be made there). What a role may not do is its documented 403.
 IDENTITIES = [
     Identity("dev-admin", {"auth_mode": "dev", "mock_user_role": "admin"}),
     Identity("dev-operator", {"auth_mode": "dev", "mock_user_role": "operator"}),
     Identity("dev-viewer", {"auth_mode": "dev", "mock_user_role": "viewer"}),
+    # The proxy's headers, the role from a group: what a header-mode deployment sees.
+    Identity(
+        "header-operator",
+        {"auth_mode": "header", "auth_operator_groups": "cron-ops", "auth_default_role": "none"},
+        lambda _runtime: {"X-Forwarded-Email": "fuzz@example.com", "X-Forwarded-Groups": "staff,cron-ops"},
+    ),
 ]
 
 CONFIG = schemathesis.Config.from_dict(
