@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -169,3 +171,41 @@ def make_engine(
 @pytest.fixture
 def engine(make_engine: Callable[..., Engine]) -> Engine:
     return make_engine()
+
+
+LOOPBACK = (
+    "127.0.0.1/32"  # the HTTP task refuses loopback unless HTTP_ALLOWED_NETWORKS opens it (the stub below)
+)
+
+
+@dataclass
+class StubUpstream:
+    """A service the HTTP task calls: answers ``status`` to every GET (503, an outage, until a test sets
+    another), and counts the calls."""
+
+    url: str = ""
+    status: int = 503
+    calls: int = 0
+
+
+@pytest.fixture
+def upstream() -> Iterator[StubUpstream]:
+    stub = StubUpstream()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            stub.calls += 1
+            body = b"upstream maintenance window" if stub.status >= 500 else b"ok"
+            self.send_response(stub.status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    stub.url = f"http://127.0.0.1:{server.server_address[1]}/health"
+    yield stub
+    server.shutdown()

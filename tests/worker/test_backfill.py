@@ -10,8 +10,7 @@ from shared.backfill import Backfill, backfill
 from shared.db import utcnow
 from shared.models import RunStatus, TriggeredBy
 from tests.conftest import wait_for
-from tests.worker.conftest import Engine
-from tests.worker.test_retries import LOCAL, failing_upstream  # noqa: F401 (a fixture)
+from tests.worker.conftest import LOOPBACK, Engine, StubUpstream
 
 
 def backfill_window(engine: Engine, schedule_id: int, from_: datetime, to: datetime) -> Backfill:
@@ -73,15 +72,15 @@ def test_a_disabled_schedule_runs_its_backfilled_slots_like_run_now(engine: Engi
 
 def test_a_failed_backfilled_slot_is_retried_as_a_backfill(
     make_engine: Callable[..., Engine],
-    failing_upstream: str,  # noqa: F811 (the fixture imported above)
+    upstream: StubUpstream,
 ) -> None:
-    engine = make_engine(http_allowed_networks=LOCAL)
+    engine = make_engine(http_allowed_networks=LOOPBACK)
     engine.start_worker()
     schedule = engine.create(
         schedule_type="cron",
         cron_expression="0 0 * * *",
         task_type="http_request",
-        config={"url": failing_upstream, "timeoutS": 5},
+        config={"url": upstream.url, "timeoutS": 5},
         max_attempts=2,
     )
     midnight = utcnow().replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)

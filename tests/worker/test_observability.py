@@ -4,46 +4,16 @@ and outcome as JSON log lines with their fields, and each schedule's failure str
 from __future__ import annotations
 
 import json
-import threading
 import urllib.request
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared import schedules
 from shared.models import RunStatus, TriggeredBy
 from tests.conftest import Service, free_port, wait_for
-from tests.worker.conftest import Engine, run_now
-
-LOCAL = "127.0.0.1/32"  # the HTTP task refuses loopback unless HTTP_ALLOWED_NETWORKS opens it
-
-
-class Upstream(BaseHTTPRequestHandler):
-    """Answers ``status`` to everything: 503 in an outage, 200 once it is over."""
-
-    status = 503
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        body = b"upstream maintenance window" if Upstream.status >= 500 else b"ok"
-        self.send_response(Upstream.status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def upstream() -> Iterator[str]:
-    Upstream.status = 503
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/health"
-    server.shutdown()
+from tests.worker.conftest import LOOPBACK, Engine, StubUpstream, run_now
 
 
 def samples(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -81,9 +51,9 @@ def streak(engine: Engine, schedule_id: int) -> tuple[int | None, str | None]:
 
 
 def test_runs_show_in_the_metrics_the_json_logs_and_the_schedules_failure_streak(
-    make_engine: Callable[..., Engine], upstream: str
+    make_engine: Callable[..., Engine], upstream: StubUpstream
 ) -> None:
-    engine = make_engine(http_allowed_networks=LOCAL)
+    engine = make_engine(http_allowed_networks=LOOPBACK)
     port = free_port()
     worker = engine.start_worker(dramatiq_prom_port=str(port), LOG_FORMAT="json")
     probe = engine.create(
@@ -91,7 +61,7 @@ def test_runs_show_in_the_metrics_the_json_logs_and_the_schedules_failure_streak
         schedule_type="manual",
         task_type="http_request",
         max_attempts=1,
-        config={"url": upstream, "timeoutS": 5},
+        config={"url": upstream.url, "timeoutS": 5},
     )
     every_second = engine.create(name="every second", schedule_type="interval", interval_ms=1000)
 
@@ -108,7 +78,7 @@ def test_runs_show_in_the_metrics_the_json_logs_and_the_schedules_failure_streak
     assert error is not None and "503" in error
 
     # The upstream is back: one success resets the streak; the last error stays, as history.
-    Upstream.status = 200
+    upstream.status = 200
     run_now(engine.runtime, probe.id)
     wait_for(lambda: runs_with(engine, probe.id, RunStatus.SUCCESS), 30, "the probe to succeed")
     assert streak(engine, probe.id) == (0, error)

@@ -3,56 +3,25 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-import pytest
 
 from shared.models import RunStatus, TriggeredBy
 from tests.conftest import wait_for
-from tests.worker.conftest import Engine, run_now
-
-LOCAL = "127.0.0.1/32"  # the HTTP task refuses loopback unless HTTP_ALLOWED_NETWORKS opens it
-
-
-class Upstream(BaseHTTPRequestHandler):
-    """Answers 503 to everything, as a service in an outage would; counts the calls."""
-
-    calls = 0
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        Upstream.calls += 1
-        body = b"upstream maintenance window"
-        self.send_response(503)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def failing_upstream() -> Iterator[str]:
-    Upstream.calls = 0
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/health"
-    server.shutdown()
+from tests.worker.conftest import LOOPBACK, Engine, StubUpstream, run_now
 
 
 def test_a_failing_http_request_is_retried_to_its_maximum_and_ends_failed(
-    make_engine: Callable[..., Engine], failing_upstream: str
+    make_engine: Callable[..., Engine], upstream: StubUpstream
 ) -> None:
-    engine = make_engine(http_allowed_networks=LOCAL)
+    engine = make_engine(http_allowed_networks=LOOPBACK)
     engine.start_worker()
     schedule = engine.create(
         name="probe upstream",
         schedule_type="cron",
         cron_expression="0 0 1 1 *",
         task_type="http_request",
-        config={"url": failing_upstream, "timeoutS": 5},
+        config={"url": upstream.url, "timeoutS": 5},
     )
     next_slot = engine.schedule(schedule.id).next_run_at
     run_now(engine.runtime, schedule.id)
@@ -70,7 +39,7 @@ def test_a_failing_http_request_is_retried_to_its_maximum_and_ends_failed(
     first_wait = runs[1].started_at - runs[0].completed_at
     second_wait = runs[2].started_at - runs[1].completed_at
     assert first_wait.total_seconds() >= 0.2 and second_wait.total_seconds() >= 0.4
-    assert Upstream.calls == 3, "no fourth attempt"
+    assert upstream.calls == 3, "no fourth attempt"
     assert engine.schedule(schedule.id).next_run_at == next_slot, "retries never move the chain"
 
 
@@ -90,7 +59,7 @@ class Receiver(BaseHTTPRequestHandler):
 
 
 def test_a_successful_http_request_posts_its_body_once(make_engine: Callable[..., Engine]) -> None:
-    engine = make_engine(http_allowed_networks=LOCAL)
+    engine = make_engine(http_allowed_networks=LOOPBACK)
     Receiver.received = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
