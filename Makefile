@@ -11,9 +11,11 @@ LOCK_STAMP := $(LOCK_VENV)/.installed-$(shell cat deploy/lock-tools.txt | sha1su
 COMPILE = $(LOCK_VENV)/bin/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
 	--custom-compile-command 'make lock' $(LOCK_ARGS)
 PYTEST_ARGS ?=
+CHAOS_ARGS ?=
+SOAK_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install tools lock system-deps run migrate api worker beat test test-fast lint format bench bench-full clean
+.PHONY: help install tools lock system-deps run migrate api worker beat test test-fast lint format bench bench-full chaos soak clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -107,6 +109,12 @@ bench: $(STAMP) ## Firing figures against raw Dramatiq's, on the real PostgreSQL
 
 bench-full: $(STAMP) ## The same with a million schedules, ten million runs and longer windows (about half an hour)
 	$(BIN)/python -m bench --full
+
+chaos: $(STAMP) ## Overlapping faults under load on a throwaway PostgreSQL cluster and RabbitMQ node, then the ledger check (CHAOS_ARGS="--seed N --duration S")
+	$(BIN)/python -m chaos $(CHAOS_ARGS)
+
+soak: $(STAMP) ## A steady load (200 fires/s) for an hour: lateness, memory, database size, connections and queues over time, and their slopes (SOAK_ARGS=...)
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 clean: ## Remove the venv, the embedded database and test output
 	rm -rf $(VENV) var test-output
