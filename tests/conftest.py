@@ -55,8 +55,9 @@ def wait_for(condition: Callable[[], object], timeout_s: float, what: str, inter
 # The fixtures that reach PostgreSQL, RabbitMQ or start ``cronwork`` processes: a test that asks for one,
 # directly or through another fixture, needs the services.
 SERVICE_FIXTURES = {"make_database", "make_vhost", "services"}
-# A browser against the live system (e2e); helm, kubernetes-validate, docker-compose and wheel builds (deploy).
-SERVICE_DIRECTORIES = {"e2e", "deploy"}
+# A browser against the live system (e2e); helm, kubernetes-validate, docker-compose and wheel builds (deploy);
+# servers and processes of its own (chaos).
+SERVICE_DIRECTORIES = {"e2e", "deploy", "chaos"}
 TESTS_DIR = Path(__file__).resolve().parent
 
 
