@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from shared.heartbeat import heartbeat_path, is_fresh
@@ -59,16 +60,17 @@ def api_command(settings: Settings) -> list[str]:
     ]
 
 
-def api_environment(env: dict[str, str]) -> dict[str, str]:
+def api_environment(env: dict[str, str]) -> tuple[dict[str, str], Path | None]:
     """The API's environment: a metrics directory its gunicorn workers share (so /metrics sums them all), the
-    one given in ``PROMETHEUS_MULTIPROC_DIR`` emptied of a previous run's files, else a fresh one."""
-    directory = env.get(METRICS_DIRECTORY)
-    if directory:
-        for stale in Path(directory).glob("*.db"):
+    one given in ``PROMETHEUS_MULTIPROC_DIR`` emptied of a previous run's files, else a fresh one. Returns the
+    environment and the directory to remove when the API is done (None: the given one stays)."""
+    given = env.get(METRICS_DIRECTORY)
+    if given:
+        for stale in Path(given).glob("*.db"):
             stale.unlink()
-    else:
-        directory = tempfile.mkdtemp(prefix="cronwork-api-metrics-")
-    return {**env, METRICS_DIRECTORY: directory}
+        return env, None
+    fresh = Path(tempfile.mkdtemp(prefix="cronwork-api-metrics-"))
+    return {**env, METRICS_DIRECTORY: str(fresh)}, fresh
 
 
 def serve_worker_metrics(env: dict[str, str]) -> tuple[dict[str, str], Path]:
@@ -94,10 +96,11 @@ def serve_worker_metrics(env: dict[str, str]) -> tuple[dict[str, str], Path]:
 SYSTEM_THREADS = 2  # the pump, retention and cleanup: a slow one never holds the other, nor any claim
 
 
-def worker_commands(settings: Settings) -> list[list[str]]:
-    """Three Dramatiq groups, so that no kind of work waits behind another: ticks (small, batched claims),
-    the system crons (the pump, retention: long set-based work) and task handlers. Each drains its
-    in-flight work on SIGTERM for up to the time limit."""
+def worker_commands(settings: Settings) -> dict[str, list[str]]:
+    """Three Dramatiq groups, by the queue each consumes, so that no kind of work waits behind another: ticks
+    (small, batched claims), the system crons (the pump, retention: long set-based work) and task handlers.
+    Each drains its in-flight work on SIGTERM for up to the time limit, then records what is still running as
+    interrupted (``services.worker.actors.WorkerLifecycle``)."""
     dramatiq = [
         sys.executable,
         "-m",
@@ -106,8 +109,8 @@ def worker_commands(settings: Settings) -> list[list[str]]:
         "--worker-shutdown-timeout",
         str((settings.task_time_limit_s + SHUTDOWN_MARGIN_S) * 1000),
     ]
-    return [
-        [
+    return {
+        TICK_QUEUE: [
             *dramatiq,
             "--queues",
             TICK_QUEUE,
@@ -116,8 +119,16 @@ def worker_commands(settings: Settings) -> list[list[str]]:
             "--threads",
             str(settings.tick_threads),
         ],
-        [*dramatiq, "--queues", SYSTEM_QUEUE, "--processes", "1", "--threads", str(SYSTEM_THREADS)],
-        [
+        SYSTEM_QUEUE: [
+            *dramatiq,
+            "--queues",
+            SYSTEM_QUEUE,
+            "--processes",
+            "1",
+            "--threads",
+            str(SYSTEM_THREADS),
+        ],
+        RUN_QUEUE: [
             *dramatiq,
             "--queues",
             RUN_QUEUE,
@@ -126,12 +137,11 @@ def worker_commands(settings: Settings) -> list[list[str]]:
             "--threads",
             str(settings.worker_threads),
         ],
-    ]
+    }
 
 
 def beat_command() -> list[str]:
-    # periodiq ships a console script only (no ``python -m periodiq``); it sits beside this interpreter.
-    return [str(Path(sys.executable).parent / "periodiq"), "services.beat.main"]
+    return [sys.executable, "-m", "services.beat"]
 
 
 def child_environment(settings: Settings) -> dict[str, str]:
@@ -145,44 +155,85 @@ def child_environment(settings: Settings) -> dict[str, str]:
     return env
 
 
-def supervise(commands: Sequence[tuple[list[str], dict[str, str]]]) -> int:
-    """Run ``commands`` (each with its environment) side by side; forward SIGTERM; when one exits, stop the
-    rest (so the container restarts whole) and return the first exit code."""
+# What every child reads as "finish what you are doing, then exit" and as "stop now, recording what you cut
+# short": gunicorn's graceful and quick shutdowns, a worker group's drain and the interruption its processes
+# record, the beat's stop between sends and its immediate exit.
+DRAIN = signal.SIGTERM
+NOW = signal.SIGQUIT
+# What a process manager or a terminal sends to stop this process: the first drains, a second stops now.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+@dataclass(frozen=True)
+class Child:
+    """A process ``supervise`` runs: its name for the log, its command line and environment."""
+
+    name: str
+    command: list[str]
+    env: dict[str, str]
+
+
+def supervise(to_run: Sequence[Child]) -> int:
+    """Run ``to_run`` side by side until they exit, and return how it went.
+
+    Each child runs in a session of its own, so that it hears a stop from this process only, once, however the
+    stop was sent: to this process, to its process group (Ctrl-C, systemd's default, many supervisors) or to
+    every process of the tree. The first SIGTERM, SIGINT or SIGHUP drains every child (``DRAIN``); a second,
+    or a SIGQUIT, stops them now (``NOW``, to each child's whole process group). When a child exits unasked,
+    the rest are drained and the exit code says it failed (so the container restarts whole)."""
     children: list[subprocess.Popen[bytes]] = []
-    stopping = False
+    stop: signal.Signals | None = None
 
-    def stop(signum: int, _frame: object = None) -> None:
-        # Once only: Dramatiq reads a second SIGTERM as "kill now" and would abandon its drain.
-        nonlocal stopping
-        if stopping:
-            return
-        stopping = True
+    def signal_child(child: subprocess.Popen[bytes], how: signal.Signals) -> None:
+        try:
+            if how == NOW:  # every process of the child: a worker group's forked processes record their runs
+                os.killpg(child.pid, how)
+            elif child.poll() is None:
+                child.send_signal(how)
+        except ProcessLookupError:
+            pass
+
+    def stop_children(how: signal.Signals) -> None:
+        nonlocal stop
+        stop = how
         for child in children:
-            if child.poll() is None:
-                child.send_signal(signum)
+            signal_child(child, how)
 
-    # Handlers first: a SIGTERM arriving while the children start must still reach them.
-    signal.signal(signal.SIGTERM, stop)
-    # Ctrl-C reaches the children directly (same process group); forwarding it too would be a second signal.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for command, env in commands:
-        children.append(subprocess.Popen(command, env=env))
-        if stopping:
-            children[-1].send_signal(signal.SIGTERM)
-    while all(child.poll() is None for child in children):
+    def request_stop(signum: int, _frame: object = None) -> None:
+        how = NOW if signum == NOW or stop is not None else DRAIN
+        if how == stop:
+            return
+        name = signal.Signals(signum).name
+        if how == DRAIN:
+            logger.warning("%s: draining (work in progress finishes); a second signal stops at once", name)
+        else:
+            logger.warning("%s: stopping at once, recording work in progress as interrupted", name)
+        stop_children(how)
+
+    # Handlers first: a stop arriving while the children start must still reach them.
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, request_stop)
+    # Started with NOW ignored, which exec keeps: Dramatiq's main process has no handler of its own for it,
+    # and must outlive its worker processes while they record their interruption.
+    signal.signal(NOW, signal.SIG_IGN)
+    for wanted in to_run:
+        children.append(subprocess.Popen(wanted.command, env=wanted.env, start_new_session=True))
+        if stop is not None:
+            signal_child(children[-1], stop)
+    signal.signal(NOW, request_stop)
+    while stop is None and all(child.poll() is None for child in children):
         time.sleep(0.2)
-    asked_to_stop = stopping
-    first_exit = next(child.returncode for child in children if child.returncode is not None)
-    stop(signal.SIGTERM)
+    if stop is None:
+        failed = next(n for n, child in enumerate(children) if child.returncode is not None)
+        first_exit = children[failed].returncode
+        logger.error("%s exited with %s: stopping the rest", to_run[failed].name, first_exit)
+        stop_children(DRAIN)
+        for child in children:
+            child.wait()
+        return first_exit or 1
     codes = [child.wait() for child in children]
-    if asked_to_stop:  # a requested stop is a clean exit unless a child failed other than by our SIGTERM
-        return next((code for code in codes if code not in (0, -signal.SIGTERM)), 0)
-    return first_exit or 1  # a child died on its own: fail, so the container restarts whole
-
-
-def exec_replacing_this_process(command: list[str], env: dict[str, str]) -> None:
-    """Become ``command`` (same PID), so the container's signals reach gunicorn or periodiq directly."""
-    os.execve(command[0], command, env)
+    # A requested stop is a clean exit unless a child failed other than by the signals it was sent.
+    return next((code for code in codes if code not in (0, -DRAIN, -NOW)), 0)
 
 
 def migrate(settings: Settings) -> int:
@@ -200,18 +251,33 @@ def run_all(settings: Settings) -> int:
         from services.embedded import run_embedded
 
         return run_embedded(settings)
+    return supervise_roles(settings, ("api", "worker", "beat"))
+
+
+def supervise_roles(settings: Settings, roles: Sequence[str]) -> int:
+    """Run the processes of ``roles`` (api, worker, beat) under ``supervise``; remove the metrics directories
+    made for them once they are done."""
     env = child_environment(settings)
-    worker_env, metrics_directory = serve_worker_metrics(env)
+    children: list[Child] = []
+    made: list[Path] = []
     try:
-        return supervise(
-            [
-                (api_command(settings), api_environment(env)),
-                *((command, worker_env) for command in worker_commands(settings)),
-                (beat_command(), env),
-            ]
-        )
+        if "api" in roles:
+            api_env, api_metrics = api_environment(env)
+            made.extend([api_metrics] if api_metrics else [])
+            children.append(Child("api", api_command(settings), api_env))
+        if "worker" in roles:
+            worker_env, worker_metrics = serve_worker_metrics(env)
+            made.append(worker_metrics)
+            children.extend(
+                Child(f"worker ({queue})", command, worker_env)
+                for queue, command in worker_commands(settings).items()
+            )
+        if "beat" in roles:
+            children.append(Child("beat", beat_command(), env))
+        return supervise(children)
     finally:
-        shutil.rmtree(metrics_directory, ignore_errors=True)
+        for directory in made:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def probe(settings: Settings, role: str) -> int:
@@ -373,17 +439,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     configure_logging(settings)
-    env = child_environment(settings)
-    if args.role == "api":
-        exec_replacing_this_process(api_command(settings), api_environment(env))
-    if args.role == "worker":
-        worker_env, metrics_directory = serve_worker_metrics(env)
-        try:
-            return supervise([(command, worker_env) for command in worker_commands(settings)])
-        finally:
-            shutil.rmtree(metrics_directory, ignore_errors=True)
+    if args.role in ("api", "worker"):
+        return supervise_roles(settings, (args.role,))
     if args.role == "beat":
-        exec_replacing_this_process(beat_command(), env)
+        # Become the beat (same PID): it is one process, and handles its stop signals itself.
+        command = beat_command()
+        os.execve(command[0], command, child_environment(settings))
     if args.role == "migrate":
         return migrate(settings)
     if args.role == "probe":

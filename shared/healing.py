@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import Select, delete, or_, select, update
 
 from shared.db import insert_ignoring_conflicts, utcnow
 from shared.models import FINISHED_STATUSES, RunStatus, TaskRunHistory, TaskSchedule, TickInFlight
@@ -42,6 +43,9 @@ CYCLE_S = 40.0
 # Retention deletes this many runs per transaction, so it always makes progress and never holds long locks.
 RETENTION_BATCH_ROWS = 10_000
 ABANDONED = "abandoned: its worker stopped before recording an outcome (lease expired)"
+# A worker told to stop at once, or whose drain outlasted its shutdown timeout, records its runs' interruption
+# itself rather than leave them ``running`` until their lease runs out.
+INTERRUPTED = "abandoned: its worker was stopped before the run finished (shutdown)"
 
 
 def pump(runtime: Runtime) -> str:
@@ -73,27 +77,34 @@ def pump(runtime: Runtime) -> str:
 
 
 def abandon_runs_of_vanished_workers(runtime: Runtime, now: datetime) -> int:
-    """Mark ``abandoned`` the runs still ``running`` past their lease: their worker died. Each whose schedule
-    and task type allow another attempt gets it, as a failed attempt would (so execution after a lost worker is
-    at least once; handlers get the slot and attempt to be idempotent by); one that may not counts as its
-    schedule's failure (``record_health``). Returns how many were abandoned."""
+    """Mark ``abandoned`` the runs still ``running`` past their lease: their worker died. Returns how many."""
     expired = (
         select(TaskRunHistory.id)
         .where(TaskRunHistory.status == RunStatus.RUNNING, TaskRunHistory.lease_expires_at < now)
         .limit(CYCLE_ROWS)
         .with_for_update(skip_locked=True)
     )
+    return abandon_runs(runtime, expired, ABANDONED, now)
+
+
+def abandon_runs(runtime: Runtime, which: Select[Any], reason: str, now: datetime | None = None) -> int:
+    """Mark ``abandoned``, with ``reason``, the runs of ``which`` (a select of run ids) still ``running``: the
+    pump's for a vanished worker, a stopping worker's for the runs it could not finish. Each whose schedule and
+    task type allow another attempt gets it, as a failed attempt would (so execution after a lost worker is at
+    least once; handlers get the slot and attempt to be idempotent by); one that may not counts as its
+    schedule's failure (``record_health``). Returns how many were abandoned."""
+    now = now or utcnow()
     with runtime.sessions.begin() as session:
         abandoned = [
             started_run(row)
             for row in session.execute(
                 update(RUNS)
-                .where(RUNS.c.id.in_(expired.scalar_subquery()), RUNS.c.status == RunStatus.RUNNING)
+                .where(RUNS.c.id.in_(which.scalar_subquery()), RUNS.c.status == RunStatus.RUNNING)
                 .values(
                     status=RunStatus.ABANDONED,
                     completed_at=now,
                     lease_expires_at=None,
-                    error_message=ABANDONED,
+                    error_message=reason,
                 )
                 .returning(*STARTED_RUN_COLUMNS)
             )
@@ -109,7 +120,7 @@ def abandon_runs_of_vanished_workers(runtime: Runtime, now: datetime) -> int:
         record_health(
             session,
             [
-                HealthEvent(run.schedule_id, failed=True, error=ABANDONED)
+                HealthEvent(run.schedule_id, failed=True, error=reason)
                 for run in abandoned
                 if run.schedule_id is not None and run.id not in retried
             ],
@@ -120,10 +131,10 @@ def abandon_runs_of_vanished_workers(runtime: Runtime, now: datetime) -> int:
         fields = {
             **run.log_fields,
             "status": RunStatus.ABANDONED,
-            "error": ABANDONED,
+            "error": reason,
             "retried": run.id in retried,
         }
-        logger.warning("run %s abandoned: its lease ran out", run.id, extra=fields)
+        logger.warning("run %s %s", run.id, reason, extra=fields)
     if retry_ids:
         dispatch_runs(
             runtime,

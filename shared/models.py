@@ -42,7 +42,7 @@ class RunStatus(StrEnum):
     RUNNING = "running"
     SUCCESS = "success"
     FAILED = "failed"
-    ABANDONED = "abandoned"  # its worker vanished; the lease ran out before an outcome was recorded
+    ABANDONED = "abandoned"  # its worker vanished (lease ran out) or was stopped before recording an outcome
     SKIPPED = (
         "skipped"  # never started: its schedule was disabled first, or the overlap policy (errorMessage says)
     )

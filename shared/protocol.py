@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from itertools import groupby
@@ -899,24 +901,53 @@ def _resend_if_early(runtime: Runtime, history_id: int, now: datetime) -> None:
         runtime.publisher.publish([early[history_id]])
 
 
+class RunsInProgress:
+    """The runs this process started whose outcome is not recorded yet: what a worker that stops before they
+    finish records as interrupted (``shared.healing.abandon_runs``) instead of leaving them to their lease."""
+
+    def __init__(self) -> None:
+        self._ids: set[int] = set()
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def holding(self, run_id: int) -> Iterator[None]:
+        """``run_id`` is in progress for the block."""
+        with self._lock:
+            self._ids.add(run_id)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._ids.discard(run_id)
+
+    def ids(self) -> list[int]:
+        """The runs in progress now."""
+        with self._lock:
+            return sorted(self._ids)
+
+
 def execute_run(
-    runtime: Runtime, history_id: int, record: Callable[[list[Outcome]], list[bool]] | None = None
+    runtime: Runtime,
+    history_id: int,
+    record: Callable[[list[Outcome]], list[bool]] | None = None,
+    in_progress: RunsInProgress | None = None,
 ) -> str | None:
     """Start a queued run, run its handler, and hand its outcome to ``record`` (the worker's completer; by
-    default recorded at once). Returns the final status of this attempt, or None when this delivery had
-    nothing to do."""
+    default recorded at once), holding the run in ``in_progress`` from its start until its outcome is recorded.
+    Returns the final status of this attempt, or None when this delivery had nothing to do."""
     run = start_run(runtime, history_id)
     if run is None:
         return None
-    task_type = runtime.task_types.get(run.task_type)
-    if task_type is None:
-        # Its plugin was uninstalled (or is a demo type, turned off): the run fails, saying so; no retry.
-        outcome = Outcome(
-            run, RunStatus.FAILED, f"task type {run.task_type!r} is not installed on this worker", 0
-        )
-    else:
-        outcome = _run_handler(runtime, task_type, run)
-    (record or (lambda outcomes: record_outcomes(runtime, outcomes)))([outcome])
+    with in_progress.holding(run.id) if in_progress else nullcontext():
+        task_type = runtime.task_types.get(run.task_type)
+        if task_type is None:
+            # Its plugin was uninstalled (or is a demo type, turned off): the run fails, saying so; no retry.
+            outcome = Outcome(
+                run, RunStatus.FAILED, f"task type {run.task_type!r} is not installed on this worker", 0
+            )
+        else:
+            outcome = _run_handler(runtime, task_type, run)
+        (record or (lambda outcomes: record_outcomes(runtime, outcomes)))([outcome])
     return outcome.status
 
 
@@ -960,7 +991,7 @@ def has_attempts_left(run: StartedRun, task_type: TaskType) -> bool:
     return run.attempt < (run.max_attempts or task_type.max_attempts)
 
 
-LATE = "recorded after its lease ran out, when the pump had called it abandoned and retried it if it could"
+LATE = "recorded after it was called abandoned (and retried if it could be)"
 
 
 def _outcome_row(outcome: Outcome, now: datetime, late: bool = False) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The beat: periodiq sends the system crons declared in ``services.worker.actors``.
 
-Run as ``periodiq services.beat.main`` (``cronwork beat`` does it, with ``TZ=UTC``: periodiq reads cron specs in
+Run as ``python -m services.beat`` (``cronwork beat`` does it, with ``TZ=UTC``: periodiq reads cron specs in
 the process's local zone). Any number of beats may run: the worker claims each system slot in the database, so
 duplicates, a restart inside the minute (periodiq fires at start-up when the minute matches) and redeliveries
 all give one run per slot. Periodiq never catches up on slots it slept through; the next slot does the work.
@@ -13,12 +13,16 @@ every minute, so a live beat moves it at least once a minute).
 from __future__ import annotations
 
 import logging
+import queue
+import signal
 import time
 from collections.abc import Iterator
+from types import FrameType
 from typing import Any
 
 import dramatiq
 from dramatiq.middleware import Middleware
+from periodiq import Scheduler
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -27,6 +31,7 @@ from services.worker.actors import broker, settings
 from shared.heartbeat import Heartbeat, heartbeat_path
 
 __all__ = ["broker"]
+STOP_POLL_S = 0.2  # how soon the loop sees a stop it was asked for
 logger = logging.getLogger("cronwork.beat")
 
 
@@ -63,3 +68,47 @@ except OSError as exc:  # a port already taken costs the gauge, not the beat
 
 # periodiq's SIGALRM loop owns the main thread; the heartbeat runs beside it.
 heartbeat = Heartbeat(heartbeat_path(settings.heartbeat_dir, "beat")).start()
+
+
+def run() -> int:
+    """periodiq's scheduler over the system crons, as its ``periodiq`` command runs it, but stopping as process
+    managers ask: the first SIGTERM, SIGINT or SIGHUP ends the loop after the send in hand (the next minute's
+    pump heals what a stopped beat did not send); a second, or SIGQUIT, exits at once."""
+    actors = [actor for actor in broker.actors.values() if "periodic" in actor.options]
+    scheduler = Scheduler(actors=actors)
+    stopping = False
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        # A flag only: the handler runs on the main thread, maybe inside the queue's lock.
+        nonlocal stopping
+        if stopping or signum == signal.SIGQUIT:
+            logger.warning("%s: stopping at once", signal.Signals(signum).name)
+            raise SystemExit(0)
+        logger.info("%s: stopping after the send in hand", signal.Signals(signum).name)
+        stopping = True
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(signum, stop)
+    logger.info(
+        "beat sending %s", ", ".join(f"{actor.actor_name} ({actor.options['periodic']})" for actor in actors)
+    )
+    # As periodiq's command: started in the last seconds of a minute, begin with the next one.
+    seconds_into_minute = time.time() % 60
+    if seconds_into_minute > 55:
+        next_minute = time.monotonic() + 60 - seconds_into_minute
+        while not stopping and time.monotonic() < next_minute:
+            time.sleep(STOP_POLL_S)
+    if not stopping:
+        scheduler.schedule()
+    # periodiq's loop, polling the stop flag: its alarm handler queues each wake-up.
+    while not stopping:
+        try:
+            scheduler.alarm_q.get(timeout=STOP_POLL_S)
+        except queue.Empty:
+            continue
+        if not stopping:
+            scheduler.schedule()
+    signal.alarm(0)  # periodiq's next wake-up
+    heartbeat.stop()
+    logger.info("beat stopped")
+    return 0

@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from datetime import UTC, datetime
+from types import FrameType
 from typing import Any
 
 import dramatiq
 from dramatiq.middleware import CurrentMessage, Middleware
 from dramatiq.middleware.prometheus import Prometheus
 from periodiq import cron
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from shared import protocol
 from shared.batching import Batcher
 from shared.db import utcnow
+from shared.healing import INTERRUPTED, abandon_runs
 from shared.heartbeat import Heartbeat, heartbeat_path
 from shared.messaging import (
     RUN_ACTOR,
@@ -34,6 +39,7 @@ from shared.messaging import (
     tick_slots,
 )
 from shared.observability import configure_logging
+from shared.protocol import RUNS
 from shared.runtime import build_runtime
 from shared.settings import Settings
 from shared.system_tasks import SYSTEM_TASK_TYPE, SystemTask, offered_system_tasks
@@ -63,12 +69,51 @@ completer: Batcher[protocol.Outcome, bool] = Batcher(
 )
 
 
+runs_in_progress = protocol.RunsInProgress()
+
+
+def record_interrupted_runs() -> int:
+    """Record the runs this process started and has not finished as interrupted (abandoned, and retried where
+    they may be), rather than leave them ``running`` until their lease runs out. Returns how many."""
+    in_progress = runs_in_progress.ids()
+    if not in_progress:
+        return 0
+    try:
+        return abandon_runs(runtime, select(RUNS.c.id).where(RUNS.c.id.in_(in_progress)), INTERRUPTED)
+    except SQLAlchemyError:  # the database is away: the pump calls them abandoned once their lease runs out
+        logger.exception("runs %s: their interruption could not be recorded", in_progress)
+        return 0
+
+
 class WorkerLifecycle(Middleware):
-    """Keeps ``$HEARTBEAT_DIR/cronwork-worker.heartbeat`` fresh while a worker process is up, and finishes the
-    batches in hand once its threads have stopped."""
+    """A worker process's life: keeps ``$HEARTBEAT_DIR/cronwork-worker.heartbeat`` fresh while it is up, stops
+    as process managers ask, and finishes the batches in hand once its threads have stopped.
+
+    Stopping: SIGTERM (or SIGHUP) drains, however many times it comes (systemd signals every process of the
+    unit, and ``cronwork worker`` forwards the signal too; Dramatiq would take a second one as "kill"); SIGQUIT
+    stops at once, recording the runs in progress as interrupted. SIGINT is Dramatiq's main process's to
+    forward; this process ignores it, as Dramatiq has it."""
 
     def __init__(self, directory: str):
         self.heartbeat = Heartbeat(heartbeat_path(directory, "worker"))
+        self.draining = False
+
+    def after_process_boot(self, broker: dramatiq.Broker) -> None:
+        """In a worker process the ``dramatiq`` command started: take over its stop signals."""
+        dramatiq_drain = signal.getsignal(signal.SIGTERM)
+        if not callable(dramatiq_drain):  # not Dramatiq's worker process: leave its signals alone
+            return
+
+        def drain_once(signum: int, frame: FrameType | None) -> None:
+            if self.draining:
+                logger.info("already draining (SIGQUIT stops at once)")
+                return
+            self.draining = True
+            dramatiq_drain(signum, frame)
+
+        signal.signal(signal.SIGTERM, drain_once)
+        signal.signal(signal.SIGHUP, drain_once)
+        signal.signal(signal.SIGQUIT, lambda _signum, _frame: stop_now())
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self.heartbeat.start()
@@ -79,7 +124,20 @@ class WorkerLifecycle(Middleware):
         claimer.close()
         tick_publisher.close()
         completer.close()
+        # Runs still going when the shutdown timeout ran out: their threads die with the process.
+        interrupted = record_interrupted_runs()
+        if interrupted:
+            logger.warning("%d run(s) outlasted the shutdown timeout: recorded as interrupted", interrupted)
         self.heartbeat.stop()
+
+
+def stop_now() -> None:
+    """Exit at once: record the outcomes already in hand, then the runs still in progress as interrupted."""
+    completer.close(timeout_s=5)
+    interrupted = record_interrupted_runs()
+    logger.warning("stopped at once: %d run(s) in progress recorded as interrupted", interrupted)
+    logging.shutdown()
+    os._exit(0)  # the worker threads are cut short: their runs are recorded, their messages go back unacked
 
 
 broker.add_middleware(WorkerLifecycle(settings.heartbeat_dir))
@@ -128,7 +186,7 @@ def tick(tick_id: int, triples: list[list[Any]]) -> None:
     **TRANSPORT_RETRIES,
 )
 def execute_run(history_id: int) -> None:
-    protocol.execute_run(runtime, history_id, record=completer.submit)
+    protocol.execute_run(runtime, history_id, record=completer.submit, in_progress=runs_in_progress)
 
 
 def system_slot(message: dramatiq.Message[Any] | None) -> datetime:
