@@ -14,7 +14,7 @@ from datetime import datetime
 from dramatiq import Worker
 from werkzeug.serving import make_server
 
-from services.__main__ import SYSTEM_THREADS
+from services.__main__ import SHUTDOWN_MARGIN_S, SYSTEM_THREADS
 from shared.db import utcnow
 from shared.settings import Settings
 
@@ -40,7 +40,7 @@ def drive_system_tasks(stopped: threading.Event) -> None:
 
 def run_embedded(settings: Settings) -> int:
     from services.api.app import create_app
-    from services.worker.actors import runtime
+    from services.worker.actors import runtime, stop_now
     from shared.healing import republish_after_broker_loss
 
     republish_after_broker_loss(runtime)  # the in-memory broker starts empty
@@ -55,7 +55,13 @@ def run_embedded(settings: Settings) -> int:
     beat.start()
     server = make_server("0.0.0.0", settings.port, create_app(runtime=runtime), threaded=True)
 
-    def shutdown(_signum: int, _frame: object) -> None:
+    def shutdown(signum: int, _frame: object) -> None:
+        if stopped.is_set():  # a second signal
+            stop_now()
+        logger.warning(
+            "%s: draining (runs in progress finish); a second signal stops at once",
+            signal.Signals(signum).name,
+        )
         stopped.set()
         threading.Thread(target=server.shutdown, daemon=True).start()
 
@@ -67,5 +73,5 @@ def run_embedded(settings: Settings) -> int:
         settings.sqlalchemy_url,
     )
     server.serve_forever()
-    worker.stop()
+    worker.stop(timeout=(settings.task_time_limit_s + SHUTDOWN_MARGIN_S) * 1000)
     return 0

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import threading
 import time
@@ -25,7 +26,8 @@ import pytest
 
 from shared.healing import INTERRUPTED
 from shared.models import RunStatus, TaskRunHistory, TriggeredBy
-from tests.conftest import Service, environment, free_port, http_ok, wait_for
+from tests.conftest import Service, Services, environment, free_port, http_ok, wait_for
+from tests.e2e.test_run_modes import call
 from tests.worker.conftest import Engine, run_now
 
 Sender = Callable[[Service, signal.Signals], None]  # one of the paths a stop signal takes
@@ -94,11 +96,10 @@ def unfinished_runs(engine: Engine) -> list[TaskRunHistory]:
     [
         (to_the_process, signal.SIGTERM),
         (to_the_group, signal.SIGINT),
-        (to_the_group, signal.SIGTERM),
         (to_the_tree, signal.SIGTERM),
         (to_the_tree, signal.SIGINT),
     ],
-    ids=["TERM-to-process", "INT-to-group", "TERM-to-group", "TERM-to-tree", "INT-to-tree"],
+    ids=["TERM-to-process", "Ctrl-C", "TERM-to-tree", "INT-to-tree"],
 )
 def test_a_stopped_worker_finishes_the_run_in_progress_then_exits_cleanly(
     make_engine: Callable[..., Engine], send: Sender, signum: signal.Signals
@@ -120,12 +121,11 @@ def test_a_stopped_worker_finishes_the_run_in_progress_then_exits_cleanly(
 @pytest.mark.parametrize(
     ("send", "first", "second"),
     [
-        (to_the_process, signal.SIGTERM, signal.SIGTERM),
         (to_the_group, signal.SIGINT, signal.SIGINT),
         (to_the_tree, signal.SIGTERM, signal.SIGTERM),
         (to_the_process, signal.SIGTERM, signal.SIGQUIT),
     ],
-    ids=["TERM-TERM-to-process", "Ctrl-C-twice", "TERM-TERM-to-tree", "TERM-QUIT-to-process"],
+    ids=["Ctrl-C-twice", "TERM-TERM-to-tree", "TERM-QUIT-to-process"],
 )
 def test_a_second_signal_stops_the_worker_at_once_and_records_the_run_as_interrupted(
     make_engine: Callable[..., Engine], send: Sender, first: signal.Signals, second: signal.Signals
@@ -292,3 +292,42 @@ def test_ctrl_c_on_run_drains_once_and_twice_stops_at_once(
     expected = (RunStatus.SUCCESS, None) if presses == 1 else (RunStatus.ABANDONED, INTERRUPTED)
     assert (ended.status, ended.error_message) == expected, system.log()
     assert unfinished_runs(engine) == []
+
+
+@pytest.mark.parametrize("presses", [1, 2], ids=["Ctrl-C", "Ctrl-C-twice"])
+def test_ctrl_c_on_the_embedded_run_drains_once_and_twice_stops_at_once(
+    services: Services, tmp_path: Path, presses: int
+) -> None:
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "BROKER_URL")}
+    work_ms = 4000 if presses == 1 else 30_000
+    env.update(
+        PORT=str(port), SIMULATED_WORK_MS=str(work_ms), HEARTBEAT_DIR=str(tmp_path), DEMO_TASK_TYPES="true"
+    )
+    embedded = services.start("run", env, cwd=tmp_path)
+    base_url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: http_ok(f"{base_url}/readyz") or embedded.process.poll() is not None, 60, "the API")
+    task = call(
+        base_url,
+        "POST",
+        "/api/scheduler/tasks",
+        {"name": "long", "taskType": "data_export", "scheduleType": "manual", "config": {"format": "csv"}},
+    )
+    run = call(base_url, "POST", f"/api/scheduler/tasks/{task['id']}/run")
+
+    def status() -> str:
+        runs = call(base_url, "GET", f"/api/scheduler/history?scheduleId={task['id']}")
+        return str(next(entry["status"] for entry in runs if entry["id"] == run["id"]))
+
+    wait_for(lambda: status() == RunStatus.RUNNING, 30, "the run to start")
+    to_the_group(embedded, signal.SIGINT)
+    if presses == 2:
+        wait_for(lambda: "draining" in embedded.log(), 10, "the drain to begin")
+        to_the_group(embedded, signal.SIGINT)
+    assert exit_code(embedded, within_s=30) == 0, embedded.log()
+
+    with sqlite3.connect(tmp_path / "var" / "cronwork.sqlite3") as database:
+        ended = database.execute(
+            "SELECT status, error_message FROM task_run_history WHERE id = ?", (run["id"],)
+        ).fetchone()
+    assert tuple(ended) == ((RunStatus.SUCCESS, None) if presses == 1 else (RunStatus.ABANDONED, INTERRUPTED))
