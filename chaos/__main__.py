@@ -227,6 +227,14 @@ def run(
         print(f"  FAIL {failure}")
     for schedule_id, run_id in verdict.suspect_runs[:5]:
         print(evidence(system, schedule_id, run_id))
+    for schedule_id, slot in verdict.twice_executed_slots[:5]:
+        print(f"  evidence: the runs of schedule {schedule_id} slot {slot}:")
+        for row in system.sql(
+            "SELECT id, status, triggered_by, attempt, queued_at, started_at, completed_at, error_message"
+            " FROM task_run_history WHERE schedule_id = %s AND scheduled_for = %s ORDER BY id",
+            (schedule_id, slot),
+        ):
+            print(f"    {row}")
     if verdict.failures:
         print(
             f"chaos: {len(verdict.failures)} failure(s); replay with {replay_command(arguments, plan.seed)}"

@@ -27,7 +27,10 @@ LEASE_FAULTS = {
 ABANDON_REASONS: dict[str, set[FaultKind]] = {
     "abandoned: its worker stopped before recording an outcome (lease expired)": LEASE_FAULTS,
     "interrupted by shutdown": {FaultKind.WORKER_KILL},
+    # Not a run that was cut short: its start found its schedule deleted (an API race), and ran nothing.
+    "its schedule was deleted before it started": {FaultKind.API_RACES},
 }
+NEVER_STARTED = "before it started"
 # How long after a fault ends its effects may still show in lateness: a lost tick is healed by the next pump
 # (every minute) once the grace period has passed; a restarted worker or reconnecting client takes seconds.
 PUMP_HEALED_KINDS = {FaultKind.QUEUE_PURGE, FaultKind.RABBITMQ_RESTART, FaultKind.BROKER_CUT}
@@ -85,6 +88,7 @@ class Verdict:
     unexplained_abandons: list[str] = field(default_factory=list)
     ran_while_disabled: list[str] = field(default_factory=list)
     executed_twice: list[str] = field(default_factory=list)
+    twice_executed_slots: list[tuple[int, datetime]] = field(default_factory=list)
     suspect_runs: list[tuple[int, int]] = field(
         default_factory=list
     )  # (schedule, run) that ran while disabled
@@ -189,6 +193,7 @@ def _check_raced(verdict: Verdict, schedule: RacedSchedule, entries: list[Entry]
             entry.triggered_by != "schedule"
             or entry.started_at is None
             or entry.status == "skipped"
+            or NEVER_STARTED in (entry.error_message or "")
             or schedule.unverifiable
         ):
             continue
@@ -216,6 +221,8 @@ def _check_abandoned(verdict: Verdict, entry: Entry, faults: list[InjectedFault]
             f"abandoned for no injected fault: run {entry.id} reason {entry.error_message!r}"
         )
         return
+    if kinds == {FaultKind.API_RACES}:
+        return  # a start that found its schedule deleted: only the races delete
     began = (entry.started_at or entry.queued_at) - timedelta(seconds=5)
     ended = entry.completed_at or entry.queued_at
     if not any(f.planned.kind in kinds and f.start <= ended and f.end >= began for f in faults):
@@ -263,7 +270,11 @@ def _check_witness(verdict: Verdict, witness: Path) -> None:
     lines = Counter(
         line for line in witness.read_text().splitlines() if line and not line.startswith("raced")
     )
-    verdict.executed_twice += [f"executed twice: {line!r} ({n} times)" for line, n in lines.items() if n > 1]
+    twice = [line for line, n in lines.items() if n > 1]
+    verdict.executed_twice += [f"executed twice: {line!r} ({lines[line]} times)" for line in twice]
+    for line in twice:
+        schedule_id, slot, _attempt = line.split()
+        verdict.twice_executed_slots.append((int(schedule_id), datetime.fromisoformat(slot)))
 
 
 def percentile(values: list[float], share: float) -> float:
