@@ -53,9 +53,13 @@ class Process:
                 os.killpg(self.popen.pid, 9)
                 self.popen.wait()
 
+    def pids(self) -> list[int]:
+        """The process and all its descendants."""
+        return [self.popen.pid, *_descendants(self.popen.pid)]
+
     def rss_mb(self) -> float:
         """Resident memory of the process and all its descendants, in MB."""
-        return sum(_rss_kb(pid) for pid in [self.popen.pid, *_descendants(self.popen.pid)]) / 1024
+        return sum(_rss_kb(pid) for pid in self.pids()) / 1024
 
 
 def _descendants(pid: int) -> list[int]:

@@ -116,7 +116,7 @@ def _check_window(runtime: Runtime, timing: Timing, from_: datetime, to: datetim
     retention = timedelta(days=runtime.settings.history_retention_days)
     if from_ < now - retention:
         errors.setdefault("from_", []).append(
-            f"must be within the history's retention ({runtime.settings.history_retention_days} days, "
+            f"must be within the history's retention ({runtime.settings.history_retention_days:g} days, "
             "HISTORY_RETENTION_DAYS): older runs may have been deleted, so whether a slot ran is not known"
         )
     if to > now:

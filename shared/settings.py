@@ -10,6 +10,7 @@ the environment from those declarations, the class docstring is written from the
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
@@ -53,19 +54,22 @@ class Setting:
 
     Parameters:
       env: the variable's name.
-      default: the value when the variable is unset or empty; its type (``int`` or ``str``) is the setting's.
+      default: the value when the variable is unset or empty; its type (``int``, ``float`` or ``str``) is the
+        setting's: a ``float`` default lets the variable hold a fraction (``0.5``).
       doc: one line for the README's table and the ``Settings`` docstring (Markdown: `code` in backticks).
-      minimum, maximum: the bounds of a whole-number setting (inclusive; None: unbounded).
+      minimum, maximum: the bounds of a number setting (inclusive; None: unbounded).
+      above: the value a fractional setting must exceed (an exclusive bound: any fraction above it, not it).
       choices: the only values a text setting accepts (empty: any text).
       any_case: a text setting's value is upper-cased before it is checked (``LOG_LEVEL=debug``).
       sensitive: a credential: deployments pass it from a Secret, never in plain configuration.
     """
 
     env: str
-    default: int | str
+    default: int | float | str
     doc: str
     minimum: int | None = None
     maximum: int | None = None
+    above: float | None = None
     choices: tuple[str, ...] = ()
     any_case: bool = False
     sensitive: bool = False
@@ -75,13 +79,20 @@ class Setting:
         """Whether the setting holds an integer."""
         return isinstance(self.default, int)
 
-    def parse(self, environ: Mapping[str, str]) -> int | str:
+    @property
+    def is_fractional(self) -> bool:
+        """Whether the setting holds a number that may be a fraction."""
+        return isinstance(self.default, float)
+
+    def parse(self, environ: Mapping[str, str]) -> int | float | str:
         """This setting's value in ``environ``, or SettingsError naming the variable and the reason."""
         raw = environ.get(self.env) or ""
         if raw == "":
             return self.default
         if self.is_whole_number:
             return self._whole_number(raw)
+        if self.is_fractional:
+            return self._fraction(raw)
         return self._text(raw)
 
     def _whole_number(self, raw: str) -> int:
@@ -95,6 +106,17 @@ class Setting:
             raise SettingsError(f"{self.env} must be at most {self.maximum}, got {value}")
         return value
 
+    def _fraction(self, raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise SettingsError(f"{self.env} must be a number, got {raw!r}")
+        if self.above is not None and value <= self.above:
+            raise SettingsError(f"{self.env} must be more than {self.above:g}, got {value:g}")
+        return value
+
     def _text(self, raw: str) -> str:
         value = raw.upper() if self.any_case else raw
         if self.choices and value not in self.choices:
@@ -104,6 +126,8 @@ class Setting:
     @property
     def shown_default(self) -> str:
         """The default as the README shows it: ``unset`` for an empty text."""
+        if isinstance(self.default, float):
+            return f"`{self.default:g}`"
         return f"`{self.default}`" if self.default != "" else "unset"
 
     @property
@@ -112,6 +136,8 @@ class Setting:
         if self.choices:
             either = _one_of(f"`{choice}`" for choice in self.choices)
             return f"{either} (any case)" if self.any_case else either
+        if self.is_fractional:
+            return f"more than {self.above:g}" if self.above is not None else "a number"
         if not self.is_whole_number:
             return "text"
         if self.minimum is not None and self.maximum is not None:
@@ -123,7 +149,7 @@ class Setting:
         return "a whole number"
 
 
-SettingT = TypeVar("SettingT", int, str)
+SettingT = TypeVar("SettingT", int, float, str)
 
 
 def setting(
@@ -133,12 +159,13 @@ def setting(
     *,
     minimum: int | None = None,
     maximum: int | None = None,
+    above: float | None = None,
     choices: tuple[str, ...] = (),
     any_case: bool = False,
     sensitive: bool = False,
 ) -> SettingT:
     """A field of ``Settings`` read from ``env``: the one declaration of that setting (see ``Setting``)."""
-    declaration = Setting(env, default, doc, minimum, maximum, choices, any_case, sensitive)
+    declaration = Setting(env, default, doc, minimum, maximum, above, choices, any_case, sensitive)
     return field(default=default, metadata={"setting": declaration})
 
 
@@ -332,11 +359,12 @@ class Settings:
         "(capped at 5 min)",
         minimum=0,
     )
-    history_retention_days: int = setting(
+    history_retention_days: float = setting(
         "HISTORY_RETENTION_DAYS",
-        90,
-        "finished runs older than this many days are deleted (hourly, at minute 17 UTC, in bounded batches)",
-        minimum=1,
+        90.0,
+        "finished runs older than this many days are deleted (hourly, at minute 17 UTC, in bounded batches); a "
+        "fraction is a shorter window (`0.01`: about 14 minutes)",
+        above=0,
     )
     backfill_max_slots: int = setting(
         "BACKFILL_MAX_SLOTS",

@@ -391,11 +391,12 @@ def _schema_type(setting: Setting) -> dict[str, Any]:
     """What values.schema.json must say of a setting's value: its type and bounds as declared. A `true`/`false`
     setting is a YAML boolean (so `--set config.demoTaskTypes=true` works), which `quote` renders as the text."""
     if set(setting.choices) == {"true", "false"}:
-        return {"type": "boolean", "minimum": None, "maximum": None, "enum": None}
+        return {"type": "boolean", "minimum": None, "maximum": None, "exclusiveMinimum": None, "enum": None}
     return {
-        "type": "integer" if setting.is_whole_number else "string",
+        "type": "integer" if setting.is_whole_number else "number" if setting.is_fractional else "string",
         "minimum": setting.minimum,
         "maximum": setting.maximum,
+        "exclusiveMinimum": setting.above,
         "enum": list(setting.choices) or None,
     }
 

@@ -13,6 +13,7 @@ from shared.settings import SETTINGS, Setting, Settings, SettingsError, configur
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 WHOLE_NUMBERS = [s for s in SETTINGS if s.is_whole_number]
+FRACTIONS = [s for s in SETTINGS if s.is_fractional]
 
 
 def test_nothing_configured_is_the_embedded_mode_on_a_local_sqlite_file() -> None:
@@ -116,6 +117,10 @@ def _reasons() -> list[tuple[dict[str, str], str]]:
             cases.append(({s.env: str(s.minimum - 1)}, f"{s.env} must be at least {s.minimum}, got"))
         if s.maximum is not None:
             cases.append(({s.env: str(s.maximum + 1)}, f"{s.env} must be at most {s.maximum}, got"))
+    for s in FRACTIONS:
+        cases += [({s.env: text}, f"{s.env} must be a number, got {text!r}") for text in ("many", "nan", "inf")]
+        if s.above is not None:
+            cases.append(({s.env: str(s.above)}, f"{s.env} must be more than {s.above:g}, got"))
     cases += [({s.env: "nonsense"}, f"{s.env} must be ") for s in SETTINGS if s.choices]
     return cases
 
@@ -137,6 +142,11 @@ def test_a_bound_or_a_choice_is_accepted_at_its_edge() -> None:
     for s in SETTINGS:
         for choice in s.choices:
             assert s.parse({s.env: choice}) == choice, s.env
+
+
+def test_a_retention_may_be_a_fraction_of_a_day() -> None:
+    assert Settings.from_env({"HISTORY_RETENTION_DAYS": "0.01"}).history_retention_days == 0.01
+    assert Settings.from_env({"HISTORY_RETENTION_DAYS": "30"}).history_retention_days == 30
 
 
 def test_an_empty_variable_means_the_default() -> None:
