@@ -14,6 +14,8 @@ from chaos.faults import InjectedFault
 from chaos.load import RacedSchedule, SteadySchedule
 from chaos.plan import FaultKind
 from chaos.system import SystemUnderTest
+from shared.healing import ABANDONED, INTERRUPTED
+from shared.protocol import DELETED_BEFORE_START, DISABLED_BEFORE_START
 
 # Which faults can leave a run abandoned, by the start of its reason: a worker that died mid-run (its lease ran
 # out), one stopped mid-run (a pod's other groups are stopped when one is killed), or an outcome that could not
@@ -25,12 +27,13 @@ LEASE_FAULTS = {
     FaultKind.BROKER_CUT,
 }
 ABANDON_REASONS: dict[str, set[FaultKind]] = {
-    "abandoned: its worker stopped before recording an outcome (lease expired)": LEASE_FAULTS,
-    "interrupted by shutdown": {FaultKind.WORKER_KILL},
+    ABANDONED: LEASE_FAULTS,
+    # A pod whose group was killed drains its other groups: a run outlasting that drain is recorded so.
+    INTERRUPTED: {FaultKind.WORKER_KILL},
     # Not a run that was cut short: its start found its schedule deleted (an API race), and ran nothing.
-    "its schedule was deleted before it started": {FaultKind.API_RACES},
+    DELETED_BEFORE_START: {FaultKind.API_RACES},
 }
-NEVER_STARTED = "before it started"
+NEVER_STARTED = (DELETED_BEFORE_START, DISABLED_BEFORE_START)
 # How long after a fault ends its effects may still show in lateness: a lost tick is healed by the next pump
 # (every minute) once the grace period has passed; a restarted worker or reconnecting client takes seconds.
 PUMP_HEALED_KINDS = {FaultKind.QUEUE_PURGE, FaultKind.RABBITMQ_RESTART, FaultKind.BROKER_CUT}
@@ -38,14 +41,7 @@ PUMP_HEALED_KINDS = {FaultKind.QUEUE_PURGE, FaultKind.RABBITMQ_RESTART, FaultKin
 
 def reason_kinds(reason: str) -> set[FaultKind] | None:
     """The fault kinds that explain an abandoned run's reason (None: a reason no fault explains)."""
-    for known, kinds in ABANDON_REASONS.items():
-        if reason.startswith(known):
-            return kinds
-    if reason.startswith("abandoned") and "lease" in reason:
-        return LEASE_FAULTS
-    if "interrupted" in reason and "shutdown" in reason:
-        return {FaultKind.WORKER_KILL}
-    return None
+    return ABANDON_REASONS.get(reason)
 
 
 @dataclass
@@ -193,7 +189,7 @@ def _check_raced(verdict: Verdict, schedule: RacedSchedule, entries: list[Entry]
             entry.triggered_by != "schedule"
             or entry.started_at is None
             or entry.status == "skipped"
-            or NEVER_STARTED in (entry.error_message or "")
+            or entry.error_message in NEVER_STARTED
             or schedule.unverifiable
         ):
             continue

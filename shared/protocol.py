@@ -807,10 +807,12 @@ def started_run(row: Any) -> StartedRun:
     )
 
 
+DELETED_BEFORE_START = "its schedule was deleted before it started"
+DISABLED_BEFORE_START = "its schedule was disabled before it started"
 WHY_NOT_STARTED = case(
-    (_is_orphan, "its schedule was deleted before it started"),
+    (_is_orphan, DELETED_BEFORE_START),
     # A disabled schedule starts no new scheduled run; Run Now and backfill still do, as an operator asked.
-    (_is_disabled_slot, "its schedule was disabled before it started"),
+    (_is_disabled_slot, DISABLED_BEFORE_START),
 )
 
 
