@@ -429,9 +429,10 @@ class Soak:
                 timings, failures = poll_api(port)
                 api_ms += timings
                 api_failures += failures
-                if at_s - last_retention_sent >= SYSTEM_SLOT_S:
+                # By the planned instant: a sample a little late must not push the next send a minute on.
+                if planned_s - last_retention_sent >= SYSTEM_SLOT_S:
                     send_retention(self.stack)
-                    last_retention_sent = at_s
+                    last_retention_sent = planned_s
                 self.dead += [
                     process.name for process in self.stack.processes if process.popen.poll() is not None
                 ]
