@@ -235,9 +235,9 @@ def delete_old_history(runtime: Runtime) -> str:
             )
         deleted += int(batch.rowcount)  # type: ignore[attr-defined]
         if batch.rowcount < RETENTION_BATCH_ROWS:  # type: ignore[attr-defined]
-            return f"deleted {deleted} run(s) older than {runtime.settings.history_retention_days} days"
+            return f"deleted {deleted} run(s) older than {runtime.settings.history_retention_days:g} days"
     return (
-        f"deleted {deleted} run(s) older than {runtime.settings.history_retention_days} days; "
+        f"deleted {deleted} run(s) older than {runtime.settings.history_retention_days:g} days; "
         "more are left for the next run"
     )
 
