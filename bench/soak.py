@@ -193,7 +193,7 @@ class Sampler:
         # leaking: its private memory is what would leak.
         memory["postgresql backends (private)"] = sum(memory_kb(pid, "RssAnon") for pid in backends) / 1024
         memory["rabbitmq node (all vhosts)"] = memory_kb(self.rabbitmq_pid) / 1024
-        database_mb, runs_table_mb, runs_rows = self._rows(DATABASE)[0]
+        database_mb, runs_table_mb, runs_rows, dead_rows, autovacuums = self._rows(DATABASE)[0]
         figures = {
             "memory MB": memory,
             "connections": {"postgresql (this database)": float(len(backends))},
@@ -202,6 +202,8 @@ class Sampler:
                 "task_run_history MB": float(runs_table_mb),
                 "task_run_history rows": float(runs_rows),
             },
+            # Why the size moves: space is reused only once vacuum has cleared the dead rows.
+            "vacuum": {"task_run_history dead rows": float(dead_rows), "autovacuums": float(autovacuums)},
         }
         if with_broker:
             amqp_connections, amqp_channels = self._amqp_connections()
@@ -247,7 +249,8 @@ class Sampler:
 BACKENDS = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
 DATABASE = (
     "SELECT pg_database_size(current_database()) / 2.0::float8^20,"
-    " pg_total_relation_size('task_run_history') / 2.0::float8^20, (SELECT count(*) FROM task_run_history)"
+    " pg_total_relation_size('task_run_history') / 2.0::float8^20, (SELECT count(*) FROM task_run_history),"
+    " n_dead_tup, autovacuum_count FROM pg_stat_user_tables WHERE relname = 'task_run_history'"
 )
 
 
@@ -508,7 +511,9 @@ def report(soak: Soak, interval: Interval) -> str:
     database, connections = sample.figures["database"], sample.figures["connections"]
     lines += [
         f"  database     size {database['size MB']:,.1f} MB; task_run_history {database['task_run_history MB']:,.1f}"
-        f" MB, {database['task_run_history rows']:,.0f} rows",
+        f" MB, {database['task_run_history rows']:,.0f} rows; dead rows"
+        f" {sample.figures['vacuum']['task_run_history dead rows']:,.0f} after"
+        f" {sample.figures['vacuum']['autovacuums']:,.0f} autovacuum(s)",
         "  connections  " + ", ".join(f"{name} {count:,.0f}" for name, count in connections.items()),
         "  queues       "
         + ", ".join(
@@ -628,10 +633,11 @@ def judgements(soak: Soak) -> tuple[list[Trend], list[str]]:
             trends.append(flat_trend(section, name, points, long_enough))
     for name, points in series(soak.samples, "database", options.warmup_s).items():
         trends.append(bounded_trend(name, points, covered_s, long_enough and retention_deletes))
-    for name, points in series(soak.samples, "queues", options.warmup_s).items():
-        trends.append(
-            Trend("queues", name, statistics.fmean(v for _t, v in points), slope_per_hour(points), None)
-        )
+    for section in ("vacuum", "queues"):
+        for name, points in series(soak.samples, section, options.warmup_s).items():
+            trends.append(
+                Trend(section, name, statistics.fmean(v for _t, v in points), slope_per_hour(points), None)
+            )
     measured = [interval for interval in soak.intervals if interval.start_s >= options.warmup_s]
     for name in ("p50", "p95", "p99", "max"):
         points = [
