@@ -12,6 +12,7 @@ keys), ``export [--source NAME] [-o FILE]`` (write schedules in that file's form
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import shutil
@@ -173,25 +174,34 @@ class Child:
     env: dict[str, str]
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, each before its own children (Linux's /proc)."""
+    try:
+        children = [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:  # it has exited
+        return []
+    return [below for child in children for below in (child, *descendants(child))]
+
+
 def supervise(to_run: Sequence[Child]) -> int:
     """Run ``to_run`` side by side until they exit, and return how it went.
 
-    Each child runs in a session of its own, so that it hears a stop from this process only, once, however the
-    stop was sent: to this process, to its process group (Ctrl-C, systemd's default, many supervisors) or to
-    every process of the tree. The first SIGTERM, SIGINT or SIGHUP drains every child (``DRAIN``); a second,
-    or a SIGQUIT, stops them now (``NOW``, to each child's whole process group). When a child exits unasked,
-    the rest are drained and the exit code says it failed (so the container restarts whole)."""
+    The children share this process's group, so a stop sent to the group (Ctrl-C, many supervisors) or to every
+    process (systemd) reaches them as well as this process, and a SIGKILL to the group takes them all; each
+    child takes any number of copies of a stop as one (gunicorn and Dramatiq's worker processes ignore SIGINT;
+    a worker process drains once however many SIGTERMs come). The first SIGTERM, SIGINT or SIGHUP here drains
+    every child (``DRAIN``); a second, or a SIGQUIT, stops them now (``NOW``, to every process below this one).
+    When a child exits unasked, the rest are drained and the exit code says it failed (so the container
+    restarts whole)."""
     children: list[subprocess.Popen[bytes]] = []
     stop: signal.Signals | None = None
 
     def signal_child(child: subprocess.Popen[bytes], how: signal.Signals) -> None:
-        try:
-            if how == NOW:  # every process of the child: a worker group's forked processes record their runs
-                os.killpg(child.pid, how)
-            elif child.poll() is None:
-                child.send_signal(how)
-        except ProcessLookupError:
-            pass
+        # NOW reaches every process of the child: a worker group's forked processes record their runs.
+        for pid in [child.pid, *descendants(child.pid)] if how == NOW else [child.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                if pid != child.pid or child.poll() is None:
+                    os.kill(pid, how)
 
     def stop_children(how: signal.Signals) -> None:
         nonlocal stop
@@ -217,23 +227,30 @@ def supervise(to_run: Sequence[Child]) -> int:
     # and must outlive its worker processes while they record their interruption.
     signal.signal(NOW, signal.SIG_IGN)
     for wanted in to_run:
-        children.append(subprocess.Popen(wanted.command, env=wanted.env, start_new_session=True))
+        children.append(subprocess.Popen(wanted.command, env=wanted.env))
         if stop is not None:
             signal_child(children[-1], stop)
     signal.signal(NOW, request_stop)
     while stop is None and all(child.poll() is None for child in children):
         time.sleep(0.2)
     if stop is None:
-        failed = next(n for n, child in enumerate(children) if child.returncode is not None)
-        first_exit = children[failed].returncode
-        logger.error("%s exited with %s: stopping the rest", to_run[failed].name, first_exit)
+        first = next(n for n, child in enumerate(children) if child.returncode is not None)
+        first_exit = children[first].returncode
+        logger.error("%s exited with %s: stopping the rest", to_run[first].name, first_exit)
         stop_children(DRAIN)
         for child in children:
             child.wait()
         return first_exit or 1
     codes = [child.wait() for child in children]
     # A requested stop is a clean exit unless a child failed other than by the signals it was sent.
-    return next((code for code in codes if code not in (0, -DRAIN, -NOW)), 0)
+    failed = [
+        (wanted.name, code)
+        for wanted, code in zip(to_run, codes, strict=True)
+        if code not in (0, -DRAIN, -NOW)
+    ]
+    for name, code in failed:
+        logger.error("%s exited with %s while stopping", name, code)
+    return failed[0][1] if failed else 0
 
 
 def migrate(settings: Settings) -> int:

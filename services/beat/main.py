@@ -32,6 +32,7 @@ from shared.heartbeat import Heartbeat, heartbeat_path
 
 __all__ = ["broker"]
 STOP_POLL_S = 0.2  # how soon the loop sees a stop it was asked for
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 logger = logging.getLogger("cronwork.beat")
 
 
@@ -83,11 +84,13 @@ def run() -> int:
         nonlocal stopping
         if stopping or signum == signal.SIGQUIT:
             logger.warning("%s: stopping at once", signal.Signals(signum).name)
+            for later in STOP_SIGNALS:  # a third, while the interpreter exits, changes nothing
+                signal.signal(later, signal.SIG_IGN)
             raise SystemExit(0)
         logger.info("%s: stopping after the send in hand", signal.Signals(signum).name)
         stopping = True
 
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, stop)
     logger.info(
         "beat sending %s", ", ".join(f"{actor.actor_name} ({actor.options['periodic']})" for actor in actors)

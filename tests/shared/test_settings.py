@@ -118,7 +118,9 @@ def _reasons() -> list[tuple[dict[str, str], str]]:
         if s.maximum is not None:
             cases.append(({s.env: str(s.maximum + 1)}, f"{s.env} must be at most {s.maximum}, got"))
     for s in FRACTIONS:
-        cases += [({s.env: text}, f"{s.env} must be a number, got {text!r}") for text in ("many", "nan", "inf")]
+        cases += [
+            ({s.env: text}, f"{s.env} must be a number, got {text!r}") for text in ("many", "nan", "inf")
+        ]
         if s.above is not None:
             cases.append(({s.env: str(s.above)}, f"{s.env} must be more than {s.above:g}, got"))
     cases += [({s.env: "nonsense"}, f"{s.env} must be ") for s in SETTINGS if s.choices]
