@@ -81,6 +81,17 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
+def process_environment(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a cronwork process started on ``settings``: this one's, with every setting by its own
+    variable (so the process runs with exactly these settings, whatever the caller's ``DATABASE_*`` and
+    ``BROKER_*`` say), unbuffered output, and ``extra``."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DATABASE_", "BROKER_"))}
+    env.update({declaration(f.name).env: str(getattr(settings, f.name)) for f in fields(Settings)})
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
 def free_port() -> int:
     """A TCP port nothing listens on now."""
     with socket.socket() as probe:
@@ -127,14 +138,7 @@ class Stack:
         return self.settings.database_url
 
     def environment(self, **extra: str) -> dict[str, str]:
-        env = {
-            key: value for key, value in os.environ.items() if not key.startswith(("DATABASE_", "BROKER_"))
-        }
-        # Every setting by its own variable: the processes run with exactly the bench's settings.
-        env.update({declaration(f.name).env: str(getattr(self.settings, f.name)) for f in fields(Settings)})
-        env["PYTHONUNBUFFERED"] = "1"
-        env.update(extra)
-        return env
+        return process_environment(self.settings, **extra)
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> Process:
         log_path = self.directory / f"{name}.log"

@@ -16,10 +16,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pika
 import psycopg
 
 from bench.stack import free_port
+from shared.messaging import broker_is_reachable
+from shared.settings import Settings
 
 POSTGRES_BIN = Path(os.environ.get("CHAOS_POSTGRES_BIN", "/usr/lib/postgresql/15/bin"))
 RABBITMQ_SERVER = os.environ.get("CHAOS_RABBITMQ_SERVER", "/usr/lib/rabbitmq/bin/rabbitmq-server")
@@ -174,14 +175,7 @@ class ThrowawayRabbitmq:
             time.sleep(0.3)
 
     def accepts_connections(self) -> bool:
-        parameters = pika.URLParameters(self.url)
-        parameters.socket_timeout = parameters.blocked_connection_timeout = 2
-        parameters.connection_attempts = 1
-        try:
-            pika.BlockingConnection(parameters).close()
-        except Exception:
-            return False
-        return True
+        return broker_is_reachable(Settings(broker_url=self.url))
 
     def ctl(self, *args: str, timeout_s: float = 60) -> str:
         """``rabbitmqctl -n NODE args``: the output, or CalledProcessError."""

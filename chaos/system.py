@@ -12,18 +12,18 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-from bench.stack import Process, free_port
+from bench.stack import Process, free_port, process_environment
 from shared.db import upgrade_to_head
 from shared.messaging import QUEUES
 from shared.runtime import Runtime, build_runtime
-from shared.settings import Settings, declaration
+from shared.settings import Settings
 
 # The Dramatiq groups of a pod, by the queue each consumes.
 GROUP_QUEUES = {"ticks": "cronwork.ticks", "runs": "cronwork.runs", "system": "cronwork.system"}
@@ -79,13 +79,7 @@ class SystemUnderTest:
 
     def environment(self, **extra: str) -> dict[str, str]:
         """The environment of every process: each setting by its own variable, as ``bench.stack`` does."""
-        env = {
-            key: value for key, value in os.environ.items() if not key.startswith(("DATABASE_", "BROKER_"))
-        }
-        env.update({declaration(f.name).env: str(getattr(self.settings, f.name)) for f in fields(Settings)})
-        env["PYTHONUNBUFFERED"] = "1"
-        env.update(extra)
-        return env
+        return process_environment(self.settings, **extra)
 
     def _start(self, name: str, argv: list[str], env: dict[str, str]) -> Process:
         self._started += 1
