@@ -1209,9 +1209,16 @@ def _retrying_while_database_is_away(work: Callable[[], T], give_up_after_s: flo
 
 
 def run_system_slot(
-    runtime: Runtime, task_id: str, task_type: str, slot: datetime, work: Callable[[Runtime], str | None]
+    runtime: Runtime,
+    task_id: str,
+    task_type: str,
+    slot: datetime,
+    work: Callable[[Runtime], str | None],
+    in_progress: RunsInProgress | None = None,
 ) -> str | None:
-    """Run one slot of a system cron once, however many beats sent it: the insert of its run is the claim."""
+    """Run one slot of a system cron once, however many beats sent it: the insert of its run is the claim.
+    The run is held in ``in_progress`` from its claim until its outcome is recorded, as ``execute_run`` holds
+    a task's."""
     now = utcnow()
 
     def claim_system_slot() -> list[Any]:
@@ -1257,16 +1264,17 @@ def run_system_slot(
         None,
     )
     _count_start(run)
-    begun = time.monotonic()
-    error = summary = None
-    try:
-        summary = work(runtime)
-        if summary:
-            logger.info("system task %s: %s", task_id, summary)
-    except Exception as exc:
-        logger.exception("system task %s failed", task_id)
-        error = f"{type(exc).__name__}: {exc}"
-    status = RunStatus.FAILED if error else RunStatus.SUCCESS
-    duration_ms = int((time.monotonic() - begun) * 1000)
-    record_outcomes(runtime, [Outcome(run, status, error, duration_ms, output=summary)])
+    with in_progress.holding(run.id) if in_progress else nullcontext():
+        begun = time.monotonic()
+        error = summary = None
+        try:
+            summary = work(runtime)
+            if summary:
+                logger.info("system task %s: %s", task_id, summary)
+        except Exception as exc:
+            logger.exception("system task %s failed", task_id)
+            error = f"{type(exc).__name__}: {exc}"
+        status = RunStatus.FAILED if error else RunStatus.SUCCESS
+        duration_ms = int((time.monotonic() - begun) * 1000)
+        record_outcomes(runtime, [Outcome(run, status, error, duration_ms, output=summary)])
     return status

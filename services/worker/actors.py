@@ -69,7 +69,7 @@ completer: Batcher[protocol.Outcome, bool] = Batcher(
 )
 
 
-runs_in_progress = protocol.RunsInProgress()
+runs_in_progress = protocol.RunsInProgress()  # the task runs and system runs this process has started
 
 
 def record_interrupted_runs() -> int:
@@ -199,7 +199,9 @@ def system_slot(message: dramatiq.Message[Any] | None) -> datetime:
 def declare_system_actor(task: SystemTask) -> dramatiq.Actor[[], None]:
     def run_system_task() -> None:
         slot = system_slot(CurrentMessage.get_current_message())
-        protocol.run_system_slot(runtime, task.id, SYSTEM_TASK_TYPE, slot, task.work)
+        protocol.run_system_slot(
+            runtime, task.id, SYSTEM_TASK_TYPE, slot, task.work, in_progress=runs_in_progress
+        )
 
     run_system_task.__name__ = task.id
     return dramatiq.actor(

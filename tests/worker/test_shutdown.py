@@ -19,17 +19,22 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
+import dramatiq
 import psycopg
 import pytest
 
+from shared.db import utcnow
 from shared.healing import INTERRUPTED
+from shared.messaging import SYSTEM_QUEUE
 from shared.models import RunStatus, TaskRunHistory, TriggeredBy
 from tests.conftest import Service, Services, environment, free_port, http_ok, wait_for
 from tests.e2e.test_run_modes import call
 from tests.worker.conftest import Engine, run_now
 
+HISTORY_RETENTION = "history_retention"  # the system task's id, its actor's name
 Sender = Callable[[Service, signal.Signals], None]  # one of the paths a stop signal takes
 
 
@@ -84,8 +89,13 @@ def a_run_in_progress(engine: Engine, **schedule: object) -> TaskRunHistory:
     return queued
 
 
-def unfinished_runs(engine: Engine) -> list[TaskRunHistory]:
-    return [run for run in engine.runs() if run.status in (RunStatus.QUEUED, RunStatus.RUNNING)]
+def unfinished_runs(engine: Engine) -> list[tuple[int, str | None, str]]:
+    """The runs left queued or running, system ones included: (id, system task, status)."""
+    return [
+        (run.id, run.system_task, run.status)
+        for run in engine.runs()
+        if run.status in (RunStatus.QUEUED, RunStatus.RUNNING)
+    ]
 
 
 # --- cronwork worker -----------------------------------------------------------------------------------------
@@ -165,6 +175,41 @@ def test_a_run_that_outlasts_the_shutdown_timeout_is_recorded_as_interrupted(
     assert (interrupted.status, interrupted.error_message) == (RunStatus.ABANDONED, INTERRUPTED)
     assert "outlasted the shutdown timeout" in worker.log()
     assert unfinished_runs(engine) == [], "no attempt left: nothing retried"
+
+
+def test_a_system_task_cut_short_by_a_stop_at_once_is_recorded_as_interrupted(
+    make_engine: Callable[..., Engine],
+) -> None:
+    engine = make_engine(task_time_limit_s=60)
+    worker = engine.start_worker()
+    old = utcnow() - timedelta(days=engine.settings.history_retention_days + 1)
+    with engine.runtime.sessions.begin() as session:
+        session.add(
+            TaskRunHistory(
+                task_type="report_publish",
+                status=RunStatus.SUCCESS,
+                triggered_by=TriggeredBy.MANUAL,
+                queued_at=old,
+                due_at=old,
+            )
+        )
+    with psycopg.connect(engine.settings.database_url) as lock:
+        lock.execute("SELECT id FROM task_run_history FOR UPDATE")  # history retention's delete waits on it
+        engine.runtime.broker.enqueue(
+            dramatiq.Message(
+                queue_name=SYSTEM_QUEUE, actor_name=HISTORY_RETENTION, args=(), kwargs={}, options={}
+            )
+        )
+        retention = wait_for(
+            lambda: engine.runs(system_task=HISTORY_RETENTION) or None, 30, "history retention to start"
+        )
+        to_the_process(worker, signal.SIGQUIT)
+        assert exit_code(worker, within_s=20) == 0, worker.log()
+
+    # Recorded by the stopping worker, not left running until its lease; a system slot is never retried.
+    interrupted = the_run(engine, retention[0].id)
+    assert (interrupted.status, interrupted.error_message) == (RunStatus.ABANDONED, INTERRUPTED)
+    assert unfinished_runs(engine) == []
 
 
 # --- cronwork beat -------------------------------------------------------------------------------------------
