@@ -8,7 +8,7 @@ are spread evenly, ``--rate`` fires a second; the API is scraped and paged as a 
 operator would. Exits 1 when a verdict fails, 130 when interrupted.
 
     python -m bench.soak [--rate 200] [--duration 3600] [--report-every 300] [--warmup S] [--retention S]
-    python -m bench.soak --smoke     # a minute at 50 fires/s, a report every 15 s (tests/bench/test_soak.py)
+    python -m bench.soak --smoke     # 30 s at 50 fires/s, a report every 10 s (tests/bench/test_soak.py)
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ FLAT_STEP = {"memory MB": 0.0, "connections": 1.0}
 BOUNDED_GROWTH = 0.10
 SHORTEST_JUDGED_S = 600  # a slope over less than ten minutes says nothing about an hour
 
-SMOKE = {"rate": 50, "duration": 60, "report_every": 15}
+SMOKE = {"rate": 50, "duration": 30, "report_every": 10}
 API_PATHS = ("/metrics", "/readyz", "/api/scheduler/tasks?page_size=100", "/api/scheduler/history")
 
 
@@ -777,7 +777,7 @@ def parse_options(argv: Sequence[str] | None) -> SoakOptions:
     parser.add_argument(
         "--smoke",
         action="store_true",
-        help=f"a minute at {SMOKE['rate']} fires/s, a report every {SMOKE['report_every']} s",
+        help=f"{SMOKE['duration']} s at {SMOKE['rate']} fires/s, a report every {SMOKE['report_every']} s",
     )
     args = parser.parse_args(argv)
     if args.smoke:
