@@ -21,6 +21,7 @@ from shared.models import FINISHED_STATUSES, RunStatus, TaskRunHistory, TaskSche
 from shared.observability import PUMP_PUBLISHED, PUMP_REARMED, RUNS_FINISHED
 from shared.protocol import (
     RUNS,
+    SCHEDULES,
     STARTED_RUN_COLUMNS,
     HealthEvent,
     StartedRun,
@@ -173,8 +174,8 @@ def reopen_overdue_ticks(runtime: Runtime, now: datetime) -> int:
     )
     with runtime.sessions.begin() as session:
         result = session.execute(
-            update(TaskSchedule)
-            .where(TaskSchedule.id.in_(overdue.scalar_subquery()))
+            update(SCHEDULES)
+            .where(SCHEDULES.c.id.in_(overdue.scalar_subquery()))
             .values(tick_published_at=None)
         )
     return int(result.rowcount)  # type: ignore[attr-defined]
@@ -231,7 +232,7 @@ def delete_old_history(runtime: Runtime) -> str:
     while time.monotonic() < deadline:
         with runtime.sessions.begin() as session:
             batch = session.execute(
-                delete(TaskRunHistory).where(TaskRunHistory.id.in_(old.scalar_subquery()))
+                delete(RUNS).where(RUNS.c.id.in_(old.scalar_subquery()))
             )
         deleted += int(batch.rowcount)  # type: ignore[attr-defined]
         if batch.rowcount < RETENTION_BATCH_ROWS:  # type: ignore[attr-defined]

@@ -87,7 +87,8 @@ from shared.timing import (
 logger = logging.getLogger("cronwork.protocol")
 T = TypeVar("T")
 
-# Core tables for the batch statements of the hot path (the ORM's per-object bookkeeping costs more than they do).
+# Core tables for set-based statements: the ORM's per-object bookkeeping costs more than they do, and its
+# session synchronisation turns an UPDATE or DELETE with a subquery into one that returns every id it changed.
 SCHEDULES = cast(Table, TaskSchedule.__table__)
 RUNS = cast(Table, TaskRunHistory.__table__)
 TICKS = cast(Table, TickInFlight.__table__)

@@ -129,3 +129,43 @@ def test_runs_show_in_the_metrics_the_json_logs_and_the_schedules_failure_streak
         if line.get("schedule_id") == every_second.id and line.get("status") == RunStatus.SUCCESS
     )
     assert scheduled["slot"].endswith("Z") and scheduled["trigger"] == TriggeredBy.SCHEDULE
+
+
+def test_delayed_ticks_leave_the_in_memory_count_once_moved_to_their_queue_whichever_pod_runs_them(
+    engine: Engine,
+) -> None:
+    """Every tick waits out its slot in the delay queue; a pod moves it to the tick queue when due, and either
+    pod may run it. Once the schedules are disabled and their last ticks moved, no pod holds a delayed message:
+    the gauge is 0 on both (Dramatiq's own middleware keeps every tick the other pod ran, for good)."""
+    ports = [free_port(), free_port()]
+    for port in ports:
+        engine.start_worker(dramatiq_prom_port=str(port))
+    every_second = [
+        engine.create(name=f"every second {i}", schedule_type="interval", interval_ms=1000) for i in range(4)
+    ]
+    for schedule in every_second:
+        engine.wait_for_runs(schedule.id, 8, 60)
+    for schedule in every_second:
+        engine.update(schedule.id, enabled=False)
+
+    def delayed_in_memory(port: int) -> float:
+        return sum(
+            value
+            for (name, _labels), value in samples(port).items()
+            if name == "dramatiq_delayed_messages_inprogress"
+        )
+
+    def ticks_run(port: int) -> float:
+        return sum(
+            value
+            for (name, labels), value in samples(port).items()
+            if name == "dramatiq_messages_total" and ("queue_name", "cronwork.ticks") in labels
+        )
+
+    # Both pods ran ticks, so some of those one pod moved were run by the other.
+    assert all(ticks_run(port) > 0 for port in ports)
+    wait_for(
+        lambda: all(delayed_in_memory(port) == 0 for port in ports),
+        30,
+        "no pod to count a delayed message once the last ticks were moved",
+    )
