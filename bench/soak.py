@@ -39,7 +39,7 @@ import psycopg
 from bench.__main__ import machine
 from bench.firing import arm_all
 from bench.http import wait_until_serving
-from bench.stack import Stack, free_port, insert_schedules, rabbitmqctl
+from bench.stack import HARNESS_APPLICATION_NAME, Stack, free_port, insert_schedules, rabbitmqctl
 from bench.stats import percentile
 from shared.messaging import SYSTEM_QUEUE
 
@@ -182,7 +182,9 @@ class Sampler:
 
     def __init__(self, stack: Stack):
         self.stack = stack
-        self.database = psycopg.connect(stack.database_url, autocommit=True)
+        self.database = psycopg.connect(
+            stack.database_url, autocommit=True, application_name=HARNESS_APPLICATION_NAME
+        )
         self.rabbitmq_pid = int(json.loads(rabbitmqctl("status", "--formatter", "json")).get("pid", 0))
 
     def sample(self, at_s: float, with_broker: bool) -> Sample:
@@ -247,7 +249,11 @@ class Sampler:
         self.database.close()
 
 
-BACKENDS = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+# Cronwork's backends: the bench's own (this sampler, the stand-in autovacuum's VACUUM ANALYZE) are left out.
+BACKENDS = (
+    "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+    f" AND application_name IS DISTINCT FROM '{HARNESS_APPLICATION_NAME}'"
+)
 DATABASE = (
     "SELECT pg_database_size(current_database()) / 2.0::float8^20,"
     " pg_total_relation_size('task_run_history') / 2.0::float8^20, (SELECT count(*) FROM task_run_history),"
@@ -378,7 +384,9 @@ class StandInAutovacuum:
             self.thread.join()
 
     def _vacuum_every_minute(self) -> None:
-        with psycopg.connect(self.stack.database_url, autocommit=True) as connection:
+        with psycopg.connect(
+            self.stack.database_url, autocommit=True, application_name=HARNESS_APPLICATION_NAME
+        ) as connection:
             while not self.stopped.wait(VACUUM_EVERY_S):
                 for table in CHURNING_TABLES:
                     connection.execute(f"VACUUM (ANALYZE) {table}")

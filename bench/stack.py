@@ -28,6 +28,8 @@ from shared.runtime import Runtime, build_runtime
 from shared.settings import Settings, declaration
 
 ADMIN_URL = os.environ.get("TEST_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+# The bench's own connections say so, so that measurements of the system under test can leave them out.
+HARNESS_APPLICATION_NAME = "cronwork-bench-harness"
 RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672")
 
 
@@ -185,7 +187,9 @@ class Stack:
         self.processes.remove(process)
 
     def sql(self, statement: str, parameters: tuple[object, ...] | dict[str, object] = ()) -> list[tuple]:
-        with psycopg.connect(self.database_url, autocommit=True) as connection:
+        with psycopg.connect(
+            self.database_url, autocommit=True, application_name=HARNESS_APPLICATION_NAME
+        ) as connection:
             cursor = connection.execute(statement, parameters)
             return cursor.fetchall() if cursor.description else []
 
@@ -231,7 +235,7 @@ def insert_schedules(stack: Stack, timings: Iterable[tuple[str | None, int | Non
         " created_at, updated_at, next_run_at, dedupe_key, version"
     )
     with (
-        psycopg.connect(stack.database_url) as connection,
+        psycopg.connect(stack.database_url, application_name=HARNESS_APPLICATION_NAME) as connection,
         connection.cursor() as cursor,
         cursor.copy(f"COPY task_schedules ({columns}) FROM STDIN") as copy,
     ):
