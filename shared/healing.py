@@ -231,9 +231,7 @@ def delete_old_history(runtime: Runtime) -> str:
     deleted = 0
     while time.monotonic() < deadline:
         with runtime.sessions.begin() as session:
-            batch = session.execute(
-                delete(RUNS).where(RUNS.c.id.in_(old.scalar_subquery()))
-            )
+            batch = session.execute(delete(RUNS).where(RUNS.c.id.in_(old.scalar_subquery())))
         deleted += int(batch.rowcount)  # type: ignore[attr-defined]
         if batch.rowcount < RETENTION_BATCH_ROWS:  # type: ignore[attr-defined]
             return f"deleted {deleted} run(s) older than {runtime.settings.history_retention_days:g} days"
