@@ -287,6 +287,11 @@ def _unsent_runs(
     }
 
 
+def time_limit_exceeded(limit_s: int) -> str:
+    """The error of an attempt Dramatiq interrupted at its time limit."""
+    return f"time limit exceeded ({limit_s} s)"
+
+
 def time_limit_s(runtime: Runtime, task_type_id: str, run_limit_s: int | None) -> int:
     """How long one attempt of a run may take: its schedule's limit, else its task type's, never more than the
     worker-wide ``TASK_TIME_LIMIT_S`` (which the run's lease is made of)."""
@@ -973,7 +978,7 @@ def _run_handler(runtime: Runtime, task_type: TaskType, run: StartedRun) -> Outc
     except TaskFailed as exc:
         error, worth_retrying = str(exc), exc.retry
     except TimeLimitExceeded:  # Dramatiq interrupts the thread with this BaseException at the run's limit
-        error = f"time limit exceeded ({limit_s} s)"
+        error = time_limit_exceeded(limit_s)
     except Exception as exc:  # a handler bug is a failed run, not a crashed worker
         error = f"{type(exc).__name__}: {exc}"
     status = RunStatus.FAILED if error else RunStatus.SUCCESS
@@ -1272,6 +1277,9 @@ def run_system_slot(
             summary = work(runtime)
             if summary:
                 logger.info("system task %s: %s", task_id, summary)
+        except TimeLimitExceeded:  # a BaseException: uncaught, the run stayed running until its lease
+            error = time_limit_exceeded(runtime.settings.task_time_limit_s)
+            logger.warning("system task %s: %s", task_id, error)
         except Exception as exc:
             logger.exception("system task %s failed", task_id)
             error = f"{type(exc).__name__}: {exc}"

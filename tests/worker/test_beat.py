@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timedelta
+
+import dramatiq
 
 from services.api.app import create_app
 from shared.db import utcnow
+from shared.messaging import SYSTEM_QUEUE
 from shared.models import RunStatus, TriggeredBy
 from tests.conftest import wait_for
 from tests.worker.conftest import Engine
@@ -56,3 +60,29 @@ def test_two_beats_give_one_system_run_per_slot(engine: Engine) -> None:
 
 def next_minute(instant: datetime) -> datetime:
     return instant.replace(second=0, microsecond=0) + timedelta(minutes=1)
+
+
+def test_a_system_cron_past_the_time_limit_is_recorded_failed_at_once_not_left_to_its_lease(
+    make_engine: Callable[..., Engine],
+) -> None:
+    # The sample cleanup does the simulated work: 5 s, against a 1 s limit and a 31 s lease.
+    engine = make_engine(
+        demo_task_types="true", simulated_work_ms=5000, task_time_limit_s=1, run_lease_margin_s=30
+    )
+    worker = engine.start_worker()
+    engine.runtime.broker.enqueue(
+        dramatiq.Message(
+            queue_name=SYSTEM_QUEUE, actor_name="session_cleanup", args=(), kwargs={}, options={}
+        )
+    )
+
+    [run] = wait_for(
+        lambda: (
+            [r for r in engine.runs(system_task="session_cleanup") if r.status != RunStatus.RUNNING] or None
+        ),
+        20,
+        "the cleanup's run to finish",
+    )
+    assert (run.status, run.error_message) == (RunStatus.FAILED, "time limit exceeded (1 s)")
+    assert run.completed_at - run.started_at < timedelta(seconds=10), "recorded by the worker, not by a lease"
+    assert worker.process.poll() is None
