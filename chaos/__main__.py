@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
-from chaos.faults import FaultInjector
+from chaos.faults import FaultInjector, InjectedFault
 from chaos.ledger import check, read_entries, table
 from chaos.load import close_disabled_periods, create_raced_pool, insert_steady_schedules, wait_for_api
 from chaos.plan import FaultPlan, build_plan
@@ -63,6 +63,10 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
         "--faults-per-minute", type=float, default=float(env("CHAOS_FAULTS_PER_MINUTE", "12"))
     )
     parser.add_argument("--settle", type=float, default=float(env("CHAOS_SETTLE_S", "90")), help="at most, s")
+    parser.add_argument("--log-level", default=env("CHAOS_LOG_LEVEL", "WARNING"), help="the processes'")
+    parser.add_argument(
+        "--keep-logs", type=Path, default=None, help="copy the processes' logs here (default: removed)"
+    )
     return parser.parse_args(argv)
 
 
@@ -111,6 +115,9 @@ def main(argv: list[str]) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
         if system is not None:
             system.close()
+            if arguments.keep_logs:
+                shutil.copytree(system.directory, arguments.keep_logs, dirs_exist_ok=True)
+                say(f"kept the processes' logs in {arguments.keep_logs}")
         if rabbitmq is not None:
             rabbitmq.close()
         if postgres is not None:
@@ -157,7 +164,7 @@ def start_system(
         pump_grace_s=5,
         retry_base_delay_ms=1000,
         worker_threads=8,
-        log_level="WARNING",
+        log_level=arguments.log_level,
     )
     logs = directory / "logs"
     logs.mkdir()
@@ -227,6 +234,11 @@ def run(
         print(f"  FAIL {failure}")
     for schedule_id, run_id in verdict.suspect_runs[:5]:
         print(evidence(system, schedule_id, run_id))
+    for run_id in verdict.unexplained_abandon_ids[:5]:
+        print(run_evidence(system, run_id, injector.injected, "abandoned for no fault"))
+    if verdict.failures or arguments.keep_logs:
+        for run_id, lateness in verdict.latest_runs(3):
+            print(run_evidence(system, run_id, injector.injected, f"{lateness:.1f} s late"))
     for schedule_id, slot in verdict.twice_executed_slots[:5]:
         print(f"  evidence: the runs of schedule {schedule_id} slot {slot}:")
         for row in system.sql(
@@ -242,6 +254,42 @@ def run(
         return 1
     print("chaos: the ledger holds")
     return 0
+
+
+def run_evidence(system: SystemUnderTest, run_id: int, faults: list[InjectedFault], why: str) -> str:
+    """What the database, the fault log and the processes' logs say about one run: its row, the faults within
+    a minute of it, and every log line that names it."""
+    [row] = system.sql(
+        "SELECT id, schedule_id, system_task, triggered_by, task_type, status, attempt, scheduled_for, queued_at,"
+        " dispatched_at, started_at, completed_at, error_message FROM task_run_history WHERE id = %s",
+        (run_id,),
+    )
+    names = ("id", "schedule", "system_task", "triggered_by", "task_type", "status", "attempt", "slot")
+    times = ("queued", "dispatched", "started", "completed")
+    lines = [
+        f"  evidence ({why}): "
+        + ", ".join(f"{name} {value}" for name, value in zip(names, row[:8], strict=True))
+    ]
+    lines.append(
+        "    "
+        + ", ".join(
+            f"{name} {value and value.isoformat()}" for name, value in zip(times, row[8:12], strict=True)
+        )
+    )
+    lines.append(f"    error {row[12]!r}")
+    around = [moment for moment in (row[7], *row[8:12]) if moment is not None]
+    near = [
+        fault
+        for fault in faults
+        if fault.start <= max(around) + timedelta(seconds=60)
+        and fault.end >= min(around) - timedelta(seconds=60)
+    ]
+    lines += [
+        f"    fault {fault.planned.kind} {fault.start:%H:%M:%S.%f}–{fault.end:%H:%M:%S.%f}: {fault.outcome}"
+        for fault in near
+    ]
+    lines += [f"    log {line}" for line in system.log_lines(f"run {run_id}")[:20]]
+    return "\n".join(lines)
 
 
 def evidence(system: SystemUnderTest, schedule_id: int, run_id: int) -> str:

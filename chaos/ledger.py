@@ -82,14 +82,24 @@ class Verdict:
     off_grid: list[str] = field(default_factory=list)
     stuck: list[str] = field(default_factory=list)
     unexplained_abandons: list[str] = field(default_factory=list)
+    unexplained_abandon_ids: list[int] = field(default_factory=list)
     ran_while_disabled: list[str] = field(default_factory=list)
     executed_twice: list[str] = field(default_factory=list)
     twice_executed_slots: list[tuple[int, datetime]] = field(default_factory=list)
     suspect_runs: list[tuple[int, int]] = field(
         default_factory=list
     )  # (schedule, run) that ran while disabled
-    lateness_s: list[float] = field(default_factory=list)
+    lateness_by_run: dict[int, float] = field(default_factory=dict)  # run id: s from its slot to its start
     lateness_excluded: int = 0
+    worst_lateness_with_faults: float = 0.0  # the longest a fault (and its healing) kept a slot waiting
+
+    @property
+    def lateness_s(self) -> list[float]:
+        return list(self.lateness_by_run.values())
+
+    def latest_runs(self, count: int) -> list[tuple[int, float]]:
+        """The ``count`` runs that started latest after their slot, outside fault windows, latest first."""
+        return sorted(self.lateness_by_run.items(), key=lambda item: -item[1])[:count]
 
     @property
     def failures(self) -> list[str]:
@@ -213,6 +223,7 @@ def _check_raced(verdict: Verdict, schedule: RacedSchedule, entries: list[Entry]
 def _check_abandoned(verdict: Verdict, entry: Entry, faults: list[InjectedFault]) -> None:
     kinds = reason_kinds(entry.error_message or "")
     if kinds is None:
+        verdict.unexplained_abandon_ids.append(entry.id)
         verdict.unexplained_abandons.append(
             f"abandoned for no injected fault: run {entry.id} reason {entry.error_message!r}"
         )
@@ -222,6 +233,7 @@ def _check_abandoned(verdict: Verdict, entry: Entry, faults: list[InjectedFault]
     began = (entry.started_at or entry.queued_at) - timedelta(seconds=5)
     ended = entry.completed_at or entry.queued_at
     if not any(f.planned.kind in kinds and f.start <= ended and f.end >= began for f in faults):
+        verdict.unexplained_abandon_ids.append(entry.id)
         verdict.unexplained_abandons.append(
             f"abandoned with no {sorted(kinds)} fault during it: run {entry.id} (started {entry.started_at},"
             f" abandoned {entry.completed_at}) reason {entry.error_message!r}"
@@ -252,10 +264,14 @@ def _measure_lateness(
             or entry.scheduled_for > window_end
         ):
             continue
-        if any(start <= entry.scheduled_for <= end for start, end in windows):
+        lateness = (entry.started_at - entry.scheduled_for).total_seconds()
+        verdict.worst_lateness_with_faults = max(verdict.worst_lateness_with_faults, lateness)
+        # A fault between a slot and its start explains the wait: one that began just after the slot (its run
+        # queued, its message purged) as much as one the slot fell inside.
+        if any(start <= entry.started_at and entry.scheduled_for <= end for start, end in windows):
             verdict.lateness_excluded += 1
             continue
-        verdict.lateness_s.append((entry.started_at - entry.scheduled_for).total_seconds())
+        verdict.lateness_by_run[entry.id] = lateness
 
 
 def _check_witness(verdict: Verdict, witness: Path) -> None:
@@ -302,6 +318,7 @@ def table(verdict: Verdict, faults: list[InjectedFault], extra: dict[str, Any]) 
         ("executed twice", len(verdict.executed_twice)),
         ("worst lateness outside fault windows", f"{worst:.3f} s"),
         ("p99 lateness outside fault windows", f"{percentile(verdict.lateness_s, 0.99):.3f} s"),
+        ("worst lateness, faults included", f"{verdict.worst_lateness_with_faults:.3f} s"),
         (
             "runs measured / excluded (fault windows)",
             f"{len(verdict.lateness_s)} / {verdict.lateness_excluded}",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -179,14 +180,26 @@ class SystemUnderTest:
             cursor = connection.execute(statement, parameters)  # type: ignore[arg-type]
             return cursor.fetchall() if cursor.description else []
 
+    def log_lines(self, needle: str) -> list[str]:
+        """Every process's log lines that contain ``needle`` as a whole word, each after its log's name."""
+        pattern = re.compile(rf"{re.escape(needle)}\b")
+        return [
+            f"{process.name}: {line}"
+            for process in self._every()
+            for line in process.log().splitlines()
+            if pattern.search(line)
+        ]
+
+    def _every(self) -> list[Process]:
+        return [*self.pods, *self.beats, *self.retired, *([self.api] if self.api else [])]
+
     def tracebacks(self) -> int:
         """How many tracebacks the processes logged (reported, not judged: faults make some)."""
-        every = [*self.pods, *self.beats, *self.retired, *([self.api] if self.api else [])]
-        return sum(process.log().count("Traceback") for process in every)
+        return sum(process.log().count("Traceback") for process in self._every())
 
     def close(self) -> None:
         """Kill every process for good (the data is thrown away: no drain is waited for)."""
-        every = [*self.pods, *self.beats, *self.retired, *([self.api] if self.api else [])]
+        every = self._every()
         for process in every:
             kill_tree([process.popen.pid, *descendants(process.popen.pid)])
             with contextlib.suppress(ProcessLookupError):
