@@ -22,6 +22,7 @@ import pika
 import psycopg
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
+from services.__main__ import descendants
 from shared.db import upgrade_to_head
 from shared.messaging import QUEUES
 from shared.runtime import Runtime, build_runtime
@@ -57,20 +58,11 @@ class Process:
 
     def pids(self) -> list[int]:
         """The process and all its descendants."""
-        return [self.popen.pid, *_descendants(self.popen.pid)]
+        return [self.popen.pid, *descendants(self.popen.pid)]
 
     def rss_mb(self) -> float:
         """Resident memory of the process and all its descendants, in MB."""
         return sum(_rss_kb(pid) for pid in self.pids()) / 1024
-
-
-def _descendants(pid: int) -> list[int]:
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    try:
-        direct = [int(child) for child in children.read_text().split()]
-    except OSError:
-        return []
-    return direct + [grandchild for child in direct for grandchild in _descendants(child)]
 
 
 def _rss_kb(pid: int) -> int:

@@ -21,6 +21,7 @@ import psycopg
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from bench.stack import Process, free_port, process_environment
+from services.__main__ import descendants
 from shared.db import upgrade_to_head
 from shared.messaging import QUEUES
 from shared.runtime import Runtime, build_runtime
@@ -28,15 +29,6 @@ from shared.settings import Settings
 
 # The Dramatiq groups of a pod, by the queue each consumes.
 GROUP_QUEUES = {"ticks": "cronwork.ticks", "runs": "cronwork.runs", "system": "cronwork.system"}
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid``."""
-    try:
-        direct = [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-    return direct + [grandchild for child in direct for grandchild in descendants(child)]
 
 
 def command_line(pid: int) -> str:

@@ -26,6 +26,7 @@ import dramatiq
 import psycopg
 import pytest
 
+from services.__main__ import descendants
 from shared.db import utcnow
 from shared.healing import INTERRUPTED
 from shared.messaging import SYSTEM_QUEUE
@@ -36,14 +37,6 @@ from tests.worker.conftest import Engine, run_now
 
 HISTORY_RETENTION = "history_retention"  # the system task's id, its actor's name
 Sender = Callable[[Service, signal.Signals], None]  # one of the paths a stop signal takes
-
-
-def _descendants(pid: int) -> list[int]:
-    try:
-        children = [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-    return [grandchild for child in children for grandchild in [child, *_descendants(child)]]
 
 
 def to_the_process(service: Service, signum: signal.Signals) -> None:
@@ -59,7 +52,7 @@ def to_the_group(service: Service, signum: signal.Signals) -> None:
 def to_the_tree(service: Service, signum: signal.Signals) -> None:
     """To every process of the tree, leaves first: systemd's control-group kill, where no process can count on
     hearing it from its parent first."""
-    for pid in [*reversed(_descendants(service.process.pid)), service.process.pid]:
+    for pid in [*reversed(descendants(service.process.pid)), service.process.pid]:
         with contextlib.suppress(ProcessLookupError):  # a child that has exited already
             os.kill(pid, signum)
 
