@@ -32,8 +32,8 @@ from shared.settings import Settings
 
 # Slots this close to the end of the load are left out of the check: their ticks may be claimed after it.
 WINDOW_MARGIN_S = 2.0
-# Lateness is measured outside every fault's window plus this much (plus a pump's minute and grace for the
-# faults whose lost ticks only the pump heals).
+# A run's lateness is measured only when no fault's window, stretched by this much (plus a pump's minute and
+# grace for the faults whose lost ticks only the pump heals), fell between its slot and its start.
 RECOVERY_S = 10.0
 SETTLE_POLL_S = 2.0
 
