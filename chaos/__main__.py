@@ -234,7 +234,7 @@ def run(
         print(f"  FAIL {failure}")
     for schedule_id, run_id in verdict.suspect_runs[:5]:
         print(evidence(system, schedule_id, run_id))
-    for run_id in verdict.unexplained_abandon_ids[:5]:
+    for run_id in list(verdict.unexplained_abandons)[:5]:
         print(run_evidence(system, run_id, injector.injected, "abandoned for no fault"))
     if verdict.failures or arguments.keep_logs:
         for run_id, lateness in verdict.latest_runs(3):

@@ -81,8 +81,7 @@ class Verdict:
     lost: list[str] = field(default_factory=list)
     off_grid: list[str] = field(default_factory=list)
     stuck: list[str] = field(default_factory=list)
-    unexplained_abandons: list[str] = field(default_factory=list)
-    unexplained_abandon_ids: list[int] = field(default_factory=list)
+    unexplained_abandons: dict[int, str] = field(default_factory=dict)  # run id: what is wrong with it
     ran_while_disabled: list[str] = field(default_factory=list)
     executed_twice: list[str] = field(default_factory=list)
     twice_executed_slots: list[tuple[int, datetime]] = field(default_factory=list)
@@ -108,7 +107,7 @@ class Verdict:
             *self.lost,
             *self.off_grid,
             *self.stuck,
-            *self.unexplained_abandons,
+            *self.unexplained_abandons.values(),
             *self.ran_while_disabled,
             *self.executed_twice,
         ]
@@ -223,8 +222,7 @@ def _check_raced(verdict: Verdict, schedule: RacedSchedule, entries: list[Entry]
 def _check_abandoned(verdict: Verdict, entry: Entry, faults: list[InjectedFault]) -> None:
     kinds = reason_kinds(entry.error_message or "")
     if kinds is None:
-        verdict.unexplained_abandon_ids.append(entry.id)
-        verdict.unexplained_abandons.append(
+        verdict.unexplained_abandons[entry.id] = (
             f"abandoned for no injected fault: run {entry.id} reason {entry.error_message!r}"
         )
         return
@@ -233,8 +231,7 @@ def _check_abandoned(verdict: Verdict, entry: Entry, faults: list[InjectedFault]
     began = (entry.started_at or entry.queued_at) - timedelta(seconds=5)
     ended = entry.completed_at or entry.queued_at
     if not any(f.planned.kind in kinds and f.start <= ended and f.end >= began for f in faults):
-        verdict.unexplained_abandon_ids.append(entry.id)
-        verdict.unexplained_abandons.append(
+        verdict.unexplained_abandons[entry.id] = (
             f"abandoned with no {sorted(kinds)} fault during it: run {entry.id} (started {entry.started_at},"
             f" abandoned {entry.completed_at}) reason {entry.error_message!r}"
         )

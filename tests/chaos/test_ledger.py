@@ -1,13 +1,15 @@
-"""The chaos ledger's lateness: a run is measured only when no fault (and its recovery) fell between its slot
-and its start, and the worst wait faults caused is reported beside it."""
+"""The chaos ledger: a run's lateness is measured only when no fault (and its recovery) fell between its slot
+and its start, the worst wait faults caused is reported beside it, and an abandon is explained only by a fault
+while it ran."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
 from chaos.faults import InjectedFault
-from chaos.ledger import Entry, Verdict, _measure_lateness
+from chaos.ledger import Entry, Verdict, _check_abandoned, _measure_lateness
 from chaos.plan import FaultKind, PlannedFault
+from shared.healing import ABANDONED
 
 T0 = datetime(2026, 12, 4, 8, 46, 0, tzinfo=UTC)
 RECOVERY = timedelta(seconds=10)
@@ -66,3 +68,18 @@ def test_runs_with_no_fault_between_slot_and_start_are_measured() -> None:
     assert {run_id: round(s, 3) for run_id, s in verdict.lateness_by_run.items()} == {1: 0.2, 4: 0.4, 6: 0.1}
     assert verdict.latest_runs(1)[0][0] == 4
     assert verdict.lateness_excluded == 3
+
+
+def test_an_abandon_is_explained_only_by_a_lease_fault_while_it_ran() -> None:
+    def abandoned(run_id: int, started_s: float) -> Entry:
+        entry = run(run_id, started_s - 0.1, started_s)
+        entry.status, entry.error_message = "abandoned", ABANDONED
+        entry.completed_at = entry.started_at + timedelta(seconds=8)  # type: ignore[operator]
+        return entry
+
+    verdict = Verdict()
+    kill = fault(FaultKind.WORKER_KILL, 100, 100.1)
+    _check_abandoned(verdict, abandoned(1, 98.0), [kill])  # its worker was killed while it ran
+    _check_abandoned(verdict, abandoned(2, 300.0), [kill])  # no fault near it
+    assert list(verdict.unexplained_abandons) == [2]
+    assert verdict.failures == [verdict.unexplained_abandons[2]]
